@@ -1,0 +1,531 @@
+"""What one code cell reads, binds and mutates, from Python's own ``ast``.
+
+A cell's source first goes through IPython's input transformation (only when plain
+Python does not parse it, which keeps ``check`` fast): ``%matplotlib inline``,
+``!pip install x`` and ``df?`` become ordinary Python. The result is a list of events
+in execution order at the notebook's global scope:
+
+* ``read``   a global name is read (including globals a nested comprehension reads now)
+* ``bind``   a global name is bound, with a kind: data, module, function, class
+* ``mutate`` a global value may be changed in place (``df["x"] = ...``, ``lst.append(1)``,
+  ``model.fit(X)``, ``df.dropna(inplace=True)``)
+* ``delete`` ``del x``
+
+Functions and classes also get a summary of the globals they read and write *when
+called*, so that a step calling ``f()`` is known to need what ``f`` reads.
+"""
+
+from __future__ import annotations
+
+import ast
+import builtins
+import copy
+import warnings
+from dataclasses import dataclass, field
+
+# Methods that, called as a statement, are taken to change their object in place
+# unless listed here as read-only (display, export, statistics).
+READ_ONLY_METHODS = frozenset(
+    """head tail describe info sample plot hist show display print format copy count value_counts
+    nunique unique sum mean median std var min max corr cov summary keys values items get predict
+    predict_proba predict_log_proba decision_function score transform inverse_transform evaluate
+    isna isnull notna notnull any all round abs groupby agg aggregate apply map memory_usage
+    savefig save save_model dump dumps write_image write_html render encode decode split join
+    startswith endswith strip lower upper replace find index tolist item reshape astype
+    get_params get_feature_names_out""".split()
+)
+# Methods that change their object even when the result is used (``fitted = model.fit(X)``).
+MUTATING_METHODS = frozenset(
+    """fit fit_transform fit_predict partial_fit append extend insert update pop popitem remove
+    clear sort reverse add discard setdefault set_params train load_state_dict compile
+    """.split()
+)
+# Cell and line magics whose argument is Python code run in the user namespace.
+CODE_MAGICS = frozenset({"time", "timeit", "prun", "capture", "debug"})
+IPYTHON_NAMES = frozenset(
+    {"get_ipython", "display", "In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh", "exit", "quit", "__builtins__", "__name__", "__file__", "__doc__"}
+)
+BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_NAMES
+
+SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
+
+
+@dataclass(frozen=True)
+class Event:
+    op: str  # read | bind | mutate | delete | star
+    name: str
+    line: int
+    kind: str | None = None  # for bind: data | module | function | class
+    stmt: int = 0  # index of the top-level statement
+
+
+@dataclass(frozen=True)
+class CallSummary:
+    """Globals a function or class reads and writes when it is called or instantiated."""
+
+    reads: frozenset[str] = frozenset()
+    writes: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class Statement:
+    """A top-level statement: the unit nb2flow re-runs to re-create a definition."""
+
+    index: int
+    start: int  # 1-based first line (decorators included)
+    end: int
+    source: str
+    kinds: frozenset[str]  # kinds of the names it binds
+
+
+@dataclass(frozen=True)
+class CellCode:
+    """The analysis of one code cell."""
+
+    python: str  # the source after IPython's transformation
+    events: tuple[Event, ...]
+    statements: tuple[Statement, ...]
+    summaries: dict = field(default_factory=dict, compare=False, hash=False)  # name -> CallSummary
+    uses_ipython: bool = False  # magics or shell escapes: needs a kernel, not plain python
+    transformed: bool = False
+
+
+class CellSyntaxError(Exception):
+    """The cell is not valid Python even after IPython's transformation."""
+
+    def __init__(self, msg: str, line: int | None):
+        super().__init__(msg)
+        self.msg = msg
+        self.line = line
+
+
+def to_python(source: str) -> tuple[str, ast.Module, bool]:
+    """Parse a cell, applying IPython's input transformation only when plain Python fails."""
+    try:
+        return source, ast.parse(source), False
+    except SyntaxError as plain_error:
+        first_error = plain_error
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise CellSyntaxError(f"cannot parse: {exc}", None) from None
+    from IPython.core.inputtransformer2 import TransformerManager  # lazy: ~60 ms
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # IPython warns on odd line endings; we report our own error
+            python = TransformerManager().transform_cell(source)
+    except Exception:  # IPython raises assorted errors on broken input
+        raise CellSyntaxError(first_error.msg, first_error.lineno) from None
+    try:
+        return python, ast.parse(python), True
+    except SyntaxError:
+        raise CellSyntaxError(first_error.msg, first_error.lineno) from None
+    except (ValueError, MemoryError, RecursionError) as exc:
+        raise CellSyntaxError(f"cannot parse: {exc}", None) from None
+
+
+def analyze_cell(source: str) -> CellCode:
+    """Analyse one code cell. Raises :class:`CellSyntaxError`."""
+    python, tree, transformed = to_python(source)
+    try:
+        walker = _ModuleWalker(python)
+        walker.run(tree)
+    except RecursionError:
+        raise CellSyntaxError("code nested too deeply to analyse", None) from None
+    return CellCode(
+        python=python,
+        events=tuple(walker.events),
+        statements=tuple(walker.statements),
+        summaries=walker.summaries,
+        uses_ipython=transformed and "get_ipython()" in python,
+        transformed=transformed,
+    )
+
+
+# --------------------------------------------------------------------------- scopes
+
+
+def _root_name(node: ast.AST) -> str | None:
+    """``df`` for ``df``, ``df["x"]``, ``df.loc[0, "x"]``, ``model.steps[0].fit``."""
+    while isinstance(node, (ast.Attribute, ast.Subscript, ast.Starred)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _method_call(call: ast.Call) -> tuple[str | None, str | None]:
+    """(root name, method name) for ``root.a.method(...)``."""
+    if isinstance(call.func, ast.Attribute):
+        return _root_name(call.func.value), call.func.attr
+    return None, None
+
+
+def _has_inplace(call: ast.Call) -> bool:
+    return any(
+        kw.arg == "inplace" and isinstance(kw.value, ast.Constant) and kw.value.value is True
+        for kw in call.keywords
+    )
+
+
+def _bound_names(target: ast.AST) -> list[str]:
+    if isinstance(target, ast.Name):
+        return [target.id]
+    if isinstance(target, (ast.Tuple, ast.List)):
+        return [n for elt in target.elts for n in _bound_names(elt)]
+    if isinstance(target, ast.Starred):
+        return _bound_names(target.value)
+    return []
+
+
+class _ScopeInfo:
+    """Free names of a nested scope (function, lambda, class, comprehension)."""
+
+    def __init__(self) -> None:
+        self.reads: set[str] = set()
+        self.writes: set[str] = set()  # globals assigned via `global` or mutated in place
+
+
+def scope_free_names(node: ast.AST) -> _ScopeInfo:
+    """Globals a nested scope reads or writes, following Python's scoping rules."""
+    info = _ScopeInfo()
+    local: set[str] = set()
+    declared_global: set[str] = set()
+    declared_nonlocal: set[str] = set()
+    loads: set[str] = set()
+    stores: set[str] = set()
+    mutated: set[str] = set()
+    nested: list[_ScopeInfo] = []
+
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        args = node.args
+        for a in args.posonlyargs + args.args + args.kwonlyargs + [args.vararg, args.kwarg]:
+            if a is not None:
+                local.add(a.arg)
+        body = node.body if isinstance(node.body, list) else [node.body]
+    elif isinstance(node, ast.ClassDef):
+        body = node.body
+    else:  # comprehension
+        body = []
+        for gen in node.generators:
+            local.update(_bound_names(gen.target))
+        elts = [node.key, node.value] if isinstance(node, ast.DictComp) else [node.elt]
+        body = [ast.Expr(e) for e in elts]
+        for i, gen in enumerate(node.generators):
+            # the first iterable is evaluated in the enclosing scope; either way it is a read
+            body.append(ast.Expr(gen.iter))
+            body.extend(ast.Expr(c) for c in gen.ifs)
+
+    def visit(n: ast.AST, top: bool = False) -> None:
+        if not top and isinstance(n, SCOPES):
+            if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+                stores.add(n.name)
+                for d in n.decorator_list:
+                    visit(d)
+                if not isinstance(n, ast.ClassDef):
+                    for d in n.args.defaults + [d for d in n.args.kw_defaults if d is not None]:
+                        visit(d)
+                else:
+                    for b in n.bases + [k.value for k in n.keywords]:
+                        visit(b)
+            nested.append(scope_free_names(n))
+            return
+        if isinstance(n, ast.Global):
+            declared_global.update(n.names)
+        elif isinstance(n, ast.Nonlocal):
+            declared_nonlocal.update(n.names)
+        elif isinstance(n, ast.Name):
+            (loads if isinstance(n.ctx, ast.Load) else stores).add(n.id)
+        elif isinstance(n, (ast.Import, ast.ImportFrom)):
+            for alias in n.names:
+                if alias.name != "*":
+                    stores.add((alias.asname or alias.name).split(".")[0])
+        elif isinstance(n, ast.ExceptHandler) and n.name:
+            stores.add(n.name)
+        elif isinstance(n, (ast.MatchAs, ast.MatchStar)) and n.name:
+            stores.add(n.name)
+        elif isinstance(n, ast.MatchMapping) and n.rest:
+            stores.add(n.rest)
+        elif isinstance(n, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+            targets = n.targets if isinstance(n, (ast.Assign, ast.Delete)) else [n.target]
+            for t in targets:
+                for sub in ast.walk(t):
+                    if isinstance(sub, (ast.Subscript, ast.Attribute)) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+                        root = _root_name(sub)
+                        if root:
+                            mutated.add(root)
+        elif isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
+            root, method = _method_call(n.value)
+            if root and method not in READ_ONLY_METHODS and not method.startswith("to_"):
+                mutated.add(root)
+        if isinstance(n, ast.Call):
+            root, method = _method_call(n)
+            if root and (method in MUTATING_METHODS or _has_inplace(n)):
+                mutated.add(root)
+        for child in ast.iter_child_nodes(n):
+            visit(child)
+
+    for stmt in body:
+        visit(stmt, top=False)
+
+    local |= stores
+    local -= declared_global | declared_nonlocal
+    if isinstance(node, ast.ClassDef):
+        # class-body names are not visible to methods: nested scopes skip them
+        info.reads = {n for n in loads if n not in local and n not in declared_nonlocal}
+        for sub in nested:
+            info.reads |= sub.reads
+            info.writes |= sub.writes
+    else:
+        info.reads = {n for n in loads if n not in local and n not in declared_nonlocal}
+        for sub in nested:
+            info.reads |= {n for n in sub.reads if n not in local}
+            info.writes |= {n for n in sub.writes if n not in local}
+    info.writes |= {n for n in stores if n in declared_global}
+    info.writes |= {n for n in mutated if n not in local and n not in declared_nonlocal}
+    info.reads |= {n for n in mutated if n not in local and n not in declared_nonlocal}
+    return info
+
+
+# --------------------------------------------------------------------------- module level
+
+
+class _ModuleWalker(ast.NodeVisitor):
+    """Walks a cell's global scope in execution order, emitting events."""
+
+    def __init__(self, python: str) -> None:
+        self.lines = python.splitlines()
+        self.events: list[Event] = []
+        self.statements: list[Statement] = []
+        self.summaries: dict[str, CallSummary] = {}
+        self.stmt = 0
+        self._kinds: set[str] = set()
+        self._bind_kind = "data"
+
+    def run(self, tree: ast.Module) -> None:
+        for i, stmt in enumerate(tree.body):
+            self.stmt = i
+            self._kinds = set()
+            self.visit(stmt)
+            decorators = getattr(stmt, "decorator_list", [])
+            start = min([stmt.lineno] + [d.lineno for d in decorators])
+            end = stmt.end_lineno or stmt.lineno
+            self.statements.append(
+                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]), frozenset(self._kinds))
+            )
+
+    # events
+    def _emit(self, op: str, name: str, node: ast.AST, kind: str | None = None) -> None:
+        if op == "bind":
+            self._kinds.add(kind or "data")
+        self.events.append(Event(op, name, getattr(node, "lineno", 0) or 0, kind, self.stmt))
+
+    def _bind_target(self, target: ast.AST, kind: str = "data") -> None:
+        if isinstance(target, ast.Name):
+            self._emit("bind", target.id, target, kind)
+        elif isinstance(target, (ast.Tuple, ast.List)):
+            for elt in target.elts:
+                self._bind_target(elt, kind)
+        elif isinstance(target, ast.Starred):
+            self._bind_target(target.value, kind)
+        elif isinstance(target, (ast.Subscript, ast.Attribute)):
+            # df["x"] = ...: reads df and the index, then changes df in place
+            self.visit(target.value)
+            if isinstance(target, ast.Subscript):
+                self.visit(target.slice)
+            root = _root_name(target)
+            if root:
+                self._emit("mutate", root, target)
+
+    def _visit_scope_now(self, node: ast.AST) -> _ScopeInfo:
+        info = scope_free_names(node)
+        for name in sorted(info.reads):
+            self._emit("read", name, node)
+        for name in sorted(info.writes):
+            self._emit("mutate", name, node)
+        return info
+
+    # names
+    def visit_Name(self, node: ast.Name) -> None:
+        if isinstance(node.ctx, ast.Load):
+            self._emit("read", node.id, node)
+        elif isinstance(node.ctx, ast.Store):
+            self._emit("bind", node.id, node, "data")
+        else:
+            self._emit("delete", node.id, node)
+
+    # statements, in evaluation order
+    def visit_Assign(self, node: ast.Assign) -> None:
+        self.visit(node.value)
+        kind = "function" if isinstance(node.value, ast.Lambda) else "data"
+        for target in node.targets:
+            self._bind_target(target, kind)
+        if kind == "function":
+            info = scope_free_names(node.value)
+            for target in node.targets:
+                for name in _bound_names(target):
+                    self.summaries[name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+
+    def visit_AugAssign(self, node: ast.AugAssign) -> None:
+        if isinstance(node.target, ast.Name):
+            self._emit("read", node.target.id, node.target)
+            self.visit(node.value)
+            self._emit("bind", node.target.id, node.target, "data")
+        else:
+            self.visit(node.value)
+            self._bind_target(node.target)
+
+    def visit_AnnAssign(self, node: ast.AnnAssign) -> None:
+        self.visit(node.annotation)
+        if node.value is not None:
+            self.visit(node.value)
+            self._bind_target(node.target)
+
+    def visit_Delete(self, node: ast.Delete) -> None:
+        for target in node.targets:
+            if isinstance(target, ast.Name):
+                self._emit("delete", target.id, target)
+            elif isinstance(target, (ast.Tuple, ast.List)):
+                for elt in target.elts:
+                    self.visit_Delete(ast.Delete(targets=[elt]))
+            else:
+                self._bind_target(target)
+
+    def visit_For(self, node: ast.For) -> None:
+        self.visit(node.iter)
+        self._bind_target(node.target)
+        for stmt in node.body + node.orelse:
+            self.visit(stmt)
+
+    visit_AsyncFor = visit_For
+
+    def visit_With(self, node: ast.With) -> None:
+        for item in node.items:
+            self.visit(item.context_expr)
+            if item.optional_vars is not None:
+                self._bind_target(item.optional_vars)
+        for stmt in node.body:
+            self.visit(stmt)
+
+    visit_AsyncWith = visit_With
+
+    def visit_ExceptHandler(self, node: ast.ExceptHandler) -> None:
+        if node.type is not None:
+            self.visit(node.type)
+        if node.name:
+            self._emit("bind", node.name, node, "data")
+        for stmt in node.body:
+            self.visit(stmt)
+        if node.name:
+            self._emit("delete", node.name, node)  # Python unbinds it after the handler
+
+    def visit_NamedExpr(self, node: ast.NamedExpr) -> None:
+        self.visit(node.value)
+        self._bind_target(node.target)
+
+    def visit_Import(self, node: ast.Import) -> None:
+        for alias in node.names:
+            self._emit("bind", (alias.asname or alias.name).split(".")[0], node, "module")
+
+    def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
+        for alias in node.names:
+            if alias.name == "*":
+                self._kinds.add("module")
+                self._emit("star", "*", node)
+            else:
+                self._emit("bind", alias.asname or alias.name, node, "module")
+
+    def visit_FunctionDef(self, node: ast.FunctionDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
+            self.visit(d)
+        info = scope_free_names(node)
+        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+        self._emit("bind", node.name, node, "function")
+
+    visit_AsyncFunctionDef = visit_FunctionDef
+
+    def visit_ClassDef(self, node: ast.ClassDef) -> None:
+        for d in node.decorator_list:
+            self.visit(d)
+        for b in node.bases + [k.value for k in node.keywords]:
+            self.visit(b)
+        body = copy.copy(node)
+        body.bases, body.keywords, body.decorator_list = [], [], []
+        body.body = [s for s in node.body if not isinstance(s, (ast.FunctionDef, ast.AsyncFunctionDef))]
+        now = scope_free_names(body)  # the class body runs now
+        for name in sorted(now.reads):
+            self._emit("read", name, node)
+        info = scope_free_names(node)
+        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+        self._emit("bind", node.name, node, "class")
+
+    def visit_Lambda(self, node: ast.Lambda) -> None:
+        self._visit_scope_now(node)
+
+    def _visit_comprehension(self, node: ast.AST) -> None:
+        self._visit_scope_now(node)
+
+    visit_ListComp = visit_SetComp = visit_DictComp = visit_GeneratorExp = _visit_comprehension
+
+    def visit_MatchAs(self, node: ast.MatchAs) -> None:
+        if node.pattern is not None:
+            self.visit(node.pattern)
+        if node.name:
+            self._emit("bind", node.name, node, "data")
+
+    def visit_MatchStar(self, node: ast.MatchStar) -> None:
+        if node.name:
+            self._emit("bind", node.name, node, "data")
+
+    def visit_MatchMapping(self, node: ast.MatchMapping) -> None:
+        self.generic_visit(node)
+        if node.rest:
+            self._emit("bind", node.rest, node, "data")
+
+    def visit_Expr(self, node: ast.Expr) -> None:
+        self.visit(node.value)
+        if isinstance(node.value, ast.Call):
+            root, method = _method_call(node.value)
+            if root and method not in READ_ONLY_METHODS and not method.startswith("to_") and method not in MUTATING_METHODS and not _has_inplace(node.value):
+                self._emit("mutate", root, node)
+
+    def visit_Call(self, node: ast.Call) -> None:
+        magic = self._magic_code(node)
+        if magic is not None:
+            return
+        self.generic_visit(node)
+        root, method = _method_call(node)
+        if root and (method in MUTATING_METHODS or _has_inplace(node)):
+            self._emit("mutate", root, node)
+
+    def _magic_code(self, node: ast.Call) -> str | None:
+        """Analyse the Python inside ``%time x = f()`` / ``%%capture out`` cells in place."""
+        func = node.func
+        if not (
+            isinstance(func, ast.Attribute)
+            and func.attr in ("run_line_magic", "run_cell_magic")
+            and isinstance(func.value, ast.Call)
+            and isinstance(func.value.func, ast.Name)
+            and func.value.func.id == "get_ipython"
+        ):
+            return None
+        self._emit("read", "get_ipython", node)
+        args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in node.args]
+        if not args or args[0] not in CODE_MAGICS:
+            if args and args[0] in ("run", "load"):
+                self._kinds.add("module")
+                self._emit("star", "*", node)  # %run defines names nb2flow cannot see
+            return ""
+        code = args[-1] if func.attr == "run_cell_magic" and len(args) == 3 else (args[1] if len(args) > 1 else None)
+        if func.attr == "run_cell_magic" and args[0] == "capture" and len(args) == 3 and args[1]:
+            words = [w for w in args[1].split() if not w.startswith("-")]
+            if words and words[0].isidentifier():
+                self._emit("bind", words[0], node, "data")
+        if code:
+            try:
+                inner = ast.parse(code)
+            except SyntaxError:
+                return ""
+            for stmt in inner.body:
+                ast.increment_lineno(stmt, node.lineno - 1)
+                self.visit(stmt)
+        return code or ""

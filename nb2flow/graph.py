@@ -1,0 +1,107 @@
+"""Drawing the step DAG: a terminal view, mermaid and graphviz dot. Pure text out."""
+
+from __future__ import annotations
+
+import json
+
+from .pipeline import Pipeline
+
+FORMATS = ("text", "mermaid", "dot")
+
+
+def levels(pipeline: Pipeline) -> dict[str, int]:
+    """Each step's depth: 0 for roots, else one more than its deepest parent."""
+    depth: dict[str, int] = {}
+    for s in pipeline.steps:  # parents come first in notebook order
+        depth[s.name] = 1 + max((depth[p] for p in s.parents), default=-1)
+    return depth
+
+
+def flows(pipeline: Pipeline) -> dict[tuple[str, str], list[str]]:
+    """(provider, consumer) -> names of data values loaded along that pair."""
+    out: dict[tuple[str, str], list[str]] = {}
+    for s in pipeline.steps:
+        for i in s.data_inputs:
+            out.setdefault((i.provider, s.name), []).append(i.name)
+    return out
+
+
+def render(pipeline: Pipeline, fmt: str = "text", *, show_vars: bool = False) -> str:
+    if fmt == "mermaid":
+        return render_mermaid(pipeline, show_vars=show_vars)
+    if fmt == "dot":
+        return render_dot(pipeline, show_vars=show_vars)
+    return render_text(pipeline, show_vars=show_vars)
+
+
+def render_text(pipeline: Pipeline, *, show_vars: bool = False) -> str:
+    depth = levels(pipeline)
+    data = flows(pipeline)
+    if not pipeline.steps:
+        return "(no steps)\n"
+    width = max(len(s.name) for s in pipeline.steps)
+    lines = []
+    last_level = None
+    for level in sorted(set(depth.values())):
+        group = [s for s in pipeline.steps if depth[s.name] == level]
+        for n, s in enumerate(group):
+            label = f"{level:>3}  " if level != last_level else "     "
+            last_level = level
+            parts = []
+            for p in s.parents:
+                names = data.get((p, s.name))
+                parts.append(f"{p} ({', '.join(names)})" if show_vars and names else p)
+            if show_vars:
+                for (prov, cons), names in data.items():
+                    if cons == s.name and prov not in s.parents:
+                        parts.append(f"{prov} ({', '.join(names)}, via ancestors)")
+            arrow = "  <- " + ", ".join(parts) if parts else ""
+            cells = f"cells {s.cells[0] + 1}-{s.cells[-1] + 1}" if len(s.cells) > 1 else f"cell {s.cells[0] + 1}"
+            lines.append(f"{label}{s.name:<{width}}  [{cells}]{arrow}")
+        if len(group) > 1:
+            lines.append(f"     ({len(group)} steps at this level may run in parallel)")
+    header = f"{pipeline.notebook.stem}: {len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}; level, step, cells, runs after"
+    return header + "\n" + "\n".join(lines) + "\n"
+
+
+def _ids(pipeline: Pipeline) -> dict[str, str]:
+    return {s.name: f"s{i}" for i, s in enumerate(pipeline.steps)}
+
+
+def render_mermaid(pipeline: Pipeline, *, show_vars: bool = False) -> str:
+    ids = _ids(pipeline)
+    data = flows(pipeline)
+    out = ["flowchart TD"]
+    for s in pipeline.steps:
+        out.append(f'    {ids[s.name]}["{s.name}"]')
+    for s in pipeline.steps:
+        for p in s.parents:
+            names = data.get((p, s.name))
+            if show_vars and names:
+                out.append(f'    {ids[p]} -- "{", ".join(names)}" --> {ids[s.name]}')
+            else:
+                out.append(f"    {ids[p]} --> {ids[s.name]}")
+    if show_vars:
+        for (prov, cons), names in data.items():
+            if prov not in pipeline.step(cons).parents and prov in ids:
+                out.append(f'    {ids[prov]} -. "{", ".join(names)}" .-> {ids[cons]}')
+    return "\n".join(out) + "\n"
+
+
+def render_dot(pipeline: Pipeline, *, show_vars: bool = False) -> str:
+    data = flows(pipeline)
+    q = json.dumps  # a JSON string is a valid dot quoted string for these names
+    out = [f"digraph {q(pipeline.notebook.stem)} {{", "    rankdir=TB;", "    node [shape=box, style=rounded];"]
+    for s in pipeline.steps:
+        out.append(f"    {q(s.name)};")
+    for s in pipeline.steps:
+        for p in s.parents:
+            names = data.get((p, s.name))
+            attr = f" [label={q(', '.join(names))}]" if show_vars and names else ""
+            out.append(f"    {q(p)} -> {q(s.name)}{attr};")
+    if show_vars:
+        for (prov, cons), names in data.items():
+            if prov not in pipeline.step(cons).parents:
+                out.append(f"    {q(prov)} -> {q(cons)} [label={q(', '.join(names))}, style=dashed];")
+    out.append("}")
+    return "\n".join(out) + "\n"

@@ -1,0 +1,370 @@
+"""The pipeline model: steps, their edges and options, from a notebook's tags.
+
+:func:`build_structure` turns a :class:`~nb2flow.notebook.Notebook` into a
+:class:`Pipeline` whose steps know their cells, parents and options; the data-flow
+pass (:mod:`nb2flow.dataflow`) then fills in each step's inputs, outputs and the
+definitions it re-creates. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import ast
+import difflib
+from dataclasses import dataclass, field, replace
+from functools import cached_property
+
+from .findings import Finding, Severity, error, warning
+from .notebook import Notebook
+from .tags import CellTags, StepOptions, parse_cell_tags, task_name
+
+METRICS_STEP = "pipeline-metrics"
+DEFAULT_STEP = "main"
+
+
+@dataclass(frozen=True)
+class Input:
+    """A name a step reads from an earlier step."""
+
+    name: str
+    provider: str  # the step whose value (or definition) it is
+    kind: str  # data | module | function | class
+
+
+@dataclass(frozen=True)
+class Definition:
+    """A top-level statement re-run in a step to re-create a module, function or class."""
+
+    cell: int  # 0-based cell index
+    stmt: int
+    source: str
+    names: tuple[str, ...]
+    needs_values: bool = False  # its decorators/defaults read transported values
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step: a run of cells that executes in its own process or pod."""
+
+    name: str
+    cells: tuple[int, ...]  # 0-based indexes into the notebook's cells
+    parents: tuple[str, ...] = ()
+    options: StepOptions = field(default_factory=StepOptions)
+    inputs: tuple[Input, ...] = ()
+    outputs: tuple[str, ...] = ()
+    definitions: tuple[Definition, ...] = ()
+
+    @property
+    def task(self) -> str:
+        """The DNS-1123 name (Argo task name, Kubernetes labels)."""
+        return task_name(self.name)
+
+    @property
+    def first_cell(self) -> int:
+        return self.cells[0]
+
+    @property
+    def data_inputs(self) -> tuple[Input, ...]:
+        return tuple(i for i in self.inputs if i.kind == "data")
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A papermill parameter: a simple assignment in the ``parameters`` cell."""
+
+    name: str
+    source: str  # the default's expression as written
+    default: object = None
+    has_literal: bool = False  # the default is a Python literal
+    annotation: str | None = None
+
+    @property
+    def type_name(self) -> str:
+        if self.annotation:
+            return self.annotation
+        return type(self.default).__name__ if self.has_literal else "expression"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """A notebook split into steps, with its data flow and the problems found."""
+
+    notebook: Notebook
+    steps: tuple[Step, ...]
+    setup_cells: tuple[int, ...] = ()  # setup, parameters and injected-parameters cells in order
+    parameter_cell: int | None = None
+    skipped_cells: tuple[int, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    code: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # cell index -> CellCode
+
+    @property
+    def path(self) -> str:
+        return self.notebook.path
+
+    @cached_property
+    def by_name(self) -> dict[str, Step]:
+        return {s.name: s for s in self.steps}
+
+    def step(self, name: str) -> Step:
+        return self.by_name[name]
+
+    @property
+    def edges(self) -> tuple[tuple[str, str], ...]:
+        return tuple((p, s.name) for s in self.steps for p in s.parents)
+
+    @cached_property
+    def _ancestors(self) -> dict[str, frozenset[str]]:
+        result: dict[str, frozenset[str]] = {}
+        for s in self.steps:  # parents always come earlier in the notebook
+            acc: set[str] = set()
+            for p in s.parents:
+                acc.add(p)
+                acc |= result.get(p, frozenset())
+            result[s.name] = frozenset(acc)
+        return result
+
+    def ancestors(self, name: str) -> frozenset[str]:
+        return self._ancestors[name]
+
+    def descendants(self, name: str) -> frozenset[str]:
+        return frozenset(s.name for s in self.steps if name in self._ancestors[s.name])
+
+    def step_of_cell(self, index: int) -> str | None:
+        for s in self.steps:
+            if index in s.cells:
+                return s.name
+        return None
+
+    @property
+    def errors(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
+
+    @property
+    def warnings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    def parameter(self, name: str) -> Parameter | None:
+        return next((p for p in self.parameters if p.name == name), None)
+
+
+def build_structure(nb: Notebook) -> Pipeline:
+    """Steps, edges, setup and parameter cells from the tags. Data flow comes later."""
+    findings: list[Finding] = []
+    parsed: list[CellTags] = []
+    for cell in nb.cells:
+        tags, cell_findings = parse_cell_tags(cell)
+        parsed.append(tags)
+        findings.extend(cell_findings)
+
+    if nb.language not in ("python", "python3", "ipython"):
+        findings.append(error("not-python", f"the notebook's language is {nb.language!r}; nb2flow runs Python notebooks"))
+
+    code_cells = [c for c in nb.cells if c.cell_type == "code"]
+    has_steps = any(parsed[c.index].is_step_start for c in code_cells)
+    kale_mode = any(parsed[c.index].uses_prev for c in code_cells)
+    if code_cells and not has_steps:
+        findings.append(
+            warning(
+                "no-steps",
+                f"no step: tags, so the whole notebook runs as one step '{DEFAULT_STEP}'",
+                hint="tag the first cell of each step step:NAME",
+            )
+        )
+
+    steps: list[dict] = []
+    setup: list[int] = []
+    skipped: list[int] = []
+    metrics: list[int] = []
+    parameter_cell: int | None = None
+    seen: dict[str, tuple[str, int]] = {}  # task name -> (step name, cell number)
+
+    def where(i: int) -> dict:
+        return dict(cell=i + 1, first_line=nb.cells[i].first_line)
+
+    for cell in code_cells:
+        i = cell.index
+        tags = parsed[i]
+        current = steps[-1] if steps else None
+        if tags.role == "skip":
+            skipped.append(i)
+            continue
+        if tags.role == "parameters" or tags.injected:
+            if tags.role == "parameters" and parameter_cell is None:
+                parameter_cell = i
+            elif tags.role == "parameters":
+                findings.append(
+                    warning(
+                        "second-parameters",
+                        f"a second 'parameters' cell: papermill injects after the first (cell {parameter_cell + 1}); this one runs as a setup cell",
+                        **where(i),
+                    )
+                )
+            setup.append(i)
+            continue
+        if tags.role == "setup":
+            setup.append(i)
+            continue
+        if tags.role == "metrics":
+            metrics.append(i)
+            continue
+        if tags.is_step_start:
+            task = task_name(tags.step)
+            if task in seen:
+                other_name, other_cell = seen[task]
+                if tags.kale_block and current is not None and current["name"] == other_name:
+                    current["cells"].append(i)  # Kale: a repeated block name continues that block
+                    continue
+                same = "the same name" if other_name == tags.step else f"the same Kubernetes name '{task}' as step:{other_name}"
+                findings.append(
+                    error(
+                        "duplicate-step",
+                        f"step:{tags.step} has {same}, already used by cell {other_cell}",
+                        hint="give each step a unique name",
+                        step=tags.step,
+                        **where(i),
+                    )
+                )
+                continue
+            seen[task] = (tags.step, i + 1)
+            steps.append(dict(name=tags.step, cells=[i], tags=tags))
+            continue
+        if tags.after or tags.options:
+            what = "after:" if tags.after else ", ".join(f"{k}:" for k in tags.options if k != "gpu_resource")
+            findings.append(
+                error(
+                    "tag-not-on-step-start",
+                    f"{what} only applies on a step's first cell (the one tagged step:NAME)",
+                    hint="move the tag to the step's first cell",
+                    step=current["name"] if current else None,
+                    **where(i),
+                )
+            )
+        if current is None:
+            if has_steps:
+                setup.append(i)  # untagged code above the first step
+            else:
+                steps.append(dict(name=DEFAULT_STEP, cells=[i], tags=CellTags()))
+        else:
+            current["cells"].append(i)
+
+    # edges
+    built: list[Step] = []
+    names_above: list[str] = []
+    all_names = {s["name"]: s["cells"][0] for s in steps}
+    for s in steps:
+        tags: CellTags = s["tags"]
+        first = s["cells"][0]
+        parents: list[str] = []
+        if "none" in tags.after:
+            if len(tags.after) > 1:
+                findings.append(error("bad-after", "after:none cannot be combined with other after: names", step=s["name"], **where(first)))
+        elif tags.after:
+            for name in tags.after:
+                if name in names_above:
+                    if name not in parents:
+                        parents.append(name)
+                    continue
+                if name == s["name"]:
+                    msg, hint = f"step {name} cannot run after itself", None
+                elif name in all_names:
+                    msg = f"after:{name} names a step defined below (cell {all_names[name] + 1})"
+                    hint = "after: may only name a step above, so no cell runs before one it followed in the notebook"
+                else:
+                    close = difflib.get_close_matches(name, names_above, n=1, cutoff=0.6)
+                    close = close or [n for n in names_above if task_name(n) == task_name(name)]
+                    msg = f"after:{name} names no step above"
+                    hint = f"did you mean after:{close[0]}?" if close else (
+                        f"steps above: {', '.join(names_above)}" if names_above else "this is the first step; use after:none or drop the tag"
+                    )
+                findings.append(error("unknown-after", msg, hint=hint, step=s["name"], **where(first)))
+        elif not kale_mode and names_above:
+            parents.append(names_above[-1])
+        options = StepOptions(**tags.options)
+        built.append(Step(name=s["name"], cells=tuple(s["cells"]), parents=tuple(parents), options=options))
+        names_above.append(s["name"])
+
+    if metrics:
+        leaves = [s.name for s in built if not any(s.name in o.parents for o in built)]
+        if METRICS_STEP in all_names:
+            findings.append(error("duplicate-step", f"step:{METRICS_STEP} clashes with the pipeline-metrics cells", **where(metrics[0])))
+        else:
+            built.append(Step(name=METRICS_STEP, cells=tuple(metrics), parents=tuple(leaves)))
+
+    parameters: tuple[Parameter, ...] = ()
+    if parameter_cell is not None:
+        parameters = parse_parameters(nb.cells[parameter_cell].source)
+
+    owner = {i: s.name for s in built for i in s.cells}
+    findings = [
+        replace(f, step=owner.get(f.cell - 1)) if f.step is None and f.cell is not None else f for f in findings
+    ]
+    return Pipeline(
+        notebook=nb,
+        steps=tuple(built),
+        setup_cells=tuple(setup),
+        parameter_cell=parameter_cell,
+        skipped_cells=tuple(skipped),
+        parameters=parameters,
+        findings=tuple(findings),
+    )
+
+
+def parse_parameters(source: str) -> tuple[Parameter, ...]:
+    """The simple ``name = value`` assignments of a parameters cell, as papermill sees them."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ()  # reported as a syntax error by the data-flow pass
+    params: dict[str, Parameter] = {}
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            target, value, annotation = node.targets[0].id, node.value, None
+        elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+            target, value, annotation = node.target.id, node.value, ast.unparse(node.annotation)
+        else:
+            continue
+        text = ast.get_source_segment(source, value) or ast.unparse(value)
+        try:
+            default, literal = ast.literal_eval(value), True
+        except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+            default, literal = None, False
+        params[target] = Parameter(target, text, default, literal, annotation)
+    return tuple(params.values())
+
+
+def with_steps(pipeline: Pipeline, steps, findings) -> Pipeline:
+    """A copy with data-flow results filled in."""
+    return replace(pipeline, steps=tuple(steps), findings=tuple(findings))
+
+
+def pipeline_to_json(pipeline: Pipeline) -> dict:
+    """A JSON-ready description of the pipeline (used by ``check --json`` and run records)."""
+    cells = pipeline.notebook.cells
+    return {
+        "notebook": pipeline.path,
+        "ok": pipeline.ok,
+        "parameters": [
+            {"name": p.name, "default": p.source, "type": p.type_name} for p in pipeline.parameters
+        ],
+        "setup_cells": [i + 1 for i in pipeline.setup_cells],
+        "skipped_cells": [i + 1 for i in pipeline.skipped_cells],
+        "steps": [
+            {
+                "name": s.name,
+                "task": s.task,
+                "cells": [i + 1 for i in s.cells],
+                "first_line": cells[s.first_cell].first_line,
+                "after": list(s.parents),
+                "options": s.options.to_json(),
+                "inputs": [{"name": i.name, "from": i.provider, "kind": i.kind} for i in s.inputs],
+                "outputs": list(s.outputs),
+                "recreates": [{"cell": d.cell + 1, "names": list(d.names)} for d in s.definitions],
+            }
+            for s in pipeline.steps
+        ],
+        "findings": [f.to_json() for f in pipeline.findings],
+    }

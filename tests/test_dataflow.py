@@ -1,0 +1,237 @@
+"""Data flow between steps: providers, kinds, re-created definitions and the problems check reports."""
+
+import pytest
+
+from nb2flow.cellcode import analyze_cell
+from nbutil import cell, load_cells, rendered
+
+
+def inputs(p, step):
+    return {(i.name, i.provider, i.kind) for i in p.step(step).inputs}
+
+
+def data_in(p, step):
+    return {i.name: i.provider for i in p.step(step).data_inputs}
+
+
+def events(src):
+    return [(e.op, e.name) for e in analyze_cell(src).events]
+
+
+# ---------------------------------------------------------------- cell analysis
+
+
+def test_ipython_syntax_parses():
+    code = analyze_cell("%matplotlib inline\n!pip install x\nfiles = !ls\ndf?\ny = df.x")
+    assert code.transformed and code.uses_ipython
+    assert ("bind", "files") in [(e.op, e.name) for e in code.events]
+    assert ("read", "df") in [(e.op, e.name) for e in code.events]
+
+
+def test_plain_python_skips_ipython():
+    code = analyze_cell("x = 1")
+    assert not code.transformed and not code.uses_ipython
+
+
+def test_time_magic_code_is_analysed():
+    assert ("bind", "w") in events("%time w = slow(v)")
+    assert ("read", "v") in events("%%time\nw = slow(v)\n")
+    assert ("bind", "out") in events("%%capture out\nprint(1)\n")
+
+
+def test_read_before_bind_order():
+    assert events("x = x + 1") == [("read", "x"), ("bind", "x")]
+    assert events("for i in items:\n    total += i") == [
+        ("read", "items"), ("bind", "i"), ("read", "total"), ("read", "i"), ("bind", "total")]
+
+
+@pytest.mark.parametrize(
+    "src, expected",
+    [
+        ("df['x'] = 1", [("read", "df"), ("mutate", "df")]),
+        ("df.loc[0, 'x'] = 1", [("read", "df"), ("mutate", "df")]),
+        ("obj.attr = v", [("read", "v"), ("read", "obj"), ("mutate", "obj")]),
+        ("lst.append(3)", [("read", "lst"), ("mutate", "lst")]),
+        ("model.fit(X, y)", [("read", "model"), ("read", "X"), ("read", "y"), ("mutate", "model")]),
+        ("fitted = model.fit(X)", [("read", "model"), ("read", "X"), ("mutate", "model"), ("bind", "fitted")]),
+        ("df.dropna(inplace=True)", [("read", "df"), ("mutate", "df")]),
+        ("df.head()", [("read", "df")]),
+        ("del d['k']", [("read", "d"), ("mutate", "d")]),
+        ("del x", [("delete", "x")]),
+    ],
+)
+def test_mutations(src, expected):
+    assert events(src) == expected
+
+
+def test_function_bodies_record_globals_read_at_call_time():
+    code = analyze_cell("def f(a, *args, k=DEFAULT, **kw):\n    b = a + OFFSET\n    return helper(b, [c for c in ITEMS if c > b])")
+    assert events("def f(a, k=DEFAULT):\n    return a + OFFSET") == [("read", "DEFAULT"), ("bind", "f")]
+    assert code.summaries["f"].reads == {"OFFSET", "helper", "ITEMS"}
+
+
+def test_global_statement_and_in_place_changes_in_functions():
+    code = analyze_cell("def bump():\n    global counter\n    counter += 1\n    log.append(counter)")
+    assert code.summaries["bump"].writes == {"counter", "log"}
+
+
+def test_closures_and_nonlocal_are_not_globals():
+    code = analyze_cell("def outer():\n    x = 1\n    def inner():\n        nonlocal x\n        x += G\n    return inner")
+    assert code.summaries["outer"].reads == {"G"}
+
+
+def test_class_body_runs_now_methods_at_call_time():
+    code = analyze_cell("class C(Base):\n    size = SIZE\n    def m(self):\n        return helper(self.size)")
+    assert [(e.op, e.name) for e in code.events] == [("read", "Base"), ("read", "SIZE"), ("bind", "C")]
+    assert code.summaries["C"].reads >= {"helper"}
+
+
+def test_comprehension_walrus_try_with_match():
+    assert events("ys = [x * k for x in xs]") == [("read", "k"), ("read", "xs"), ("bind", "ys")]
+    assert ("bind", "n") in events("if (n := len(a)) > 1:\n    pass")
+    assert events("try:\n    v = f()\nexcept ValueError as e:\n    print(e)") == [
+        ("read", "f"), ("bind", "v"), ("read", "ValueError"), ("bind", "e"), ("read", "print"), ("read", "e"), ("delete", "e")]
+    assert events("with open(p) as fh:\n    t = fh.read()")[:3] == [("read", "open"), ("read", "p"), ("bind", "fh")]
+    assert ("bind", "a") in events("match v:\n    case [a, *rest]:\n        pass")
+
+
+# ---------------------------------------------------------------- pipeline data flow
+
+
+def test_values_come_from_the_nearest_step_above_that_assigns_or_changes_them():
+    p = load_cells(
+        cell("df = make()", "step:load"),
+        cell("df['y'] = 1", "step:clean"),
+        cell("n = len(df)", "step:count"),
+    )
+    assert data_in(p, "clean") == {"df": "load"}
+    assert data_in(p, "count") == {"df": "clean"}
+    assert p.step("load").outputs == ("df",)
+    assert p.step("clean").outputs == ("df",)
+    assert p.step("count").outputs == ()  # unused values are not saved
+    assert "`make` is read but never defined above" in rendered(p)[0]
+
+
+def test_modules_functions_classes_are_recreated_not_transported():
+    p = load_cells(
+        cell("import numpy as np\nfrom math import sqrt", "step:a"),
+        cell("SCALE = 2\ndef f(x):\n    return np.sqrt(x) * SCALE\nclass Box:\n    pass", "step:b"),
+        cell("v = f(9)\nbox = Box()", "step:c"),
+    )
+    assert inputs(p, "c") == {("f", "b", "function"), ("np", "a", "module"), ("SCALE", "b", "data"), ("Box", "b", "class")}
+    sources = [d.source for d in p.step("c").definitions]
+    assert sources == ["import numpy as np", "def f(x):\n    return np.sqrt(x) * SCALE", "class Box:\n    pass"]
+    assert p.ok, rendered(p)
+
+
+def test_mutation_inside_a_called_function_moves_the_provider():
+    p = load_cells(
+        cell("log = []\ndef record(x):\n    log.append(x)", "step:a"),
+        cell("record(1)", "step:b"),
+        cell("n = len(log)", "step:c"),
+    )
+    assert data_in(p, "b") == {"log": "a"}
+    assert data_in(p, "c") == {"log": "b"}
+
+
+def test_provider_not_an_ancestor_is_an_error_with_the_fix():
+    p = load_cells(
+        cell("data = [1, 2]", "step:a"),
+        cell("model = sum(data)", "step:b"),
+        cell("pred = model * 2", "step:c", "after:a"),
+    )
+    assert rendered(p) == [
+        "nb.ipynb: cell 3, line 1 (step:c) `pred = model * 2`: error: `model` comes from step b (cell 2 assigns it), "
+        "which does not run before step c (add after:b to step c)"
+    ]
+
+
+def test_parallel_steps_assigning_a_name_a_later_step_reads():
+    p = load_cells(
+        cell("x = 0", "step:a"),
+        cell("x = 1", "step:b", "after:a"),
+        cell("x = 2", "step:c", "after:a"),
+        cell("y = x", "step:d", "after:b", "after:c"),
+    )
+    assert rendered(p) == [
+        "nb.ipynb: cell 4, line 1 (step:d) `y = x`: error: steps b and c may run in parallel and both assign `x`, "
+        "which step d reads: the result would depend on timing (add after:b to step c, or use different names)"
+    ]
+
+
+def test_parallel_steps_with_distinct_names_are_fine():
+    p = load_cells(
+        cell("x = 0", "step:a"),
+        cell("b = x + 1", "step:b", "after:a"),
+        cell("c = x + 2", "step:c", "after:a"),
+        cell("y = b + c", "step:d", "after:b", "after:c"),
+    )
+    assert p.ok, rendered(p)
+    assert data_in(p, "d") == {"b": "b", "c": "c"}
+
+
+def test_undefined_name_hidden_state_and_defined_below():
+    p = load_cells(cell("y = ghost + later", "step:a"), cell("later = 1", "step:b"))
+    assert rendered(p) == [
+        "nb.ipynb: cell 1, line 1 (step:a) `y = ghost + later`: error: `ghost` is read but never defined above "
+        "(no cell above defines it: hidden notebook state, e.g. a deleted cell or a name set in another session)",
+        "nb.ipynb: cell 1, line 1 (step:a) `y = ghost + later`: error: `later` is read but never defined above (it is only defined below, in cell 2)",
+    ]
+
+
+def test_deleted_name():
+    p = load_cells(cell("x = 1", "step:a"), cell("del x", "step:b"), cell("y = x", "step:c"))
+    assert "`x` is read after `del x` in cell 2 (step:b)" in rendered(p)[0]
+
+
+def test_star_import_is_warned_and_silences_undefined_names():
+    p = load_cells(cell("from math import *", "step:a"), cell("y = sqrt(4)", "step:b"))
+    assert p.ok
+    assert "`from … import *` (or %run) defines names nb2flow cannot see" in rendered(p)[0]
+    assert [d.source for d in p.step("b").definitions] == ["from math import *"]
+
+
+def test_setup_and_parameters_are_available_everywhere_and_not_transported():
+    p = load_cells(
+        cell("import pandas as pd"),
+        cell("rows = 10", "parameters"),
+        cell("df = pd.DataFrame({'a': range(rows)})", "step:a"),
+        cell("n = rows + len(df)", "step:b"),
+    )
+    assert inputs(p, "b") == {("df", "a", "data")}
+    assert p.ok
+
+
+def test_setup_cell_reading_a_step_value_is_an_error():
+    p = load_cells(cell("x = 1", "step:a"), cell("y = x", "setup"))
+    assert "setup cell reads `x`, which no setup or parameters cell above defines" in rendered(p)[0]
+
+
+def test_syntax_errors_name_cell_and_line():
+    p = load_cells(cell("x = 1", "step:a"), cell("y = (\n", "step:b"))
+    assert rendered(p) == ["nb.ipynb: cell 2, line 1 (step:b) `y = (`: error: syntax error: '(' was never closed"]
+
+
+def test_loop_variables_augmented_assignment_and_walrus_across_steps():
+    p = load_cells(
+        cell("total = 0\nfor i in range(3):\n    total += i", "step:a"),
+        cell("if (n := total) > 1:\n    total += n", "step:b"),
+        cell("print(total, i, n)", "step:c"),
+    )
+    assert data_in(p, "c") == {"total": "b", "i": "a", "n": "b"}
+    assert p.ok
+
+
+def test_reading_a_function_pulls_in_what_it_reads_when_called():
+    p = load_cells(
+        cell("THRESHOLD = 3", "step:a"),
+        cell("def keep(xs):\n    return [x for x in xs if x > THRESHOLD]", "step:b"),
+        cell("kept = keep([1, 5])", "step:c"),
+    )
+    assert data_in(p, "c") == {"THRESHOLD": "a"}
+
+
+def test_display_calls_do_not_count_as_changes():
+    p = load_cells(cell("df = [1]", "step:a"), cell("df.head()", "step:b", "after:a"), cell("n = df", "step:c", "after:a"))
+    assert data_in(p, "c") == {"df": "a"}
+    assert p.ok

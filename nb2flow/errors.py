@@ -85,9 +85,7 @@ class ParameterError(Nb2flowError):
 
 
 class PipelineError(Nb2flowError):
-    """The notebook has problems that stop it from being split into steps."""
-
-    status = ExitStatus.FAILED
+    """The notebook has problems that stop it from being split into steps (bad input)."""
 
 
 class StepFailed(Nb2flowError):

@@ -1,0 +1,118 @@
+"""Parameter overrides the papermill way: ``-f FILE``, ``-y YAML``, ``-p NAME VALUE``, ``-r NAME VALUE``.
+
+Merged in papermill's order whatever their place on the command line (files, then YAML
+strings, then typed ``-p``, then raw ``-r``; later wins), typed as papermill types ``-p``
+(``True``/``False``/``None``, int, float, else string), and checked against the notebook's
+``parameters`` cell: an unknown name is an error with a did-you-mean, not a silent no-op.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import math
+from dataclasses import dataclass, field
+
+from .errors import ParameterError
+
+
+@dataclass(frozen=True)
+class ParameterArgs:
+    """The raw parameter flags, as given."""
+
+    files: tuple[str, ...] = ()
+    yamls: tuple[str, ...] = ()
+    typed: tuple[tuple[str, str], ...] = ()
+    raw: tuple[tuple[str, str], ...] = ()
+    extra: dict = field(default_factory=dict)  # from the Python API, applied last
+
+
+def resolve_type(value: str):
+    """papermill's ``-p`` typing: True/False/None, int, float, else the string."""
+    if value == "True":
+        return True
+    if value == "False":
+        return False
+    if value == "None":
+        return None
+    try:
+        return int(value)
+    except ValueError:
+        pass
+    try:
+        return float(value)
+    except ValueError:
+        return value
+
+
+def _yaml_load(text: str, origin: str):
+    import yaml
+
+    class NoDatesSafeLoader(yaml.SafeLoader):
+        """Like papermill: dates stay strings."""
+
+    NoDatesSafeLoader.yaml_implicit_resolvers = {
+        k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
+        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
+    }
+    try:
+        data = yaml.load(text, Loader=NoDatesSafeLoader)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+        raise ParameterError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ParameterError(f"{origin}: parameters must be a YAML mapping of names to values, not {type(data).__name__}")
+    return data
+
+
+def merge_parameters(args: ParameterArgs) -> dict:
+    """All overrides, merged in papermill's order."""
+    merged: dict = {}
+    for path in args.files:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                text = fh.read()
+        except OSError as exc:
+            raise ParameterError(f"{path}: cannot read parameters file: {exc.strerror or exc}") from None
+        merged.update(_yaml_load(text, path))
+    for text in args.yamls:
+        merged.update(_yaml_load(text, "-y"))
+    for name, value in args.typed:
+        merged[name] = resolve_type(value)
+    for name, value in args.raw:
+        merged[name] = value
+    merged.update(args.extra)
+    return merged
+
+
+def check_parameters(values: dict, known: list[str], notebook: str) -> dict:
+    """Reject unknown names (with a did-you-mean) and values that cannot travel as JSON."""
+    for name in values:
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ParameterError(f"parameter name {name!r} is not a Python identifier", path=notebook)
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            if close:
+                hint = f"did you mean {close[0]}?"
+            elif known:
+                hint = f"the parameters cell defines: {', '.join(known)}"
+            else:
+                hint = "the notebook has no cell tagged 'parameters'"
+            raise ParameterError(f"unknown parameter {name!r}", path=notebook, hint=hint)
+        _check_json(values[name], name, notebook)
+    return values
+
+
+def _check_json(value, name: str, notebook: str) -> None:
+    if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
+        return
+    try:
+        json.dumps(value, allow_nan=True)
+    except (TypeError, ValueError):
+        raise ParameterError(
+            f"parameter {name!r}: a {type(value).__name__} value cannot be passed (use strings, numbers, booleans, null, lists and mappings)",
+            path=notebook,
+        ) from None

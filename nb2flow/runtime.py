@@ -1,0 +1,584 @@
+#!/usr/bin/env python3
+"""nb2flow step runtime: runs one step of a pipeline, on this machine or in a pod.
+
+nb2flow copies this file into every run bundle as ``nb2flow_step.py``. It needs only what
+every Jupyter image has: Python, nbformat, nbclient and ipykernel (notebook mode), or just
+Python (script mode). nb2flow and papermill need not be installed where it runs.
+
+    python nb2flow_step.py --bundle DIR --run-dir DIR --step TASK
+                           [--params-file FILE] [--param NAME=JSON ...] [--cwd DIR] [--wait]
+
+It reads ``DIR/steps/TASK.json`` (the step's spec) and ``TASK.ipynb`` or ``TASK.py``, injects
+the parameters as papermill does, loads the values the step reads from earlier steps'
+folders under ``RUN/values/``, runs the cells, saves the values later steps read, and keeps
+``RUN/steps/TASK/status.json`` current (state, current cell, error) for whoever watches.
+Every file is written to a temporary name and renamed, so a reader never sees half of it.
+
+Exit statuses: 0 succeeded, 1 the step's code raised, 3 the kernel died, 4 cancelled
+before it started, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import builtins
+import io
+import json
+import linecache
+import math
+import os
+import pickle
+import re
+import signal
+import sys
+import time
+import traceback
+import types
+
+RUNTIME_VERSION = 1
+EXIT_OK, EXIT_FAILED, EXIT_KERNEL_DIED, EXIT_CANCELLED, EXIT_INTERRUPTED = 0, 1, 3, 4, 130
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CELL_IN_RE = re.compile(r"Cell In\s?\[(\d+)\], line (\d+)")
+SCRIPT_MARK_RE = re.compile(r"^# %% \[nb2flow (\w+)(?: cell (\d+))?\]\s*$", re.M)
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def write_atomic(path: str, data: bytes | str) -> None:
+    """Write to a temporary name in the same folder, then rename over ``path``."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+        os.replace(tmp, path)
+    except BaseException:
+        _unlink(tmp)
+        raise
+
+
+def write_json(path: str, data: dict) -> None:
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+# ----------------------------------------------------------------------------- values
+
+
+class UntransportableValue(Exception):
+    """A value a later step reads cannot be saved (open file, connection, generator, lock ...)."""
+
+
+_KNOWN_UNTRANSPORTABLE = (
+    ("_io.", "an open file"),
+    ("io.", "an open file or stream"),
+    ("socket.", "a network socket"),
+    ("sqlite3.", "a database connection"),
+    ("_thread.", "a thread lock"),
+    ("threading.", "a thread or lock"),
+    ("multiprocessing.", "a process or pool"),
+    ("asyncio.", "an event-loop object"),
+    ("psycopg", "a database connection"),
+    ("pymysql.", "a database connection"),
+    ("sqlalchemy.engine", "a database engine or connection"),
+)
+
+
+def _untransportable_kind(value) -> str | None:
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+        return "a generator"
+    if isinstance(value, types.CoroutineType):
+        return "a coroutine"
+    if isinstance(value, types.FrameType):
+        return "a stack frame"
+    if isinstance(value, io.IOBase):
+        return "an open file or stream"
+    qualname = f"{type(value).__module__}.{type(value).__qualname__}"
+    for prefix, kind in _KNOWN_UNTRANSPORTABLE:
+        if qualname.startswith(prefix) and not isinstance(value, (type, types.ModuleType)):
+            if prefix in ("io.", "_io.") and not hasattr(value, "read") and not hasattr(value, "write"):
+                continue
+            return kind
+    return None
+
+
+def _is_plain_ndarray(value) -> bool:
+    mod = type(value).__module__
+    if mod != "numpy":
+        return False
+    import numpy as np
+
+    return type(value) is np.ndarray and value.dtype != object and not value.dtype.hasobject
+
+
+def dump_value(value, path_base: str) -> str:
+    """Save one value next to ``path_base`` (``.npy`` for plain arrays, else ``.pkl``); return the file."""
+    if _is_plain_ndarray(value):
+        import numpy as np
+
+        final = path_base + ".npy"
+        tmp = f"{final}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, value, allow_pickle=False)
+            os.replace(tmp, final)
+        except BaseException:
+            _unlink(tmp)
+            raise
+        return final
+    final = path_base + ".pkl"
+    tmp = f"{final}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            try:
+                pickle.dump(value, fh, protocol=5)
+            except (pickle.PicklingError, TypeError, AttributeError) as plain_error:
+                fh.seek(0)
+                fh.truncate()
+                try:
+                    import cloudpickle  # only where plain pickle cannot work
+                except ImportError:
+                    raise plain_error from None
+                cloudpickle.dump(value, fh, protocol=5)
+        os.replace(tmp, final)
+    except BaseException:
+        _unlink(tmp)
+        raise
+    return final
+
+
+def load_value(path_base: str):
+    if os.path.exists(path_base + ".npy"):
+        import numpy as np
+
+        return np.load(path_base + ".npy", allow_pickle=False)
+    with open(path_base + ".pkl", "rb") as fh:
+        return pickle.load(fh)
+
+
+def load_values(namespace: dict, entries: list, values_root: str) -> None:
+    """Load each (name, providing step task, providing step name) into ``namespace``."""
+    for name, task, step in entries:
+        base = os.path.join(values_root, task, name)
+        if not (os.path.exists(base + ".npy") or os.path.exists(base + ".pkl")):
+            raise FileNotFoundError(
+                f"nb2flow: `{name}` from step {step} is missing ({base}.pkl); did step {step} finish in this run?"
+            )
+        namespace[name] = load_value(base)
+
+
+def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
+    """Save the values later steps read; a value that cannot travel fails with the fix."""
+    os.makedirs(out_dir, exist_ok=True)
+    for name in names:
+        readers = ", ".join(consumers.get(name, [])) or "a later step"
+        first_reader = (consumers.get(name) or ["the consuming step"])[0]
+        if name not in namespace:
+            continue  # unbound on this path (e.g. a branch not taken); the reader will say so
+        value = namespace[name]
+        type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+        kind = _untransportable_kind(value)
+        fix = f"re-create it in step {first_reader}, or move the cell that creates it to a setup cell"
+        if kind:
+            raise UntransportableValue(
+                f"cannot pass `{name}` ({kind}, {type_name}) from step {step} to step {readers}: {fix}"
+            ) from None
+        try:
+            dump_value(value, os.path.join(out_dir, name))
+        except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+            raise UntransportableValue(
+                f"cannot pass `{name}` ({type_name}) from step {step} to step {readers}: it cannot be pickled ({exc}); {fix}"
+            ) from None
+
+
+# ----------------------------------------------------------------------------- parameters
+
+
+def python_literal(value) -> str:
+    """Python source for a JSON value (papermill's translator, with repr for exact strings)."""
+    if isinstance(value, bool) or value is None:
+        return repr(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "float('nan')"
+        if math.isinf(value):
+            return "float('inf')" if value > 0 else "float('-inf')"
+        return repr(value)
+    if isinstance(value, (int, str)):
+        return repr(value)
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{python_literal(k)}: {python_literal(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(python_literal(v) for v in value) + "]"
+    raise TypeError(f"parameter value of type {type(value).__name__} is not JSON")
+
+
+def parameters_source(params: dict) -> str:
+    lines = ["# Parameters"]
+    lines += [f"{name} = {python_literal(value)}" for name, value in params.items()]
+    return "\n".join(lines) + "\n"
+
+
+# ----------------------------------------------------------------------------- status
+
+
+class Status:
+    """The step's status file: what the watcher (local executor or ``nb2flow status``) reads."""
+
+    def __init__(self, path: str, step: str, attempt: int) -> None:
+        self.path = path
+        self.data = {"step": step, "state": "starting", "pid": os.getpid(), "attempt": attempt,
+                     "started": time.time(), "runtime_version": RUNTIME_VERSION}
+        self.write()
+
+    def update(self, **fields) -> None:
+        self.data.update(fields)
+        self.write()
+
+    def write(self) -> None:
+        try:
+            write_json(self.path, self.data)
+        except OSError:
+            pass  # a full or read-only disk must not hide the step's own outcome
+
+
+# ----------------------------------------------------------------------------- running
+
+
+class StepRun:
+    def __init__(self, args) -> None:
+        self.bundle = os.path.abspath(args.bundle)
+        self.run_dir = os.path.abspath(args.run_dir)
+        self.task = args.step
+        with open(os.path.join(self.bundle, "steps", f"{self.task}.json"), encoding="utf-8") as fh:
+            self.spec = json.load(fh)
+        self.name = self.spec["name"]
+        self.step_dir = os.path.join(self.run_dir, "steps", self.task)
+        os.makedirs(self.step_dir, exist_ok=True)
+        self.values_root = os.path.join(self.run_dir, "values")
+        self.cwd = os.path.abspath(args.cwd or self.spec.get("cwd") or os.getcwd())
+        self.wait = args.wait
+        self.params = {}
+        if args.params_file:
+            with open(args.params_file, encoding="utf-8") as fh:
+                self.params.update(json.load(fh))
+        for item in args.param or []:
+            name, _, raw = item.partition("=")
+            self.params[name] = json.loads(raw)
+        self.status = Status(os.path.join(self.step_dir, "status.json"), self.name, args.attempt)
+        self.log_path = os.path.join(self.step_dir, "output.log")
+        self.kernel_pid = None
+
+    # -- shared pieces
+    def wait_for_go(self) -> bool:
+        """Block until the watcher says go (parents done) or cancel."""
+        go = os.path.join(self.step_dir, "go")
+        cancel = os.path.join(self.step_dir, "cancel")
+        self.status.update(state="waiting")
+        while True:
+            if os.path.exists(cancel):
+                return False
+            if os.path.exists(go):
+                self.status.update(state="running", running_since=time.time())
+                return True
+            time.sleep(0.01)
+
+    def load_entries(self) -> list:
+        return [[i["name"], i["from_task"], i["from"]] for i in self.spec["inputs"] if i["kind"] == "data"]
+
+    def runtime_import(self) -> str:
+        here = os.path.dirname(os.path.abspath(__file__))
+        return (
+            f"import sys as _nb2flow_sys\n_nb2flow_sys.path.insert(0, {here!r})\n"
+            "import nb2flow_step as _nb2flow\n"
+            f"_nb2flow_sys.path.remove({here!r})\ndel _nb2flow_sys\n"
+        )
+
+    def load_source(self) -> str:
+        return (
+            "# nb2flow: load the values this step reads from earlier steps\n"
+            + self.runtime_import()
+            + f"_nb2flow.load_values(globals(), {self.load_entries()!r}, {self.values_root!r})\n"
+        )
+
+    def save_source(self) -> str:
+        out_dir = os.path.join(self.values_root, self.task)
+        return (
+            "# nb2flow: save the values later steps read\n"
+            + self.runtime_import()
+            + f"_nb2flow.save_values(globals(), {self.spec['outputs']!r}, {out_dir!r}, {self.name!r}, {self.spec['consumers']!r})\n"
+            + "del _nb2flow\n"
+        )
+
+    def fail(self, cell_number, ename, evalue, tb_lines, state="failed") -> None:
+        self.status.update(
+            state=state,
+            ended=time.time(),
+            error={"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines},
+        )
+
+    # -- notebook mode
+    def run_notebook(self) -> int:
+        import nbformat
+        from nbclient import NotebookClient
+        from nbclient.exceptions import CellExecutionError, DeadKernelError
+        from jupyter_client.kernelspec import NoSuchKernel
+
+        nb = nbformat.read(os.path.join(self.bundle, "steps", f"{self.task}.ipynb"), as_version=4)
+        self.inject_parameters(nb, nbformat)
+        for cell in nb.cells:
+            role = cell.metadata.get("nb2flow", {}).get("role")
+            if role == "load":
+                cell.source = self.load_source()
+            elif role == "save":
+                cell.source = self.save_source()
+        kernel_name = self.spec.get("kernel_name") or "python3"
+        client = NotebookClient(
+            nb, kernel_name=kernel_name, timeout=None, allow_errors=False, record_timing=True,
+            resources={"metadata": {"path": self.cwd}}, shutdown_kernel="immediate",
+        )
+        exec_counts: dict[int, int] = {}
+        state = EXIT_OK
+        log = open(self.log_path, "a", encoding="utf-8")
+        try:
+            try:
+                client.km = client.create_kernel_manager()
+                client.start_new_kernel(cwd=self.cwd)
+            except NoSuchKernel:
+                log.write(f"nb2flow: kernel {kernel_name!r} is not installed here; using python3\n")
+                client.kernel_name = "python3"
+                client.km = client.create_kernel_manager()
+                client.start_new_kernel(cwd=self.cwd)
+            client.start_new_kernel_client()
+            self.kernel_pid = _kernel_pid(client.km)
+            self.status.update(state="started", kernel_pid=self.kernel_pid)
+            waited = not self.wait
+            for index, cell in enumerate(nb.cells):
+                meta = cell.metadata.get("nb2flow", {})
+                role = meta.get("role")
+                if not waited and role not in ("setup", "parameters", "injected"):
+                    if not self.wait_for_go():
+                        return self.cancelled()
+                    waited = True
+                if waited and self.status.data["state"] != "running":
+                    self.status.update(state="running", running_since=time.time())
+                self.status.update(cell=meta.get("cell"), role=role)
+                try:
+                    client.execute_cell(cell, index)
+                finally:
+                    if cell.get("execution_count"):
+                        exec_counts[cell.execution_count] = meta.get("cell")
+                    _append_outputs(log, cell)
+                if role == "save":
+                    self.status.update(state="succeeded", ended=time.time(), cell=None)
+            if self.status.data["state"] != "succeeded":
+                self.status.update(state="succeeded", ended=time.time(), cell=None)
+        except CellExecutionError:
+            cell = nb.cells[index]
+            meta = cell.metadata.get("nb2flow", {})
+            ename, evalue, tb = _error_from_outputs(cell)
+            tb = _user_traceback(tb, exec_counts, meta.get("role"))
+            self.fail(meta.get("cell"), ename, evalue, tb)
+            state = EXIT_FAILED
+        except DeadKernelError as exc:
+            self.fail(self.status.data.get("cell"), "DeadKernelError", _kernel_death_reason(client.km, exc), [], state="kernel-died")
+            state = EXIT_KERNEL_DIED
+        except KeyboardInterrupt:
+            self.status.update(state="interrupted", ended=time.time())
+            state = EXIT_INTERRUPTED
+        finally:
+            log.close()
+            self.stop_kernel(client)
+            try:
+                write_atomic(os.path.join(self.step_dir, f"{self.task}.ipynb"), nbformat.writes(nb))
+            except OSError:
+                pass
+        return state
+
+    def cancelled(self) -> int:
+        self.status.update(state="cancelled", ended=time.time())
+        return EXIT_CANCELLED
+
+    def stop_kernel(self, client) -> None:
+        try:
+            if client.kc is not None:
+                client.kc.stop_channels()
+            if client.km is not None and client.km.has_kernel:
+                client.km.shutdown_kernel(now=True)
+        except Exception:
+            pass
+        if self.kernel_pid:
+            try:
+                os.killpg(self.kernel_pid, signal.SIGKILL)  # the kernel runs in its own session
+            except (OSError, ProcessLookupError):
+                pass
+
+    def inject_parameters(self, nb, nbformat) -> None:
+        if not self.params:
+            return
+        source = parameters_source(self.params)
+        for cell in nb.cells:
+            if "injected-parameters" in cell.metadata.get("tags", []):
+                cell.source = source
+                return
+        new = nbformat.v4.new_code_cell(source, metadata={"tags": ["injected-parameters"], "nb2flow": {"role": "injected"}})
+        index = next((i + 1 for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])), 0)
+        nb.cells.insert(index, new)
+
+    # -- script mode
+    def run_script(self) -> int:
+        with open(os.path.join(self.bundle, "steps", f"{self.task}.py"), encoding="utf-8") as fh:
+            text = fh.read()
+        chunks = _split_script(text)
+        if self.params:
+            at = next((i + 1 for i, c in enumerate(chunks) if c[0] == "parameters"), 0)
+            existing = next((i for i, c in enumerate(chunks) if c[0] == "injected"), None)
+            if existing is not None:
+                chunks[existing] = ("injected", chunks[existing][1], parameters_source(self.params))
+            else:
+                chunks.insert(at, ("injected", None, parameters_source(self.params)))
+        module = types.ModuleType("__main__")
+        module.__dict__["__builtins__"] = builtins
+        sys.modules["__main__"] = module  # classes defined by the step pickle as __main__.X
+        ns = module.__dict__
+        os.chdir(self.cwd)
+        sys.path.insert(0, self.cwd)
+        waited = not self.wait
+        try:
+            for role, cell_number, source in chunks:
+                if not waited and role not in ("setup", "parameters", "injected"):
+                    if not self.wait_for_go():
+                        return self.cancelled()
+                    waited = True
+                if waited and self.status.data["state"] != "running":
+                    self.status.update(state="running", running_since=time.time())
+                self.status.update(cell=cell_number, role=role)
+                if role == "load":
+                    load_values(ns, self.load_entries(), self.values_root)
+                    continue
+                if role == "save":
+                    save_values(ns, self.spec["outputs"], os.path.join(self.values_root, self.task), self.name, self.spec["consumers"])
+                    continue
+                filename = f"<cell {cell_number}>" if cell_number else f"<nb2flow {role}>"
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                exec(compile(source, filename, "exec"), ns)
+            self.status.update(state="succeeded", ended=time.time(), cell=None)
+            return EXIT_OK
+        except KeyboardInterrupt:
+            self.status.update(state="interrupted", ended=time.time())
+            return EXIT_INTERRUPTED
+        except BaseException as exc:  # the user's code raised: report it against the cell
+            if isinstance(exc, SystemExit) and exc.code in (None, 0):
+                self.status.update(state="succeeded", ended=time.time(), cell=None)
+                return EXIT_OK
+            frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename.startswith("<cell ")]
+            tb = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc) if frames else []
+            tb = [re.sub(r'File "<cell (\d+)>"', r"cell \1", line) for line in tb]
+            cell_number = self.status.data.get("cell")
+            if frames:
+                cell_number = int(frames[-1].filename[6:-1]) if frames[-1].filename[6:-1].isdigit() else cell_number
+            self.fail(cell_number, type(exc).__name__, str(exc), [l.rstrip("\n") for l in tb])
+            return EXIT_FAILED
+
+
+def _split_script(text: str) -> list:
+    """Chunks of a step script: (role, original cell number or None, source)."""
+    marks = list(SCRIPT_MARK_RE.finditer(text))
+    chunks = []
+    for i, mark in enumerate(marks):
+        end = marks[i + 1].start() if i + 1 < len(marks) else len(text)
+        chunks.append((mark.group(1), int(mark.group(2)) if mark.group(2) else None, text[mark.end():end].strip("\n") + "\n"))
+    return chunks
+
+
+def _kernel_pid(km):
+    provisioner = getattr(km, "provisioner", None)
+    for obj in (provisioner, getattr(provisioner, "process", None), getattr(km, "kernel", None)):
+        pid = getattr(obj, "pid", None)
+        if isinstance(pid, int):
+            return pid
+    return None
+
+
+def _kernel_death_reason(km, exc) -> str:
+    code = None
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    if process is not None:
+        code = process.poll()
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        hint = " (killed: out of memory?)" if sig == signal.SIGKILL else ""
+        return f"the kernel died from signal {name}{hint}"
+    if code is not None:
+        return f"the kernel exited with status {code}"
+    return f"the kernel died ({exc})"
+
+
+def _error_from_outputs(cell):
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return out.get("ename", "Error"), out.get("evalue", ""), [ANSI_RE.sub("", t) for t in out.get("traceback", [])]
+    return "Error", "the cell failed", []
+
+
+def _user_traceback(tb: list, exec_counts: dict, role) -> list:
+    """The part of an IPython traceback inside the user's code, with ``Cell In[k]`` as ``cell N``."""
+    if role in ("load", "save"):
+        return []  # nb2flow's own cell: the message says it all
+    lines = []
+    for block in tb:
+        for line in block.splitlines():
+            if "site-packages/ipykernel" in line or "nb2flow_step.py" in line:
+                continue
+            lines.append(CELL_IN_RE.sub(lambda m: f"cell {exec_counts.get(int(m.group(1)), '?')}, line {m.group(2)}", line))
+    while lines and set(lines[0].strip()) <= {"-"}:
+        lines.pop(0)
+    return lines
+
+
+def _append_outputs(log, cell) -> None:
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "stream":
+            log.write(out.get("text", ""))
+        elif kind == "error":
+            log.write("\n".join(ANSI_RE.sub("", t) for t in out.get("traceback", [])) + "\n")
+    log.flush()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(prog="nb2flow_step.py", description="Run one nb2flow step.")
+    parser.add_argument("--bundle", required=True, help="folder with nb2flow_step.py and steps/")
+    parser.add_argument("--run-dir", required=True, help="the run's folder (values, statuses, outputs)")
+    parser.add_argument("--step", required=True, help="the step's task name")
+    parser.add_argument("--params-file")
+    parser.add_argument("--param", action="append", help="NAME=JSON, repeatable")
+    parser.add_argument("--cwd", help="working directory (the notebook's folder)")
+    parser.add_argument("--wait", action="store_true", help="start the kernel, then wait for RUN/steps/TASK/go")
+    parser.add_argument("--attempt", type=int, default=1)
+    args = parser.parse_args(argv)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    step = StepRun(args)
+    mode = step.spec.get("mode", "notebook")
+    return step.run_script() if mode == "script" else step.run_notebook()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

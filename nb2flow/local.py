@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -27,6 +28,7 @@ from .runs import RunState, StepState, create_run_dir, read_record, runs_root_fo
 from .runtime import write_atomic, write_json
 
 POLL = 0.02
+WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
 KILL_GRACE = 3.0
 
 
@@ -44,11 +46,85 @@ class RunOptions:
     resume: str | None = None  # the folder of an earlier run to complete
 
 
+class ForkServer:
+    """Client of ``nb2flow_step.py --serve``: one pre-imported process that forks each step.
+
+    Every step still runs the pod's code path (the runtime's ``main(argv)``) in its own
+    session; only Python's start-up and the nbformat/nbclient imports are paid once per run.
+    """
+
+    def __init__(self, python: str, runtime: str, cwd: str) -> None:
+        self.proc = subprocess.Popen([python, runtime, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self._cond = threading.Condition()
+        self._pids: dict[int, int] = {}
+        self._exits: dict[int, int] = {}
+        self._next = 0
+        self._reader = threading.Thread(target=self._read, name="nb2flow-fork-server", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                if "id" in msg:
+                    self._pids[msg["id"]] = msg["pid"]
+                else:
+                    self._exits[msg["pid"]] = msg["code"]
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def spawn(self, argv: list[str], log: str) -> int:
+        with self._cond:
+            self._next += 1
+            ident = self._next
+        try:
+            self.proc.stdin.write((json.dumps({"id": ident, "argv": argv, "log": log}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RuntimeError("the step fork server stopped") from None
+        with self._cond:
+            if not self._cond.wait_for(lambda: ident in self._pids or self.proc.poll() is not None, timeout=60):
+                raise RuntimeError("the step fork server did not answer")
+            if ident not in self._pids:
+                raise RuntimeError("the step fork server stopped")
+            return self._pids[ident]
+
+    def exit_code(self, pid: int) -> int | None:
+        with self._cond:
+            if pid in self._exits:
+                return self._exits[pid]
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                return -signal.SIGKILL  # the server died; its children are gone with it
+            return None
+
+    def wait(self, pid: int, timeout: float) -> int | None:
+        with self._cond:
+            self._cond.wait_for(lambda: pid in self._exits or self.proc.poll() is not None, timeout=timeout)
+        return self.exit_code(pid)
+
+    def close(self) -> None:
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
 @dataclass
 class _StepRun:
     step: Step
     state: StepState = StepState.PENDING
-    proc: subprocess.Popen | None = None
+    pid: int | None = None
     attempt: int = 0
     go_sent: bool = False
     started: float | None = None
@@ -59,7 +135,6 @@ class _StepRun:
     error: dict | None = None
     reused: bool = False
     fingerprint: str = ""
-    log: object = None
 
 
 @dataclass(frozen=True)
@@ -92,6 +167,7 @@ class LocalRun:
             self.run_id, self.run_dir = create_run_dir(root, pipeline.notebook.stem)
         self.started = time.time()
         self.record: dict = {}
+        self.finishing: list[_StepRun] = []  # succeeded, process still writing its notebook
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -201,10 +277,8 @@ class LocalRun:
             params_file=os.path.join(self.run_dir, "parameters.json"),
             cwd=os.path.dirname(os.path.abspath(self.pipeline.path)), wait=True, attempt=r.attempt,
         )
-        r.log = open(os.path.join(step_dir, "runner.log"), "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        r.proc = subprocess.Popen(cmd, stdout=r.log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                  start_new_session=True, env=env, cwd=os.path.dirname(os.path.abspath(self.pipeline.path)))
+        r.pid = self.server.spawn(cmd[2:], os.path.join(step_dir, "runner.log"))
+        r.exit_code = None
         r.state = StepState.RUNNING
         r.go_sent = False
         r.started = r.started or time.time()
@@ -233,7 +307,7 @@ class LocalRun:
 
     def _kill(self, r: _StepRun, sig=signal.SIGTERM) -> None:
         """Signal the step's process group, and its kernel's (the kernel has its own session)."""
-        for pid in (r.proc.pid if r.proc else None, r.status.get("kernel_pid")):
+        for pid in (r.pid, r.status.get("kernel_pid")):
             if pid:
                 try:
                     os.killpg(pid, sig)
@@ -241,13 +315,12 @@ class LocalRun:
                     pass
 
     def _reap(self, r: _StepRun, timeout: float = KILL_GRACE) -> None:
-        if r.proc is None:
+        if r.pid is None:
             return
-        try:
-            r.proc.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
+        if self.server.wait(r.pid, timeout) is None:
             self._kill(r, signal.SIGKILL)
-            r.proc.wait()
+            self.server.wait(r.pid, 10)
+        r.exit_code = self.server.exit_code(r.pid)
         self._read_status(r)
         kernel = r.status.get("kernel_pid")
         if kernel:
@@ -255,9 +328,6 @@ class LocalRun:
                 os.killpg(kernel, signal.SIGKILL)  # never leave a kernel behind
             except OSError:
                 pass
-        if r.log:
-            r.log.close()
-            r.log = None
 
     # ------------------------------------------------------------------ scheduling
     def _parents_ok(self, r: _StepRun) -> bool:
@@ -296,9 +366,22 @@ class LocalRun:
                 elif other.state is StepState.PENDING:
                     other.state = StepState.SKIPPED
 
+    def _reap_finishing(self, block: bool = False) -> None:
+        """Collect the processes of steps that already succeeded."""
+        for r in list(self.finishing):
+            code = self.server.wait(r.pid, 30) if block else self.server.exit_code(r.pid)
+            if code is None and block:
+                self._kill(r, signal.SIGKILL)
+                code = self.server.wait(r.pid, 10)
+            if code is not None or block:
+                self._reap(r, 0)
+                r.exit_code = code
+                self.finishing.remove(r)
+
     def _poll(self) -> bool:
         """One scheduling round; True if anything changed."""
         changed = False
+        self._reap_finishing()
         for r in self.runs.values():
             if r.state is not StepState.RUNNING:
                 continue
@@ -306,18 +389,21 @@ class LocalRun:
             state = r.status.get("state")
             if r.go_sent and r.status.get("running_since"):
                 r.running_since = r.status["running_since"]
-            code = r.proc.poll() if r.proc else None
+            code = self.server.exit_code(r.pid) if r.pid else None
             timeout = r.step.options.timeout_seconds
             if timeout and r.go_sent and r.running_since and time.time() - r.running_since > timeout and code is None:
                 self._kill(r)
                 self._reap(r)
-                r.exit_code = r.proc.returncode
                 r.error = {"cell": r.status.get("cell"), "ename": "Timeout", "evalue": f"the step ran longer than timeout:{r.step.options.timeout}", "traceback": []}
                 self._finish_failed(r, StepState.TIMED_OUT)
                 changed = True
                 continue
             if state == "succeeded" and code is None:
-                continue  # values saved; the process is writing its notebook and stopping its kernel
+                # values saved: dependents may start while it writes its notebook and stops its kernel
+                r.state, r.ended, r.exit_code = StepState.SUCCEEDED, r.status.get("ended") or time.time(), None
+                self.finishing.append(r)
+                changed = True
+                continue
             if code is None:
                 continue
             self._reap(r)
@@ -359,13 +445,16 @@ class LocalRun:
                 self._send_go(r)
                 active += 1
                 changed = True
-            elif not self._parents_ok(r) and warming < self.jobs:
+            elif not self._parents_ok(r) and warming < WARM_AHEAD * self.jobs:
                 self._launch(r)
                 warming += 1
                 changed = True
         return changed
 
     def _interrupt(self) -> None:
+        for r in self.finishing:
+            self._kill(r)
+        self._reap_finishing(block=True)
         for r in self.runs.values():
             if r.state is StepState.RUNNING:
                 self._cancel(r)
@@ -380,7 +469,16 @@ class LocalRun:
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> RunResult:
-        self.prepare()
+        # the server imports while the bundle is written; it runs the runtime that ships in this package
+        runtime = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")
+        self.server = ForkServer(self.options.python, runtime, os.path.dirname(os.path.abspath(self.pipeline.path)))
+        try:
+            self.prepare()
+            return self._execute()
+        finally:
+            self.server.close()
+
+    def _execute(self) -> RunResult:
         self.reporter.start(self.run_id, self.run_dir, self.views())
         last_draw = 0.0
         previous = signal.getsignal(signal.SIGTERM)
@@ -402,6 +500,7 @@ class LocalRun:
                                  hint=f"nb2flow run --resume {self.run_id} completes it") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
+        self._reap_finishing(block=True)
         self.reporter.update(self.views())
         ok = all(r.state.ok for r in self.runs.values())
         self.record["state"] = (RunState.SUCCEEDED if ok else RunState.FAILED).value

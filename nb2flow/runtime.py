@@ -298,7 +298,7 @@ class StepRun:
         return [[i["name"], i["from_task"], i["from"]] for i in self.spec["inputs"] if i["kind"] == "data"]
 
     def runtime_import(self) -> str:
-        here = os.path.dirname(os.path.abspath(__file__))
+        here = self.bundle  # the copy of this file that ships with the step files
         return (
             f"import sys as _nb2flow_sys\n_nb2flow_sys.path.insert(0, {here!r})\n"
             "import nb2flow_step as _nb2flow\n"
@@ -347,18 +347,33 @@ class StepRun:
         client = NotebookClient(
             nb, kernel_name=kernel_name, timeout=None, allow_errors=False, record_timing=True,
             resources={"metadata": {"path": self.cwd}}, shutdown_kernel="immediate",
+            # parallel kernels would all write IPython's one sqlite history file
+            extra_arguments=["--HistoryManager.enabled=False"],
         )
         exec_counts: dict[int, int] = {}
         state = EXIT_OK
         log = open(self.log_path, "a", encoding="utf-8")
+        # Unix sockets in a private folder instead of TCP ports: kernels started side by side
+        # cannot race for a port (jupyter/jupyter_client#154), and nothing listens on the network.
+        import tempfile
+
+        ipc_dir = tempfile.mkdtemp(prefix="nb2flow-k-")
+
+        def new_kernel_manager():
+            km = client.create_kernel_manager()
+            if os.name == "posix":
+                km.transport = "ipc"
+                km.ip = os.path.join(ipc_dir, "k")
+            return km
+
         try:
             try:
-                client.km = client.create_kernel_manager()
+                client.km = new_kernel_manager()
                 client.start_new_kernel(cwd=self.cwd)
             except NoSuchKernel:
                 log.write(f"nb2flow: kernel {kernel_name!r} is not installed here; using python3\n")
                 client.kernel_name = "python3"
-                client.km = client.create_kernel_manager()
+                client.km = new_kernel_manager()
                 client.start_new_kernel(cwd=self.cwd)
             client.start_new_kernel_client()
             self.kernel_pid = _kernel_pid(client.km)
@@ -400,6 +415,9 @@ class StepRun:
         finally:
             log.close()
             self.stop_kernel(client)
+            import shutil
+
+            shutil.rmtree(ipc_dir, ignore_errors=True)
             try:
                 write_atomic(os.path.join(self.step_dir, f"{self.task}.ipynb"), nbformat.writes(nb))
             except OSError:
@@ -412,10 +430,8 @@ class StepRun:
 
     def stop_kernel(self, client) -> None:
         try:
-            if client.kc is not None:
-                client.kc.stop_channels()
-            if client.km is not None and client.km.has_kernel:
-                client.km.shutdown_kernel(now=True)
+            if client.km is not None:
+                client._cleanup_kernel()  # nbclient's own: stop channels, shut the kernel down now
         except Exception:
             pass
         if self.kernel_pid:
@@ -559,7 +575,204 @@ def _append_outputs(log, cell) -> None:
     log.flush()
 
 
+class _ForkedKernel:
+    """The Popen-like handle jupyter_client's local provisioner expects, for a forked kernel."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+_SERVER_SYS_PATH: list | None = None  # sys.path of a fresh interpreter, recorded by serve()
+
+
+def _enable_forked_kernels() -> None:
+    """Start the native IPython kernel by forking this pre-imported process (local runs only).
+
+    A kernel started with ``python -m ipykernel_launcher`` spends most of its start-up
+    importing IPython, ipykernel, zmq and tornado; the fork server has imported them once.
+    The forked kernel is set up as a fresh one would be: its own session, environment,
+    working directory, argv, sys.path, random seeds and event loop.
+    """
+    from jupyter_client.provisioning import local_provisioner
+
+    original = local_provisioner.launch_kernel
+
+    def launch(cmd, stdin=None, stdout=None, stderr=None, env=None, independent=False, cwd=None, **kw):
+        native = len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"] and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable)
+        if not native or "ipykernel.kernelapp" not in sys.modules:
+            return original(cmd, stdin=stdin, stdout=stdout, stderr=stderr, env=env, independent=independent, cwd=cwd, **kw)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        ready_r, ready_w = os.pipe()
+        pid = os.fork()
+        if pid:
+            # jupyter_client reads the kernel's process group as soon as this returns
+            os.close(ready_w)
+            os.read(ready_r, 1)
+            os.close(ready_r)
+            return _ForkedKernel(pid)
+        code = 0
+        try:
+            os.setsid()
+            os.close(ready_r)
+            os.write(ready_w, b"1")
+            os.close(ready_w)
+            for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+                signal.signal(signum, signal.SIG_DFL)
+            devnull = os.open(os.devnull, os.O_RDONLY)
+            os.dup2(devnull, 0)
+            os.environ.clear()
+            os.environ.update(env or {})
+            os.chdir(cwd or os.getcwd())
+            sys.argv = [sys.modules["ipykernel_launcher"].__file__ if "ipykernel_launcher" in sys.modules else "ipykernel_launcher"] + list(cmd[3:])
+            sys.path[:] = list(_SERVER_SYS_PATH or sys.path)
+            import asyncio
+            import random
+
+            random.seed()
+            asyncio.events._set_running_loop(None)
+            asyncio.set_event_loop(asyncio.new_event_loop())
+            for name in [m for m in sys.modules if m == "__main__"]:
+                sys.modules[name] = types.ModuleType("__main__")
+            from ipykernel.kernelapp import IPKernelApp
+
+            IPKernelApp.launch_instance(argv=list(cmd[3:]))
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 0
+        except BaseException:
+            traceback.print_exc()
+            code = 1
+        finally:
+            os._exit(code)
+
+    local_provisioner.launch_kernel = launch
+
+
+def serve() -> int:
+    """Fork server for local runs: import the heavy modules once, then fork one child per step.
+
+    Reads JSON lines ``{"id": ..., "argv": [...], "log": path}`` on stdin; each child runs
+    :func:`main` with that argv in its own session, its output going to ``log``. Writes
+    ``{"id": ..., "pid": n}`` when a child starts and ``{"pid": n, "code": c}`` when it ends.
+    On end of input it stops every child still running.
+    """
+    import select
+
+    global _SERVER_SYS_PATH
+    _SERVER_SYS_PATH = [p for p in sys.path[1:]]  # as `python -m ipykernel_launcher` has it
+    try:  # what every notebook-mode step imports; a failed import only costs speed
+        import nbformat  # noqa: F401
+        from nbclient import NotebookClient  # noqa: F401
+        from jupyter_client.kernelspec import KernelSpecManager  # noqa: F401
+        import ipykernel.kernelapp  # noqa: F401  (the kernel itself, forked per step)
+        import ipykernel_launcher  # noqa: F401
+        _enable_forked_kernels()
+    except ImportError:
+        pass
+    children: set[int] = set()
+    out = sys.stdout
+
+    def say(obj) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
+    stdin = sys.stdin.fileno()
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 0.01)
+        reap()
+        if not ready:
+            continue
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                code = EXIT_FAILED
+                try:
+                    os.setsid()
+                    signal.signal(signal.SIGINT, signal.SIG_DFL)
+                    log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+                    devnull = os.open(os.devnull, os.O_RDONLY)
+                    os.dup2(devnull, 0)
+                    os.dup2(log, 1)
+                    os.dup2(log, 2)
+                    code = main(request["argv"])
+                except SystemExit as exc:
+                    code = exc.code if isinstance(exc.code, int) else EXIT_FAILED
+                except BaseException:
+                    traceback.print_exc()
+                finally:
+                    try:
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                    finally:
+                        os._exit(code)
+            children.add(pid)
+            say({"id": request["id"], "pid": pid})
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    return 0
+
+
 def main(argv=None) -> int:
+    if argv is None and sys.argv[1:] == ["--serve"]:
+        return serve()
     parser = argparse.ArgumentParser(prog="nb2flow_step.py", description="Run one nb2flow step.")
     parser.add_argument("--bundle", required=True, help="folder with nb2flow_step.py and steps/")
     parser.add_argument("--run-dir", required=True, help="the run's folder (values, statuses, outputs)")

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 
+_ids = itertools.count()
+
 
 def cell(source: str, *tags: str, cell_type: str = "code") -> dict:
-    c = {"cell_type": cell_type, "metadata": {"tags": list(tags)} if tags else {}, "source": source}
+    c = {"cell_type": cell_type, "id": f"c{next(_ids)}", "metadata": {"tags": list(tags)} if tags else {}, "source": source}
     if cell_type == "code":
         c.update(execution_count=None, outputs=[])
     return c

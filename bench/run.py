@@ -1,0 +1,326 @@
+#!/usr/bin/env python3
+"""nb2flow benchmarks: each case against a peer in the same run, alternating A B A B.
+
+    python bench/run.py [--quick] [--runs N] [--only CASE ...] [--json FILE]
+
+Inputs are generated into a temporary folder. Peers run from their own virtual
+environments under bench/.venvs/ (created on first use from the package index); a peer
+that cannot be installed is reported as skipped. Ratios, not absolute times, are what the
+targets mean: the machines are shared and noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+VENVS = HERE / ".venvs"
+sys.path.insert(0, str(ROOT / "tests"))
+
+from nbutil import cell, write  # noqa: E402
+
+
+# ----------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class Sample:
+    wall: float
+    maxrss_mb: float
+    code: int
+
+
+def run_once(cmd: list[str], cwd: Path, env: dict | None = None) -> Sample:
+    """Wall time and peak RSS (the largest single process, children included once reaped)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n{err[-2000:]}")
+    return Sample(wall, usage.ru_maxrss / 1024, proc.returncode)
+
+
+@dataclass
+class CaseResult:
+    case: str
+    a_name: str
+    b_name: str | None
+    a: list = field(default_factory=list)  # wall seconds
+    b: list = field(default_factory=list)
+    a_rss: list = field(default_factory=list)
+    b_rss: list = field(default_factory=list)
+    target: str = ""
+    note: str = ""
+    skipped: str | None = None
+
+    @property
+    def a_median(self):
+        return statistics.median(self.a) if self.a else None
+
+    @property
+    def b_median(self):
+        return statistics.median(self.b) if self.b else None
+
+    @property
+    def ratio(self):
+        pairs = [x / y for x, y in zip(self.a, self.b) if y]
+        return statistics.median(pairs) if pairs else None
+
+    def to_json(self):
+        d = asdict(self)
+        d.update(a_median=self.a_median, b_median=self.b_median, ratio=self.ratio)
+        return d
+
+
+def alternate(case: CaseResult, a_cmd, b_cmd, runs: int, cwd: Path, warmup: int = 1, a_env=None, b_env=None, a_measure=None, b_measure=None):
+    """Run A and B in turn; ``*_measure`` can replace wall time with a figure read after the run."""
+    for i in range(warmup + runs):
+        sa = run_once(a_cmd, cwd, a_env)
+        va = a_measure() if a_measure else sa.wall
+        if b_cmd is not None:
+            sb = run_once(b_cmd, cwd, b_env)
+            vb = b_measure() if b_measure else sb.wall
+        if i < warmup:
+            continue
+        case.a.append(va)
+        case.a_rss.append(sa.maxrss_mb)
+        if b_cmd is not None:
+            case.b.append(vb)
+            case.b_rss.append(sb.maxrss_mb)
+
+
+# ----------------------------------------------------------------------------- peers
+
+
+def peer_python(name: str, packages: list[str]) -> str | None:
+    """The interpreter of a virtual environment with ``packages``, created on first use."""
+    venv = VENVS / name
+    python = venv / "bin" / "python"
+    marker = venv / ".installed"
+    if marker.exists() and marker.read_text() == " ".join(packages):
+        return str(python)
+    shutil.rmtree(venv, ignore_errors=True)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, capture_output=True)
+        subprocess.run([str(python), "-m", "pip", "install", "-q", *packages], check=True, capture_output=True, timeout=1800)
+    except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as exc:
+        print(f"  peer {name}: cannot install {' '.join(packages)}: {getattr(exc, 'stderr', b'')[-500:]!r}", file=sys.stderr)
+        return None
+    marker.write_text(" ".join(packages))
+    return str(python)
+
+
+def nb2flow_cmd(*args) -> list[str]:
+    return [sys.executable, "-m", "nb2flow", *args]
+
+
+# ----------------------------------------------------------------------------- inputs
+
+
+def linear_notebook(path: Path, steps: int = 5) -> Path:
+    cells = [cell("x0 = 0", "step:s0")]
+    for i in range(1, steps):
+        cells.append(cell(f"x{i} = x{i - 1} + 1", f"step:s{i}"))
+    return Path(write(path, *cells))
+
+
+def diamond_notebook(path: Path, sleep: float = 3.0) -> Path:
+    return Path(write(
+        path,
+        cell("import time", "setup"),
+        cell("a = 1", "step:a"),
+        cell(f"time.sleep({sleep})\nb = a + 1", "step:b"),
+        cell(f"time.sleep({sleep})\nc = a + 2", "step:c", "after:a"),
+        cell("d = b + c", "step:d", "after:b", "after:c"),
+    ))
+
+
+def big_notebook(path: Path, cells_n: int = 1000, steps: int = 100) -> Path:
+    per = cells_n // steps
+    cells = [cell("import math\nimport os", "setup")]
+    for s in range(steps):
+        for j in range(per):
+            tags = [f"step:s{s}"] if j == 0 else []
+            parent = s - 1
+            if j == 0 and s > 1 and s % 3 == 0:
+                parent = s - 2  # every third step branches off, so some steps run in parallel
+                tags.append(f"after:s{parent}")
+            src = f"v{s}_{j} = {'v' + str(parent) + '_0' if s and j == 0 else j} + 1\n"
+            src += f"def f{s}_{j}(x):\n    return math.sqrt(abs(x)) + v{s}_{j}\n" if j % 4 == 0 else f"w{s}_{j} = [i * {j} for i in range(3)]\n"
+            cells.append(cell(src, *tags))
+    return Path(write(path, *cells))
+
+
+def transfer_notebook(path: Path, kind: str, size: int) -> Path:
+    if kind == "numpy":
+        make = f"import numpy as np\nvalue = np.ones({size} // 8, dtype=np.float64)"
+    else:
+        make = f"import numpy as np\nimport pandas as pd\nvalue = pd.DataFrame({{'a': np.arange({size}), 'b': np.arange({size}) * 0.5, 'c': np.arange({size}) % 7}})"
+    return Path(write(path, cell(make, "step:make"), cell("n = len(value)", "step:use")))
+
+
+def raw_transfer_script(path: Path, kind: str, size: int) -> Path:
+    """The baseline: save and load the same value with the library's own calls, timed inside.
+
+    It writes a new file each run, as a pipeline run does (each run has its own folder):
+    on this machine's filesystem, overwriting one file again and again is several times
+    faster than writing a new one, which would flatter the baseline.
+    """
+    if kind == "numpy":
+        body = f"""
+import numpy as np, time, os
+value = np.ones({size} // 8, dtype=np.float64)
+name = f'raw-{{os.getpid()}}.npy'
+t0 = time.perf_counter(); np.save(name, value); v = np.load(name); t = time.perf_counter() - t0
+"""
+    else:
+        body = f"""
+import numpy as np, pandas as pd, time, os
+value = pd.DataFrame({{'a': np.arange({size}), 'b': np.arange({size}) * 0.5, 'c': np.arange({size}) % 7}})
+name = f'raw-{{os.getpid()}}.pkl'
+t0 = time.perf_counter(); value.to_pickle(name); v = pd.read_pickle(name); t = time.perf_counter() - t0
+"""
+    path.write_text(body + "os.unlink(name)\nopen('raw.time', 'w').write(str(t))\n")
+    return path
+
+
+def transfer_seconds(folder: Path) -> float:
+    """Save-cell time of the producing step plus load-cell time of the consumer, from nbclient's timing."""
+    from datetime import datetime
+
+    run = max((folder / ".nb2flow" / "runs").iterdir(), key=lambda p: p.stat().st_mtime)
+    total = 0.0
+    for task, role in (("make", "save"), ("use", "load")):
+        nb = json.loads((run / "steps" / task / f"{task}.ipynb").read_text())
+        for c in nb["cells"]:
+            if c["metadata"].get("nb2flow", {}).get("role") == role:
+                ex = c["metadata"]["execution"]
+                start = datetime.fromisoformat(ex["iopub.execute_input"].replace("Z", "+00:00"))
+                end = datetime.fromisoformat(ex["shell.execute_reply"].replace("Z", "+00:00"))
+                total += (end - start).total_seconds()
+    shutil.rmtree(folder / ".nb2flow", ignore_errors=True)
+    return total
+
+
+# ----------------------------------------------------------------------------- cases
+
+
+def case_help(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    out = []
+    pm = peer_python("papermill", ["papermill"])
+    c = CaseResult("nb2flow --help vs papermill --help", "nb2flow", "papermill" if pm else None, target="--help <= 0.15 s")
+    alternate(c, nb2flow_cmd("--help"), [pm, "-m", "papermill", "--help"] if pm else None, runs * 2, work)
+    out.append(c)
+    sample = ROOT / "sample_notebooks" / "analysis.ipynb"
+    c = CaseResult("nb2flow check analysis.ipynb", "nb2flow", None, target="instant; no heavy imports")
+    alternate(c, nb2flow_cmd("check", str(sample)), None, runs * 2, work)
+    out.append(c)
+    return out
+
+
+def case_big(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    nb = big_notebook(work / "big.ipynb")
+    c = CaseResult("check a 1,000-cell, 100-step notebook", "nb2flow", None, target="<= 0.5 s whole process")
+    alternate(c, nb2flow_cmd("check", str(nb)), None, runs, work)
+    return [c]
+
+
+def case_linear(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    pm = peer_python("papermill", ["papermill", "ipykernel"])
+    nb = linear_notebook(work / "linear5.ipynb")
+    c = CaseResult("linear, 5 trivial steps: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 1.5x papermill")
+    if not pm:
+        c.skipped = "papermill could not be installed"
+        return [c]
+    alternate(c, nb2flow_cmd("run", str(nb), "-q"), [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"], runs, work)
+    return [c]
+
+
+def case_diamond(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    pm = peer_python("papermill", ["papermill", "ipykernel"])
+    nb = diamond_notebook(work / "diamond.ipynb")
+    c = CaseResult("diamond a->(b,c)->d, b and c sleep 3 s: nb2flow vs papermill", "nb2flow", "papermill", target="<= 0.65x papermill")
+    if not pm:
+        c.skipped = "papermill could not be installed"
+        return [c]
+    alternate(c, nb2flow_cmd("run", str(nb), "-q"), [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"], max(2, runs // 2), work)
+    return [c]
+
+
+def case_transfer(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    out = []
+    sizes = {"numpy": (100 if quick else 500) * 10**6, "pandas": (400_000 if quick else 2_000_000)}
+    for kind, size in sizes.items():
+        folder = work / f"transfer-{kind}"
+        folder.mkdir()
+        nb = transfer_notebook(folder / f"{kind}.ipynb", kind, size)
+        script = raw_transfer_script(folder / "raw.py", kind, size)
+        label = f"{size // 10**6} MB float64 array" if kind == "numpy" else f"{size:,}-row DataFrame"
+        raw = "numpy.save+load" if kind == "numpy" else "to_pickle+read_pickle"
+        c = CaseResult(f"pass a {label} between two steps vs {raw}", "nb2flow", raw, target="<= 2x raw",
+                       note="save cell + load cell time, from the executed step notebooks")
+        alternate(c, nb2flow_cmd("run", str(nb), "-q"), [sys.executable, str(script)], max(2, runs // 2), folder,
+                  a_measure=lambda f=folder: transfer_seconds(f), b_measure=lambda f=folder: float((f / "raw.time").read_text()))
+        out.append(c)
+    return out
+
+
+CASES = {"help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond, "transfer": case_transfer}
+
+
+def fmt(v, unit="s"):
+    return "-" if v is None else (f"{v:.3f}{unit}" if unit == "s" else f"{v:.0f}{unit}")
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer runs and smaller inputs (about two minutes)")
+    parser.add_argument("--runs", type=int, default=None)
+    parser.add_argument("--only", nargs="*", choices=sorted(CASES), default=None)
+    parser.add_argument("--json", default=str(HERE / "results" / f"bench-{time.strftime('%Y%m%d-%H%M%S')}.json"))
+    args = parser.parse_args(argv)
+    runs = args.runs or (3 if args.quick else 5)
+    results: list[CaseResult] = []
+    print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {runs} runs per case after a warm-up")
+    with tempfile.TemporaryDirectory(prefix="nb2flow-bench-") as tmp:
+        for name in args.only or list(CASES):
+            work = Path(tmp) / name
+            work.mkdir()
+            for c in CASES[name](work, runs, args.quick):
+                results.append(c)
+                if c.skipped:
+                    print(f"\n{c.case}: skipped ({c.skipped})")
+                    continue
+                print(f"\n{c.case}   [target: {c.target}]")
+                print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss) if c.a_rss else None, ' MB')}")
+                if c.b_name and c.b:
+                    print(f"  {c.b_name:<24} median {fmt(c.b_median)}   peak RSS {fmt(max(c.b_rss) if c.b_rss else None, ' MB')}")
+                    print(f"  ratio nb2flow/{c.b_name}: {c.ratio:.2f}x (median of pairwise ratios)")
+                if c.note:
+                    print(f"  ({c.note})")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({
+        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},
+        "when": time.time(), "runs": runs, "quick": args.quick, "cases": [c.to_json() for c in results],
+    }, indent=2))
+    print(f"\nresults written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

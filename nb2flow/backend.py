@@ -1,4 +1,4 @@
-"""Choosing where a run goes: this machine, or the Kubernetes cluster around it."""
+"""Choosing where a run goes: this machine, or Argo Workflows on the cluster around it."""
 
 from __future__ import annotations
 
@@ -12,10 +12,16 @@ def in_cluster() -> bool:
     return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.isfile(os.path.join(SA_DIR, "token"))
 
 
-def choose_backend(*, local: bool = False) -> tuple[str, str]:
-    """(backend, one line saying why)."""
+def choose_backend(*, local: bool = False, argo: bool = False) -> tuple[str, str]:
+    """(``local`` or ``argo``, one line saying why)."""
+    if local and argo:
+        from .errors import UsageError
+
+        raise UsageError("--local and --argo exclude each other")
     if local:
         return "local", "running on this machine (--local)"
+    if argo:
+        return "argo", "submitting to Argo Workflows (--argo)"
     if in_cluster():
-        return "local", "running on this machine (the Argo backend is not part of this version; use --local to silence this)"
+        return "argo", "submitting to Argo Workflows (inside a pod with a service account; --local runs here)"
     return "local", "running on this machine (no Kubernetes credentials found)"

@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import ExitStatus, Nb2flowError, PipelineError, UsageError
+from .errors import ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
 
 NOTEBOOK = click.Path(dir_okay=True, path_type=str)
 
@@ -68,6 +68,22 @@ def graph(notebook: str, fmt: str, show_vars: bool) -> int:
     return ExitStatus.OK
 
 
+def _cluster_options(f):
+    """Where step pods take their image, volumes and settings from."""
+    f = click.option("--workdir", default=None, metavar="DIR", help="The notebook's folder as step pods see it.")(f)
+    f = click.option("--context", default=None, help="kubeconfig context (outside a cluster).")(f)
+    f = click.option("-n", "--namespace", default=None, help="Namespace [default: the notebook pod's].")(f)
+    f = click.option("--from-pod", "from_pod", default=None, metavar="NAME", help="Copy the settings of this running pod (kubeconfig).")(f)
+    f = click.option("--pod-spec", "pod_spec", default=None, metavar="FILE", type=click.Path(dir_okay=False), help="Copy the settings of a pod from `kubectl get pod -o json` (offline).")(f)
+    return f
+
+
+def _kube_options(f):
+    f = click.option("--context", default=None, help="kubeconfig context (outside a cluster).")(f)
+    f = click.option("-n", "--namespace", default=None, help="Namespace [default: this pod's, else the kubeconfig's].")(f)
+    return f
+
+
 def _parameter_options(f):
     """papermill's parameter flags; merged in papermill's order whatever their order here."""
     f = click.option("-f", "--parameters-file", "param_files", multiple=True, type=click.Path(dir_okay=False), help="YAML file of parameters.")(f)
@@ -88,15 +104,17 @@ def _parameter_options(f):
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result.")
 @click.option("--no-progress", is_flag=True, help="Plain line-by-line progress instead of the live table.")
 @click.option("--python", "python", default=None, metavar="PATH", help="Interpreter that runs each step [default: this one].")
-def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, local, quiet, no_progress, python) -> int:
+@click.option("--argo", is_flag=True, help="Submit to Argo Workflows (the default inside a pod with a service account).")
+@click.option("--watch", is_flag=True, help="With --argo: follow the steps until the workflow ends; the exit status reflects it.")
+@_cluster_options
+def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, local, quiet, no_progress, python,
+        argo, watch, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Run NOTEBOOK's pipeline: every step in its own process, independent steps in parallel.
 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
     """
-    from .api import load
     from .backend import choose_backend
     from .local import RunOptions, raise_for_failures, run_local
-    from .params import ParameterArgs, check_parameters, merge_parameters
     from .runs import find_run, read_record
 
     earlier = None
@@ -107,19 +125,15 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         notebook = notebook or earlier["notebook"]
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
-    backend, reason = choose_backend(local=local)
-    pipeline = load(notebook)
-    if not pipeline.ok:
-        for finding in pipeline.errors:
-            click.echo(finding.render(notebook), err=True)
-        raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
-    overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
-    if earlier is not None and not overrides:
-        overrides = earlier.get("parameters", {})
-    params = check_parameters(overrides, [p.name for p in pipeline.parameters], notebook)
+    backend, reason = choose_backend(local=local or bool(resume), argo=argo or watch)
+    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
+                                         default=(earlier or {}).get("parameters"))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
     if not quiet:
         click.echo(f"nb2flow: {reason}", err=True)
+    if backend == "argo":
+        return _run_argo(pipeline, params, watch=watch, progress=progress, pod_spec=pod_spec, from_pod=from_pod,
+                         namespace=namespace, context=context, workdir=workdir)
     options = RunOptions(
         mode=mode or (earlier or {}).get("mode", "notebook"), jobs=jobs, fail_fast=fail_fast, parameters=params,
         progress=progress, python=python or sys.executable, resume=run_dir if resume else None,
@@ -133,13 +147,16 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
 
 @cli.command("list")
 @click.argument("folders", nargs=-1, type=click.Path(file_okay=False))
-@click.option("-n", "--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=int, default=20, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
-def list_(folders, limit, as_json) -> int:
+@click.option("--cluster/--no-cluster", default=None, help="Also list workflows and schedules [default: inside a pod, or with -n].")
+@_kube_options
+def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     """Recent runs of notebooks in FOLDERS (default: the current folder)."""
     from .runs import format_duration, format_time, list_runs
 
     records = list_runs(list(folders) or [os.getcwd()], limit)
+    records += _cluster_runs(namespace, context, cluster)
     if as_json:
         click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "notebook", "state", "started", "ended", "run_dir")} for r in records], indent=2))
         return ExitStatus.OK
@@ -154,14 +171,54 @@ def list_(folders, limit, as_json) -> int:
     return ExitStatus.OK
 
 
+def _cluster_runs(namespace, context, cluster) -> list:
+    """Workflows and schedules nb2flow made, as run-like rows; nothing when no cluster is asked for."""
+    from .backend import in_cluster
+
+    if cluster is False or (cluster is None and not namespace and not in_cluster()):
+        return []
+    from .kube import ClusterError
+
+    try:
+        kube, ns = _kube(namespace, context)
+        rows = []
+        for wf in kube.list("workflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
+            st = wf.get("status") or {}
+            rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
+                         "state": f"argo {st.get('phase', 'Pending').lower()}", "started": _ts(st.get("startedAt")), "ended": _ts(st.get("finishedAt"))})
+        for cw in kube.list("cronworkflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
+            rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
+                         "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
+        return rows
+    except (ClusterError, UsageError) as exc:
+        if cluster:
+            raise
+        click.echo(f"nb2flow: workflows not listed: {exc.render()}", err=True)
+        return []
+
+
+def _ts(text):
+    if not text:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
-def status(run_id, as_json) -> int:
-    """One run's steps: state, tries, time and the error of a failed step."""
+@_kube_options
+def status(run_id, as_json, namespace, context) -> int:
+    """One run's steps (a local run id, or a workflow's name): state, tries, time, errors."""
     from .runs import find_run, format_duration, read_record
 
-    run_dir = find_run(run_id, [os.getcwd()])
+    try:
+        run_dir = find_run(run_id, [os.getcwd()])
+    except UsageError:
+        if os.sep in run_id:
+            raise
+        return _workflow_status(run_id, as_json, namespace, context)
     record = read_record(run_dir)
     if as_json:
         click.echo(json.dumps(record, indent=2))
@@ -175,6 +232,217 @@ def status(run_id, as_json) -> int:
     click.echo(_table(rows))
     click.echo(f"folder: {run_dir}")
     return ExitStatus.OK
+
+
+def _workflow_status(name, as_json, namespace, context) -> int:
+    from .cluster import step_views
+    from .runs import format_duration
+
+    kube, ns = _kube(namespace, context)
+    workflow = kube.get("workflows", ns, name)
+    if as_json:
+        click.echo(json.dumps(workflow, indent=2))
+        return ExitStatus.OK
+    status = workflow.get("status") or {}
+    click.echo(f"workflow {name}: {status.get('phase', 'Pending')} (namespace {ns})")
+    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
+    for v in step_views(workflow):
+        rows.append((v.name, v.state.value, str(v.attempt), format_duration(v.elapsed), (v.note or "")[:100]))
+    click.echo(_table(rows))
+    return ExitStatus.OK
+
+
+def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, default=None):
+    """Load and check the notebook, merge and check parameters; bad input raises (exit 2)."""
+    from .api import load
+    from .params import ParameterArgs, check_parameters, merge_parameters
+
+    pipeline = load(notebook)
+    if not pipeline.ok:
+        for finding in pipeline.errors:
+            click.echo(finding.render(notebook), err=True)
+        raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
+    overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
+    if default and not overrides:
+        overrides = default
+    return pipeline, check_parameters(overrides, [p.name for p in pipeline.parameters], notebook)
+
+
+def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_kube=False):
+    from .cluster import resolve_target
+    from .config import load_config
+
+    config = load_config(notebook).with_flags(namespace=namespace, context=context, workdir=workdir)
+    for warning in config.warnings:
+        click.echo(f"nb2flow: warning: {warning}", err=True)
+    target = resolve_target(notebook, config, pod_spec=pod_spec, from_pod=from_pod, need_kube=need_kube)
+    for warning in target.pod.warnings:
+        click.echo(f"nb2flow: {warning}", err=True)
+    return target
+
+
+def _run_argo(pipeline, params, *, watch, progress, **where) -> int:
+    from .cluster import prepare, submit, ui_link, watch as watch_workflow
+
+    target = _target(pipeline.path, need_kube=True, **where)
+    manifest, _ = prepare(pipeline, target, params)
+    created = submit(target.kube, manifest)
+    name = created["metadata"]["name"]
+    click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
+    link = ui_link(target.config, target.namespace, name)
+    if link:
+        click.echo(f"  {link}", err=True)
+    click.echo(name)
+    if not watch:
+        return ExitStatus.OK
+    final = watch_workflow(target.kube, target.namespace, name, progress=progress)
+    phase = final.get("status", {}).get("phase")
+    click.echo(f"workflow {name}: {phase}", err=True)
+    if phase != "Succeeded":
+        raise StepFailed(f"workflow {name} ended {phase}: {final.get('status', {}).get('message', '')}".rstrip(": "),
+                         hint=f"nb2flow logs {name}")
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("notebook", type=NOTEBOOK)
+@click.option("-o", "--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
+@_parameter_options
+@_cluster_options
+def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod, namespace, context, workdir) -> int:
+    """Print the Argo Workflow for NOTEBOOK; submit nothing.
+
+    The step files are written beside the notebook (.nb2flow/bundles/), where the step pods read them.
+    """
+    from .argo import dump
+    from .cluster import prepare
+
+    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
+    target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
+    manifest, bundle = prepare(pipeline, target, params)
+    click.echo(f"nb2flow: step files in {os.path.relpath(bundle)}", err=True)
+    click.echo(dump(manifest, fmt), nl=False)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("notebook", type=NOTEBOOK)
+@click.option("--cron", required=True, help='Cron schedule, e.g. "0 3 * * *".')
+@click.option("--timezone", default=None, help="IANA time zone of the schedule, e.g. Asia/Seoul [default: the controller's].")
+@click.option("--name", default=None, help="CronWorkflow name [default: from the notebook's name].")
+@click.option("--dry-run", is_flag=True, help="Print the CronWorkflow instead of creating it.")
+@_parameter_options
+@_cluster_options
+def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod,
+             namespace, context, workdir) -> int:
+    """Run NOTEBOOK on a schedule (an Argo CronWorkflow); creates or updates it.
+
+    The step files are a snapshot taken now: editing the notebook changes nothing until you schedule again.
+    """
+    from .argo import dump
+    from .cluster import prepare, schedule as create_schedule
+    from .tags import task_name
+
+    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
+    target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
+                     need_kube=not dry_run)
+    name = name or (task_name(pipeline.notebook.stem)[:52].strip("-") or "notebook")
+    manifest, bundle = prepare(pipeline, target, params, schedule={"name": name, "cron": cron, "timezone": timezone})
+    if dry_run:
+        click.echo(dump(manifest), nl=False)
+        return ExitStatus.OK
+    _, created = create_schedule(target.kube, manifest)
+    tz = f" ({timezone})" if timezone else ""
+    click.echo(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}; step files {os.path.relpath(bundle)}", err=True)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("name")
+@_kube_options
+def unschedule(name, namespace, context) -> int:
+    """Delete the schedule NAME."""
+    kube, ns = _kube(namespace, context)
+    kube.delete("cronworkflows", ns, name)
+    click.echo(f"schedule {name} deleted", err=True)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("name")
+@click.argument("step", required=False)
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the step runs.")
+@_kube_options
+def logs(name, step, follow, namespace, context) -> int:
+    """Print the logs of workflow NAME's steps (or of STEP only)."""
+    from .cluster import find_step_pods
+
+    kube, ns = _kube(namespace, context)
+    workflow = kube.get("workflows", ns, name)
+    pods = find_step_pods(kube, ns, workflow, step)
+    if not pods:
+        raise UsageError(f"no pods for {'step ' + step + ' of ' if step else ''}workflow {name} (yet, or already cleaned up)",
+                         hint="executed notebooks and logs stay in the run folder on the shared volume")
+    for task, pod in pods:
+        if len(pods) > 1:
+            click.echo(f"==> {task} ({pod}) <==")
+        out = kube.pod_log(ns, pod, follow=follow)
+        if isinstance(out, str):
+            click.echo(out, nl=not out.endswith("\n"))
+        else:
+            for line in out:
+                click.echo(line, nl=False)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("name")
+@_kube_options
+def stop(name, namespace, context) -> int:
+    """Stop workflow NAME (running steps are stopped, exit handlers run)."""
+    kube, ns = _kube(namespace, context)
+    kube.patch("workflows", ns, name, {"spec": {"shutdown": "Stop"}})
+    click.echo(f"workflow {name} stopping", err=True)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.argument("name")
+@_kube_options
+def delete(name, namespace, context) -> int:
+    """Delete workflow NAME."""
+    kube, ns = _kube(namespace, context)
+    kube.delete("workflows", ns, name)
+    click.echo(f"workflow {name} deleted", err=True)
+    return ExitStatus.OK
+
+
+@cli.command()
+@click.option("-n", "--namespace", default=None, help="Namespace [default: this pod's, else the kubeconfig's].")
+@click.option("--service-account", "service_account", default=None, help="The notebook's service account [default: this pod's].")
+@click.option("--runner", default=None, help="The account step pods run as, if not the notebook's.")
+def rbac(namespace, service_account, runner) -> int:
+    """Print the Role and RoleBinding nb2flow needs (apply with kubectl apply -f -)."""
+    import yaml
+
+    from .backend import SA_DIR
+    from .cluster import rbac_manifests
+
+    if namespace is None and os.path.isfile(os.path.join(SA_DIR, "namespace")):
+        with open(os.path.join(SA_DIR, "namespace")) as fh:
+            namespace = fh.read().strip()
+    docs = rbac_manifests(namespace or "default", service_account or "default", runner)
+    click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
+    return ExitStatus.OK
+
+
+def _kube(namespace, context):
+    from .config import load_config
+    from .kube import Kube
+
+    config = load_config(None).with_flags(namespace=namespace, context=context)
+    kube = Kube(context=config.context)
+    return kube, config.namespace or kube.default_namespace
 
 
 def _table(rows) -> str:

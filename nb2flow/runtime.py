@@ -275,7 +275,10 @@ class StepRun:
                 self.params.update(json.load(fh))
         for item in args.param or []:
             name, _, raw = item.partition("=")
-            self.params[name] = json.loads(raw)
+            try:
+                self.params[name] = json.loads(raw)
+            except ValueError:
+                self.params[name] = raw  # typed by hand (e.g. in the Argo UI) without JSON quotes
         self.status = Status(os.path.join(self.step_dir, "status.json"), self.name, args.attempt)
         self.log_path = os.path.join(self.step_dir, "output.log")
         self.kernel_pid = None

@@ -1,0 +1,271 @@
+"""The cluster side of nb2flow: export, submit, watch, status, logs, stop, delete, schedules, RBAC.
+
+Where the step pods' settings come from, in this order: ``--pod-spec FILE.json`` (offline),
+``--from-pod NAME`` (kubeconfig), the notebook's own Pod when running inside one, else
+explicit settings from the config file (``image:`` and friends).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import posixpath
+import time
+from dataclasses import dataclass
+
+from .argo import cron_manifest, workflow_manifest
+from .backend import in_cluster
+from .config import ClusterConfig
+from .errors import UsageError
+from .kube import ClusterError, Kube, workflow_nodes
+from .materialize import materialize
+from .pipeline import Pipeline
+from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
+from .progress import StepView, make_reporter
+from .runs import StepState
+
+BUNDLES = ".nb2flow/bundles"
+RUNS = ".nb2flow/runs"
+PHASES = {
+    "Pending": StepState.PENDING, "Running": StepState.RUNNING, "Succeeded": StepState.SUCCEEDED,
+    "Failed": StepState.FAILED, "Error": StepState.FAILED, "Skipped": StepState.SKIPPED, "Omitted": StepState.SKIPPED,
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a pipeline will run: step-pod settings and the notebook folder as the pods see it."""
+
+    pod: PodSettings
+    config: ClusterConfig
+    workdir: str
+    local_dir: str
+    kube: Kube | None = None
+
+    @property
+    def namespace(self) -> str:
+        return self.pod.namespace
+
+
+def _pod_from_file(path: str) -> dict:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            pod = json.load(fh)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"{path}: not JSON ({exc})", hint="use `kubectl get pod NAME -o json`") from None
+    if not isinstance(pod, dict) or pod.get("kind", "Pod") != "Pod" or "spec" not in pod:
+        raise UsageError(f"{path}: not a Pod (expected `kubectl get pod NAME -o json` output)")
+    return pod
+
+
+def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None = None, from_pod: str | None = None,
+                   need_kube: bool = False) -> Target:
+    local_dir = os.path.dirname(os.path.abspath(notebook))
+    kube = None
+    pod = None
+    if pod_spec:
+        pod = _pod_from_file(pod_spec)
+    elif from_pod:
+        kube = Kube(context=config.context)
+        pod = kube.get_pod(config.namespace or kube.default_namespace, from_pod)
+    elif in_cluster() and not config.image:
+        kube = Kube()
+        if not kube.pod_name:
+            raise UsageError("inside a pod, but HOSTNAME does not name it", hint="pass --from-pod NAME")
+        pod = kube.get_pod(kube.default_namespace, kube.pod_name)
+    if need_kube and kube is None:
+        kube = Kube(context=config.context)
+
+    if pod is not None:
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in pod.get("spec", {}).get("volumes") or [] if "persistentVolumeClaim" in v]
+        rwo: set | None
+        if kube is not None and claims:
+            rwo = set()
+            for claim in claims:
+                modes = kube.pvc_access_modes(pod["metadata"].get("namespace") or kube.default_namespace, claim)
+                if modes is None or "ReadWriteOnce" in modes or "ReadWriteOncePod" in modes:
+                    rwo.add(claim)
+        elif config.rwx_claims:
+            rwo = set(claims) - set(config.rwx_claims)
+        else:
+            rwo = None  # offline and not told: assume ReadWriteOnce (JupyterHub's default home volume)
+        settings = pod_settings(pod, container=config.container, service_account=config.service_account,
+                                keep_secret_refs=config.secret_refs == "keep", rwo_claims=rwo, image=config.image)
+    elif config.image:
+        settings = PodSettings(
+            image=config.image, namespace="default", image_pull_secrets=tuple(config.image_pull_secrets),
+            volumes=tuple(config.volumes), volume_mounts=tuple(config.volume_mounts), node_selector=dict(config.node_selector) or None,
+            tolerations=tuple(config.tolerations), service_account=config.service_account, env=tuple(config.env),
+            resources=step_resources(config.resources),
+        )
+    else:
+        raise UsageError(
+            "no notebook pod to copy the image and volumes from",
+            hint="run inside the notebook's pod, or pass --pod-spec FILE.json or --from-pod NAME, or set image: in nb2flow.yaml",
+        )
+    namespace = config.namespace or (pod or {}).get("metadata", {}).get("namespace") or (kube.default_namespace if kube else None) or "default"
+    from dataclasses import replace
+
+    settings = replace(settings, namespace=namespace)
+    workdir = config.workdir or local_dir
+    workdir = posixpath.normpath(workdir)
+    check_on_volume(workdir, settings)
+    return Target(pod=settings, config=config, workdir=workdir, local_dir=local_dir, kube=kube)
+
+
+def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
+    digest = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:12]
+    return f"{pipeline.notebook.stem[:40]}-{digest}".replace(" ", "-")
+
+
+def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: dict | None = None) -> tuple[dict, str]:
+    """Write the step files (a snapshot named by their content) and build the manifest."""
+    from .materialize import fingerprints
+
+    ident = bundle_id(pipeline, fingerprints(pipeline, "notebook"))
+    local_bundle = os.path.join(target.local_dir, BUNDLES, ident)
+    materialize(pipeline, local_bundle, mode="notebook", cwd=target.workdir)
+    bundle = posixpath.join(target.workdir, BUNDLES, ident)
+    run_root = posixpath.join(target.workdir, RUNS)
+    notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))
+    common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod)
+    if schedule:
+        manifest = cron_manifest(pipeline, target.pod, target.config, name=schedule["name"], schedule=schedule["cron"],
+                                 timezone=schedule.get("timezone"), **common)
+    else:
+        manifest = workflow_manifest(pipeline, target.pod, target.config, **common)
+    return manifest, local_bundle
+
+
+def ui_link(config: ClusterConfig, namespace: str, name: str, kind: str = "workflows") -> str | None:
+    if not config.argo_ui:
+        return None
+    return f"{config.argo_ui.rstrip('/')}/{kind}/{namespace}/{name}"
+
+
+def submit(kube: Kube, manifest: dict) -> dict:
+    return kube.create("workflows", manifest["metadata"]["namespace"], manifest)
+
+
+def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
+    """Create the CronWorkflow, or update the one of that name. Returns (object, created)."""
+    ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        return kube.create("cronworkflows", ns, manifest), True
+    except ClusterError as exc:
+        if "(409)" not in exc.message:
+            raise
+    current = kube.get("cronworkflows", ns, name)
+    body = dict(manifest)
+    body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
+    return kube.replace("cronworkflows", ns, name, body), False
+
+
+def step_views(workflow: dict) -> list[StepView]:
+    """One view per DAG task, from the workflow's nodes."""
+    nodes = workflow_nodes(workflow)
+    tasks = []
+    for t in (workflow.get("spec", {}).get("templates") or []):
+        if t.get("name") == workflow.get("spec", {}).get("entrypoint") and "dag" in t:
+            tasks = [task["name"] for task in t["dag"].get("tasks", [])]
+    by_name: dict[str, dict] = {}
+    for node in nodes.values():
+        name = node.get("displayName")
+        if name in tasks and node.get("type") in ("Pod", "Retry", "Skipped", "Suspend"):
+            if name not in by_name or node.get("type") == "Retry":
+                by_name[name] = node
+    views = []
+    now = time.time()
+    for task in tasks:
+        node = by_name.get(task)
+        if node is None:
+            views.append(StepView(task, StepState.PENDING))
+            continue
+        state = PHASES.get(node.get("phase"), StepState.PENDING)
+        started, finished = _ts(node.get("startedAt")), _ts(node.get("finishedAt"))
+        elapsed = ((finished or now) - started) if started else None
+        attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
+        note = node.get("message") if state is StepState.FAILED else None
+        views.append(StepView(task, state, None, None, elapsed, attempts, note))
+    return views
+
+
+def _ts(text: str | None) -> float | None:
+    if not text:
+        return None
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30) -> dict:
+    """Follow a workflow until it finishes; a dropped connection is retried, not fatal."""
+    reporter = make_reporter(progress)
+    workflow = kube.get("workflows", namespace, name)
+    reporter.start(name, f"{namespace}/{name}", step_views(workflow))
+    errors = 0
+    try:
+        while True:
+            phase = (workflow.get("status") or {}).get("phase")
+            reporter.update(step_views(workflow))
+            if phase in ("Succeeded", "Failed", "Error"):
+                break
+            time.sleep(interval)
+            try:
+                workflow = kube.get("workflows", namespace, name)
+                errors = 0
+            except ClusterError as exc:
+                if "cannot reach" not in exc.message or errors >= max_errors:
+                    raise
+                errors += 1
+                reporter.message(f"lost the connection to the API server; retrying ({errors})")
+    finally:
+        reporter.finish(step_views(workflow))
+    return workflow
+
+
+def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None) -> list[tuple[str, str]]:
+    """(step, pod name) for the workflow's pods, by the workflow label and the node annotations."""
+    name = workflow["metadata"]["name"]
+    nodes = workflow_nodes(workflow)
+    pods = kube.list_pods(namespace, f"workflows.argoproj.io/workflow={name}")
+    out = []
+    for pod in pods:
+        ann = pod.get("metadata", {}).get("annotations") or {}
+        node = nodes.get(ann.get("workflows.argoproj.io/node-id", ""), {})
+        display = node.get("displayName") or ann.get("workflows.argoproj.io/node-name", "").split(".", 1)[-1]
+        task = display.split("(", 1)[0]
+        if step is None or task == step:
+            out.append((task, pod["metadata"]["name"]))
+    return sorted(out, key=lambda x: (x[0], x[1]))
+
+
+def rbac_manifests(namespace: str, service_account: str, runner: str | None = None) -> list[dict]:
+    """The Role and RoleBinding the notebook's service account needs, and the runner's."""
+    rules = [
+        {"apiGroups": ["argoproj.io"], "resources": ["workflows", "cronworkflows"],
+         "verbs": ["create", "get", "list", "watch", "patch", "update", "delete"]},
+        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
+        {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
+        {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]},
+    ]
+    docs = [
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "nb2flow-submitter", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "rules": rules},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": f"nb2flow-submitter-{service_account}"[:63], "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-submitter"},
+         "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+         "metadata": {"name": "nb2flow-runner", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]},
+        {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+         "metadata": {"name": f"nb2flow-runner-{runner or service_account}"[:63], "namespace": namespace},
+         "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-runner"},
+         "subjects": [{"kind": "ServiceAccount", "name": runner or service_account, "namespace": namespace}]},
+    ]
+    return docs

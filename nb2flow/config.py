@@ -1,0 +1,137 @@
+"""Cluster settings: built-in defaults < ``~/.config/nb2flow/config.yaml`` < ``nb2flow.yaml``
+beside the notebook < command-line flags. Applied here, in one place.
+
+Every key is listed in :data:`KEYS` with its meaning (the README's table is made from the
+same list); an unknown key is reported with the file it came from and a did-you-mean.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field, fields, replace
+
+from .errors import UsageError
+from .tags import parse_duration
+
+KEYS = {
+    "namespace": "namespace for workflows (default: the notebook pod's, else the kubeconfig's)",
+    "context": "kubeconfig context, outside a cluster",
+    "container": "the notebook container's name, when the pod has several and nb2flow cannot tell",
+    "image": "image for step pods instead of the notebook's (explicit settings without a pod)",
+    "service_account": "service account step pods run as (default: the notebook's)",
+    "workdir": "the notebook's folder as step pods see it (default: the notebook's absolute folder)",
+    "python": "interpreter in the image that runs nb2flow_step.py (default: python3)",
+    "secret_refs": "keep (default) or drop env variables that reference Secrets (valueFrom.secretKeyRef)",
+    "rwx_claims": "PVC names that are ReadWriteMany, offline (others are taken as ReadWriteOnce and steps are pinned to the notebook's node)",
+    "gpu_resource": "resource name a gpu:N tag asks for (default: nvidia.com/gpu)",
+    "active_deadline": "longest a workflow may run, a duration (default: 24h)",
+    "ttl_after_finished": "how long a finished workflow is kept (default: 7d)",
+    "pod_gc": "Argo podGC strategy (default: OnPodSuccess)",
+    "argo_ui": "base URL of the Argo UI, for links (e.g. https://argo.example.org)",
+    "labels": "extra labels for workflows and their pods",
+    "volumes": "explicit volumes (a list of Kubernetes Volume objects), without a notebook pod",
+    "volume_mounts": "explicit volumeMounts for those volumes",
+    "image_pull_secrets": "explicit imagePullSecrets (a list of {name: ...})",
+    "node_selector": "explicit nodeSelector",
+    "tolerations": "explicit tolerations",
+    "env": "explicit env (a list of {name, value})",
+    "resources": "explicit resources ({requests: ..., limits: ...})",
+}
+CONFIG_NAMES = ("nb2flow.yaml", "nb2flow.yml")
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    namespace: str | None = None
+    context: str | None = None
+    container: str | None = None
+    image: str | None = None
+    service_account: str | None = None
+    workdir: str | None = None
+    python: str = "python3"
+    secret_refs: str = "keep"
+    rwx_claims: tuple = ()
+    gpu_resource: str = "nvidia.com/gpu"
+    active_deadline: str = "24h"
+    ttl_after_finished: str = "7d"
+    pod_gc: str = "OnPodSuccess"
+    argo_ui: str | None = None
+    labels: dict = field(default_factory=dict)
+    volumes: tuple = ()
+    volume_mounts: tuple = ()
+    image_pull_secrets: tuple = ()
+    node_selector: dict = field(default_factory=dict)
+    tolerations: tuple = ()
+    env: tuple = ()
+    resources: dict = field(default_factory=dict)
+    sources: tuple = ()  # files read, for messages
+    warnings: tuple = ()
+
+    def with_flags(self, **flags) -> "ClusterConfig":
+        given = {k: v for k, v in flags.items() if v is not None}
+        return replace(self, **given)
+
+
+def _read_yaml(path: str) -> dict:
+    import yaml
+
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = yaml.safe_load(fh)
+    except OSError as exc:
+        raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UsageError(f"{path}: not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of settings")
+    return data
+
+
+def load_config(notebook: str | None, *, user_file: str | None = None) -> ClusterConfig:
+    """Defaults, then the user's file, then the notebook folder's ``nb2flow.yaml``."""
+    files = [user_file or os.path.join(os.path.expanduser("~"), ".config", "nb2flow", "config.yaml")]
+    if notebook:
+        folder = os.path.dirname(os.path.abspath(notebook))
+        files += [os.path.join(folder, n) for n in CONFIG_NAMES]
+    values: dict = {}
+    sources, warnings = [], []
+    names = {f.name for f in fields(ClusterConfig)} - {"sources", "warnings"}
+    for path in files:
+        if not os.path.isfile(path):
+            continue
+        data = _read_yaml(path)
+        sources.append(path)
+        for key, value in data.items():
+            if key not in names:
+                close = difflib.get_close_matches(str(key), sorted(names), n=1)
+                warnings.append(f"{path}: unknown setting {key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
+                continue
+            values[key] = _coerce(key, value, path)
+    return replace(ClusterConfig(**values), sources=tuple(sources), warnings=tuple(warnings))
+
+
+def _coerce(key: str, value, path: str):
+    if key in ("rwx_claims", "volumes", "volume_mounts", "image_pull_secrets", "tolerations", "env"):
+        if not isinstance(value, list):
+            raise UsageError(f"{path}: {key} must be a list")
+        return tuple(value)
+    if key in ("labels", "node_selector", "resources"):
+        if not isinstance(value, dict):
+            raise UsageError(f"{path}: {key} must be a mapping")
+        return {str(k): (v if key == "resources" else str(v)) for k, v in value.items()}
+    if key in ("active_deadline", "ttl_after_finished"):
+        try:
+            parse_duration(str(value))
+        except ValueError:
+            raise UsageError(f"{path}: {key}: {value!r} is not a duration (e.g. 24h, 7d)") from None
+        return str(value)
+    if key == "secret_refs" and value not in ("keep", "drop"):
+        raise UsageError(f"{path}: secret_refs must be keep or drop")
+    if not isinstance(value, (str, int, float)):
+        raise UsageError(f"{path}: {key} must be a string")
+    return str(value)

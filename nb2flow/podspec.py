@@ -1,0 +1,270 @@
+"""What a step pod copies from the notebook's own Pod: image, volumes, security, placement, env.
+
+:func:`pod_settings` is pure: it takes the Pod as ``kubectl get pod -o json`` prints it (or
+as the API returns it) plus the settings of :mod:`nb2flow.config`, and returns
+:class:`PodSettings` and the warnings a user should see. Credentials never pass: the
+JupyterHub API token (``JUPYTERHUB_*``, ``JPY_*``), any plain-value variable whose name looks
+like a credential, the service-account token volume and other secret volumes.
+"""
+
+from __future__ import annotations
+
+import copy
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+from .errors import UsageError
+
+CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|KEY|CREDENTIAL|(^|_)PAT($|_)|AUTH", re.I)
+HUB_PREFIXES = ("JUPYTERHUB_", "JPY_")
+SIDECARS = frozenset({"istio-proxy", "linkerd-proxy", "envoy", "oauth2-proxy", "cloud-sql-proxy", "vault-agent", "kube-rbac-proxy"})
+SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
+GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
+
+
+@dataclass(frozen=True)
+class PodSettings:
+    """Everything a step pod takes from the notebook pod (or from explicit settings)."""
+
+    image: str
+    namespace: str = "default"
+    image_pull_policy: str | None = None
+    image_pull_secrets: tuple = ()
+    volumes: tuple = ()
+    volume_mounts: tuple = ()
+    working_dir: str | None = None
+    pod_security_context: dict | None = None
+    security_context: dict | None = None
+    node_selector: dict | None = None
+    tolerations: tuple = ()
+    affinity: dict | None = None
+    service_account: str | None = None
+    resources: dict = field(default_factory=dict)
+    env: tuple = ()
+    env_from: tuple = ()
+    owner: str | None = None
+    node_name: str | None = None
+    pod_name: str | None = None
+    container: str | None = None
+    warnings: tuple = ()
+
+
+def notebook_container(pod: dict, name: str | None = None) -> dict:
+    """The notebook's container: the named one, the one serving Jupyter, else the only non-sidecar."""
+    containers = pod.get("spec", {}).get("containers") or []
+    if not containers:
+        raise UsageError("the pod has no containers")
+    if name:
+        for c in containers:
+            if c.get("name") == name:
+                return c
+        raise UsageError(f"the pod has no container {name!r} (it has {', '.join(c.get('name', '?') for c in containers)})")
+    if len(containers) == 1:
+        return containers[0]
+
+    def score(c: dict) -> int:
+        n = c.get("name", "")
+        s = 0
+        if n in ("notebook", "jupyter", "jupyterlab", "main", "base") or n.startswith("jupyter"):
+            s += 4
+        ports = [p.get("containerPort") for p in c.get("ports") or []]
+        if 8888 in ports or any((p.get("name") or "").startswith("notebook") for p in c.get("ports") or []):
+            s += 3
+        text = " ".join(map(str, (c.get("command") or []) + (c.get("args") or [])))
+        if "jupyter" in text or "start-notebook" in text or "singleuser" in text:
+            s += 2
+        if n in SIDECARS or "proxy" in n or "sidecar" in n:
+            s -= 10
+        return s
+
+    ranked = sorted(containers, key=score, reverse=True)
+    if score(ranked[0]) <= 0 and len([c for c in containers if score(c) > -10]) > 1:
+        raise UsageError(
+            "cannot tell which container runs the notebook: " + ", ".join(c.get("name", "?") for c in containers),
+            hint="name it with `container:` in nb2flow.yaml",
+        )
+    return ranked[0]
+
+
+def pinned_image(pod: dict, container: dict) -> str:
+    """The image by digest (status.containerStatuses[].imageID) when known, else the image as given."""
+    image = container.get("image", "")
+    for status in pod.get("status", {}).get("containerStatuses") or []:
+        if status.get("name") != container.get("name"):
+            continue
+        image_id = status.get("imageID") or ""
+        for prefix in ("docker-pullable://", "docker://", "containerd://"):
+            if image_id.startswith(prefix):
+                image_id = image_id[len(prefix):]
+        if "@sha256:" in image_id:
+            return image_id
+        if image_id.startswith("sha256:") and "@" not in image:
+            repo = image.rsplit(":", 1)[0] if ":" in image.rsplit("/", 1)[-1] else image
+            return f"{repo}@{image_id}"
+    return image
+
+
+def _is_credential_volume(volume: dict) -> str | None:
+    name = volume.get("name", "")
+    if name.startswith("kube-api-access-"):
+        return "the service-account token"
+    projected = volume.get("projected")
+    if projected and any("serviceAccountToken" in src for src in projected.get("sources") or []):
+        return "a service-account token"
+    if "secret" in volume:
+        return f"secret {volume['secret'].get('secretName', '?')}"
+    if projected and any("secret" in src for src in projected.get("sources") or []):
+        return "a projected secret"
+    return None
+
+
+def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, list[str]]:
+    """The env a step may have, and the names dropped (never their values)."""
+    kept, dropped = [], []
+    for item in env or []:
+        name = item.get("name", "")
+        if name.startswith(HUB_PREFIXES):
+            dropped.append(name)
+            continue
+        value_from = item.get("valueFrom")
+        if value_from is not None:
+            if "secretKeyRef" in value_from and not keep_secret_refs:
+                dropped.append(name)
+                continue
+            kept.append(copy.deepcopy(item))  # a reference: no secret in it
+            continue
+        if CREDENTIAL_NAME.search(name):
+            dropped.append(name)
+            continue
+        kept.append(copy.deepcopy(item))
+    return kept, dropped
+
+
+def _strip_privilege(ctx: dict | None) -> dict | None:
+    if not ctx:
+        return None
+    ctx = copy.deepcopy(ctx)
+    ctx.pop("privileged", None)
+    caps = ctx.get("capabilities")
+    if isinstance(caps, dict) and caps.get("add"):
+        caps.pop("add")
+        if not caps:
+            ctx.pop("capabilities")
+    return ctx or None
+
+
+def step_resources(base: dict) -> dict:
+    """The notebook's requests and limits without GPUs (a step gets a GPU only from a gpu: tag)."""
+    out = {}
+    for kind in ("requests", "limits"):
+        values = {k: str(v) for k, v in (base.get(kind) or {}).items() if k not in GPU_RESOURCES and "gpu" not in k}
+        if values:
+            out[kind] = values
+    return out
+
+
+def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | None = None,
+                 service_account: str | None = None, keep_secret_refs: bool = True,
+                 rwo_claims: set | None = None, image: str | None = None) -> PodSettings:
+    """Step-pod settings from the notebook's Pod. ``rwo_claims``: PVC names known to be ReadWriteOnce."""
+    spec = pod.get("spec") or {}
+    meta = pod.get("metadata") or {}
+    c = notebook_container(pod, container)
+    warnings: list[str] = []
+
+    volumes, dropped_volumes = [], {}
+    for v in spec.get("volumes") or []:
+        why = _is_credential_volume(v)
+        if why:
+            dropped_volumes[v.get("name")] = why
+        else:
+            volumes.append(copy.deepcopy(v))
+    mounts = [copy.deepcopy(m) for m in c.get("volumeMounts") or [] if m.get("name") not in dropped_volumes and m.get("mountPath") != SA_MOUNT]
+    used = {m["name"] for m in mounts}
+    volumes = [v for v in volumes if v.get("name") in used]
+    secret_drops = [f"{n} ({why})" for n, why in dropped_volumes.items() if not why.startswith(("the service-account", "a service-account"))]
+    if secret_drops:
+        warnings.append(f"not mounted in step pods (credentials): {', '.join(secret_drops)}")
+
+    env, dropped_env = filter_env(c.get("env") or [], keep_secret_refs=keep_secret_refs)
+    if dropped_env:
+        warnings.append(f"not copied to step pods (credentials): {', '.join(sorted(dropped_env))}")
+    refs = [e["name"] for e in env if "secretKeyRef" in (e.get("valueFrom") or {})]
+    if refs:
+        warnings.append(f"kept as Secret references (no value copied): {', '.join(refs)}; set secret_refs: drop to leave them out")
+
+    affinity = copy.deepcopy(spec.get("affinity")) or None
+    claims = [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
+    node = spec.get("nodeName")
+    rwo = [cl for cl in claims if rwo_claims is None or cl in rwo_claims]
+    if rwo and node:
+        affinity = pin_to_node(affinity, node)
+        how = "" if rwo_claims is not None else " (assumed: set rwx_claims in nb2flow.yaml for claims that are ReadWriteMany)"
+        warnings.append(f"steps run on the notebook's node {node}: {', '.join(rwo)} is ReadWriteOnce{how}")
+
+    labels = meta.get("labels") or {}
+    owner = labels.get("hub.jupyter.org/username") or (meta.get("annotations") or {}).get("hub.jupyter.org/username")
+    return PodSettings(
+        image=image or pinned_image(pod, c),
+        namespace=meta.get("namespace") or "default",
+        image_pull_policy=c.get("imagePullPolicy"),
+        image_pull_secrets=tuple(copy.deepcopy(spec.get("imagePullSecrets") or [])),
+        volumes=tuple(volumes),
+        volume_mounts=tuple(mounts),
+        working_dir=working_dir or c.get("workingDir"),
+        pod_security_context=copy.deepcopy(spec.get("securityContext")) or None,
+        security_context=_strip_privilege(c.get("securityContext")),
+        node_selector=copy.deepcopy(spec.get("nodeSelector")) or None,
+        tolerations=tuple(copy.deepcopy(spec.get("tolerations") or [])),
+        affinity=affinity,
+        service_account=service_account or spec.get("serviceAccountName") or None,
+        resources=step_resources(c.get("resources") or {}),
+        env=tuple(env),
+        env_from=tuple(copy.deepcopy(c.get("envFrom") or [])),
+        owner=owner,
+        node_name=node,
+        pod_name=meta.get("name"),
+        container=c.get("name"),
+        warnings=tuple(warnings),
+    )
+
+
+def pin_to_node(affinity: dict | None, node: str) -> dict:
+    """Require scheduling on ``node`` (by name, not by a hostname label that may differ)."""
+    affinity = copy.deepcopy(affinity) or {}
+    node_aff = affinity.setdefault("nodeAffinity", {})
+    required = node_aff.setdefault("requiredDuringSchedulingIgnoredDuringExecution", {"nodeSelectorTerms": []})
+    terms = required.setdefault("nodeSelectorTerms", [])
+    match = {"key": "metadata.name", "operator": "In", "values": [node]}
+    if not terms:
+        terms.append({"matchFields": [match]})
+    for term in terms:  # terms are ORed: every one must also name the node
+        fields = term.setdefault("matchFields", [])
+        if match not in fields:
+            fields.append(match)
+    return affinity
+
+
+def mount_for(path: str, mounts) -> dict | None:
+    """The volume mount that holds ``path`` (the deepest one)."""
+    best = None
+    for m in mounts:
+        mp = m.get("mountPath", "").rstrip("/") or "/"
+        if path == mp or path.startswith(mp + "/") or mp == "/":
+            if best is None or len(mp) > len(best.get("mountPath", "")):
+                best = m
+    return best
+
+
+def check_on_volume(path: str, settings: PodSettings) -> None:
+    """Step files and run folders must be on a volume the step pods mount."""
+    m = mount_for(posixpath.normpath(path), settings.volume_mounts)
+    if m is None:
+        mounts = ", ".join(x.get("mountPath", "?") for x in settings.volume_mounts) or "none"
+        raise UsageError(
+            f"{path} is not on a volume the step pods mount (mounts: {mounts})",
+            hint="keep the notebook on the shared volume (e.g. your home folder), or set workdir: in nb2flow.yaml",
+        )
+    if m.get("readOnly"):
+        raise UsageError(f"{path} is on the read-only volume {m.get('name')} ({m.get('mountPath')})", hint="move the notebook to a writable volume")

@@ -1,0 +1,197 @@
+"""A small Kubernetes API server for tests: real HTTP on 127.0.0.1, objects kept in memory.
+
+It serves what nb2flow uses: pods (read, list by label, logs), PVCs, and Argo workflows and
+cronworkflows (create with generateName, get, list by label, replace, merge-patch, delete).
+Tests can queue error answers (status codes, a dropped connection) and set workflow status.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import parse_qs, urlparse
+
+ARGO = re.compile(r"^/apis/argoproj\.io/v1alpha1/namespaces/([^/]+)/(workflows|cronworkflows)(?:/([^/]+))?$")
+CORE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims)(?:/([^/]+))?(/log)?$")
+
+
+def _match_labels(obj: dict, selector: str) -> bool:
+    labels = obj.get("metadata", {}).get("labels") or {}
+    for part in filter(None, (selector or "").split(",")):
+        key, _, value = part.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeKube:
+    def __init__(self, token: str = "test-token") -> None:
+        self.token = token
+        self.objects: dict[tuple, dict] = {}  # (plural, namespace, name) -> object
+        self.logs: dict[tuple, str] = {}  # (namespace, pod) -> text
+        self.requests: list[tuple] = []  # (method, path, query)
+        self.fail: list[tuple] = []  # queued (method, path regex, status or "drop")
+        self.argo_installed = True
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _send(self, status: int, body) -> None:
+                data = json.dumps(body).encode() if not isinstance(body, (bytes, str)) else (body.encode() if isinstance(body, str) else body)
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _status(self, code: int, message: str, causes=None) -> None:
+                reasons = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid", 500: "InternalError"}
+                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reasons.get(code, ""), "code": code}
+                if causes:
+                    body["details"] = {"causes": causes}
+                self._send(code, body)
+
+            def _handle(self, method: str) -> None:
+                url = urlparse(self.path)
+                query = {k: v[0] for k, v in parse_qs(url.query).items()}
+                length = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(length) if length else b""
+                with server.lock:
+                    server.requests.append((method, url.path, query))
+                    queued = None
+                    for i, (m, pattern, what) in enumerate(server.fail):
+                        if m == method and re.search(pattern, url.path):
+                            queued = server.fail.pop(i)[2]
+                            break
+                if queued == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
+                if queued is not None:
+                    code, *rest = queued if isinstance(queued, tuple) else (queued,)
+                    return self._status(code, rest[0] if rest else f"injected {code}", rest[1] if len(rest) > 1 else None)
+                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                    return self._status(401, "Unauthorized")
+                body = json.loads(raw) if raw else None
+                m = ARGO.match(url.path)
+                if m:
+                    if not server.argo_installed:
+                        return self._status(404, "the server could not find the requested resource")
+                    return self._argo(method, m.group(1), m.group(2), m.group(3), body, query)
+                m = CORE.match(url.path)
+                if m:
+                    return self._core(method, m.group(1), m.group(2), m.group(3), bool(m.group(4)), query)
+                return self._status(404, "the server could not find the requested resource")
+
+            def _argo(self, method, ns, plural, name, body, query):
+                key = (plural, ns, name)
+                with server.lock:
+                    if method == "POST":
+                        meta = body.setdefault("metadata", {})
+                        if "name" not in meta:
+                            meta["name"] = meta.pop("generateName", "wf-") + secrets.token_hex(3)[:5]
+                        key = (plural, ns, meta["name"])
+                        if key in server.objects:
+                            return self._status(409, f'{plural}.argoproj.io "{meta["name"]}" already exists')
+                        meta["namespace"] = ns
+                        meta["resourceVersion"] = "1"
+                        meta["uid"] = secrets.token_hex(8)
+                        server.objects[key] = body
+                        return self._send(201, body)
+                    if name is None and method == "GET":
+                        items = [o for (p, n, _), o in server.objects.items() if p == plural and n == ns and _match_labels(o, query.get("labelSelector", ""))]
+                        return self._send(200, {"kind": "List", "items": items, "metadata": {}})
+                    if key not in server.objects:
+                        return self._status(404, f'{plural}.argoproj.io "{name}" not found')
+                    if method == "GET":
+                        return self._send(200, server.objects[key])
+                    if method == "PUT":
+                        if body["metadata"].get("resourceVersion") != server.objects[key]["metadata"].get("resourceVersion"):
+                            return self._status(409, "the object has been modified")
+                        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
+                        server.objects[key] = body
+                        return self._send(200, body)
+                    if method == "PATCH":
+                        _merge(server.objects[key], body)
+                        return self._send(200, server.objects[key])
+                    if method == "DELETE":
+                        del server.objects[key]
+                        return self._send(200, {"kind": "Status", "status": "Success"})
+                return self._status(405, "method not allowed")
+
+            def _core(self, method, ns, plural, name, log, query):
+                if method != "GET":
+                    return self._status(405, "method not allowed")
+                with server.lock:
+                    if name is None:
+                        items = [o for (p, n, _), o in server.objects.items() if p == plural and n == ns and _match_labels(o, query.get("labelSelector", ""))]
+                        return self._send(200, {"kind": "List", "items": items, "metadata": {}})
+                    obj = server.objects.get((plural, ns, name))
+                    if obj is None:
+                        return self._status(404, f'{plural} "{name}" not found')
+                    if log:
+                        return self._send(200, server.logs.get((ns, name), ""))
+                    return self._send(200, obj)
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def do_PUT(self):
+                self._handle("PUT")
+
+            def do_PATCH(self):
+                self._handle("PATCH")
+
+            def do_DELETE(self):
+                self._handle("DELETE")
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> "FakeKube":
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def add(self, plural: str, obj: dict) -> dict:
+        meta = obj["metadata"]
+        self.objects[(plural, meta.get("namespace", "default"), meta["name"])] = obj
+        return obj
+
+    def kubeconfig(self, path, namespace: str = "jhub") -> str:
+        import yaml
+
+        doc = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "test",
+            "clusters": [{"name": "test", "cluster": {"server": self.url}}],
+            "users": [{"name": "test", "user": {"token": self.token}}],
+            "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test", "namespace": namespace}}],
+        }
+        path.write_text(yaml.safe_dump(doc))
+        return str(path)
+
+
+def _merge(target: dict, patch: dict) -> None:
+    for k, v in patch.items():
+        if isinstance(v, dict) and isinstance(target.get(k), dict):
+            _merge(target[k], v)
+        elif v is None:
+            target.pop(k, None)
+        else:
+            target[k] = v

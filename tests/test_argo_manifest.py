@@ -1,0 +1,313 @@
+"""Argo manifests, validated against Argo v4.1.2's JSON schema and full CRDs from ../shared."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import SAMPLES, SHARED
+from nbutil import cell, write
+
+import nb2flow
+from nb2flow.argo import argo_json, dump
+from nb2flow.cluster import prepare, resolve_target
+from nb2flow.config import ClusterConfig
+from nb2flow.errors import Nb2flowError
+
+FIXTURE = SHARED / "fixtures" / "jupyterhub-singleuser-pod.json"
+TOKEN = "f00dfeedf00dfeedf00dfeedf00dfeed"
+
+
+# ------------------------------------------------------------------ validators
+
+
+@pytest.fixture(scope="module")
+def validators():
+    if not SHARED.is_dir():
+        pytest.skip(f"../shared is absent (looked for {SHARED}); it holds the Argo schemas")
+    import jsonschema
+
+    schema = json.loads((SHARED / "schemas" / "argo-workflows.schema.json").read_text())
+    out = {}
+    for kind in ("Workflow", "CronWorkflow"):
+        s = {"$ref": f"#/definitions/io.argoproj.workflow.v1alpha1.{kind}", "definitions": schema["definitions"]}
+        crd = yaml.safe_load((SHARED / "schemas" / f"argoproj.io_{kind.lower()}s.yaml").read_text())
+        crd_schema = strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
+        out[kind] = (jsonschema.Draft7Validator(s), jsonschema.Draft4Validator(crd_schema))
+    return out
+
+
+def strict(schema):
+    """The CRD schema as ``fieldValidation=Strict`` applies it: unknown fields are errors,
+    except where the CRD preserves them (x-kubernetes-preserve-unknown-fields)."""
+    if isinstance(schema, dict):
+        schema = {k: strict(v) for k, v in schema.items()}
+        if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
+            schema["additionalProperties"] = False
+        return schema
+    if isinstance(schema, list):
+        return [strict(v) for v in schema]
+    return schema
+
+
+def validate(validators, manifest: dict) -> None:
+    json_v, crd_v = validators[manifest["kind"]]
+    errors = [f"schema: {'/'.join(map(str, e.path))}: {e.message}" for e in json_v.iter_errors(manifest)]
+    errors += [f"crd: {'/'.join(map(str, e.path))}: {e.message}" for e in crd_v.iter_errors(manifest)]
+    assert not errors, errors[:5]
+
+
+def test_validator_accepts_argos_examples_and_rejects_broken_ones(validators):
+    examples = sorted((SHARED / "schemas" / "argo-examples").glob("*.yaml"))
+    assert examples
+    for path in examples:
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") in validators:
+                # Argo's examples use integers where the JSON schema types int-or-string as string;
+                # the full CRD accepts both, so that is the check that applies to them as written
+                crd_errors = list(validators[doc["kind"]][1].iter_errors(doc))
+                assert not crd_errors, (path.name, crd_errors[0].message)
+    broken = yaml.safe_load((SHARED / "schemas" / "argo-examples" / "dag-diamond.yaml").read_text())
+    broken["spec"]["templates"][0]["dag"]["tasks"][0]["dependencies"] = "A"  # must be a list
+    assert list(validators["Workflow"][1].iter_errors(broken))
+    broken = yaml.safe_load((SHARED / "schemas" / "argo-examples" / "dag-diamond.yaml").read_text())
+    broken["spec"]["entrypointt"] = "x"  # unknown field
+    assert list(validators["Workflow"][1].iter_errors(broken))
+
+
+# ------------------------------------------------------------------ building manifests
+
+
+def pod_file(tmp_path, mutate=None) -> str:
+    if not FIXTURE.is_file():
+        pytest.skip(f"../shared is absent (looked for {FIXTURE}); it holds the JupyterHub pod fixture")
+    pod = json.loads(FIXTURE.read_text())
+    if mutate:
+        mutate(pod)
+    path = tmp_path / "pod.json"
+    path.write_text(json.dumps(pod))
+    return str(path)
+
+
+def manifest_for(notebook, pod_json, *, params=None, schedule=None, **config):
+    config.setdefault("workdir", "/home/jovyan/work")
+    pipeline = nb2flow.load(notebook)
+    target = resolve_target(str(notebook), ClusterConfig(**config), pod_spec=pod_json)
+    manifest, bundle = prepare(pipeline, target, params or {}, schedule=schedule)
+    return pipeline, target, manifest
+
+
+@pytest.fixture
+def analysis(tmp_path):
+    nb = tmp_path / "analysis.ipynb"
+    nb.write_bytes((SAMPLES / "analysis.ipynb").read_bytes())
+    return nb
+
+
+def test_fixture_manifest_is_valid_and_copies_what_a_step_needs(validators, analysis, tmp_path):
+    pipeline, target, m = manifest_for(analysis, pod_file(tmp_path))
+    validate(validators, m)
+    spec = m["spec"]
+    assert m["metadata"]["generateName"] == "analysis-"
+    assert m["metadata"]["namespace"] == "jhub"
+    labels = m["metadata"]["labels"]
+    assert labels == {"app.kubernetes.io/managed-by": "nb2flow", "nb2flow.io/notebook": "analysis",
+                      "nb2flow.io/owner": "dana-lee-example-org---57ecc71d"}
+    assert spec["podMetadata"]["labels"] == labels
+    step = next(t for t in spec["templates"] if t["name"] == "step")["container"]
+    assert step["image"] == "quay.io/jupyterhub/k8s-singleuser-sample@sha256:" + "0" * 64  # pinned by digest
+    assert step["imagePullPolicy"] == "IfNotPresent"
+    assert step["workingDir"] == "/home/jovyan/work"
+    assert step["securityContext"] == {"allowPrivilegeEscalation": False, "runAsUser": 1000}
+    assert step["resources"] == {"requests": {"cpu": "500m", "memory": "1073741824"}, "limits": {"cpu": "2", "memory": "4294967296"}}
+    assert [v["mountPath"] for v in step["volumeMounts"]] == ["/dev/shm", "/mnt/datasets", "/home/jovyan"]
+    assert [v["name"] for v in spec["volumes"]] == ["dshm", "shared-datasets", "volume-dana-lee-example-org---57ecc71d"]
+    assert spec["serviceAccountName"] == "notebook-workflows"
+    assert spec["securityContext"] == {"fsGroup": 100}
+    assert spec["nodeSelector"] == {"node.kubernetes.io/instance-type": "m6i.2xlarge"}
+    assert len(spec["tolerations"]) == 4
+    assert "initContainers" not in json.dumps(m)
+    # the RWO home volume pins steps to the notebook's node, keeping the chart's preferred affinity
+    aff = spec["affinity"]["nodeAffinity"]
+    assert aff["requiredDuringSchedulingIgnoredDuringExecution"]["nodeSelectorTerms"] == [
+        {"matchFields": [{"key": "metadata.name", "operator": "In", "values": ["user-pool-5c9d7-node-k2x8q"]}]}]
+    assert aff["preferredDuringSchedulingIgnoredDuringExecution"]
+    assert any("ReadWriteOnce" in w for w in target.pod.warnings)
+    assert spec["activeDeadlineSeconds"] == 86400 and spec["ttlStrategy"] == {"secondsAfterCompletion": 604800}
+    assert spec["podGC"] == {"strategy": "OnPodSuccess"}
+
+
+def test_dag_dependencies_are_exactly_the_pipeline_edges(validators, analysis, tmp_path):
+    pipeline, _, m = manifest_for(analysis, pod_file(tmp_path))
+    tasks = m["spec"]["templates"][0]["dag"]["tasks"]
+    assert {(d, t["name"]) for t in tasks for d in t.get("dependencies", [])} == {(pipeline.step(a).task, pipeline.step(b).task) for a, b in pipeline.edges}
+    assert [t["name"] for t in tasks] == [s.task for s in pipeline.steps]
+
+
+def test_no_credential_reaches_the_manifest(validators, analysis, tmp_path):
+    text = json.dumps(manifest_for(analysis, pod_file(tmp_path))[2])
+    fixture = json.loads(FIXTURE.read_text())
+    assert TOKEN not in text
+    assert "JUPYTERHUB_" not in text and "JPY_" not in text
+    assert "kube-api-access" not in text and "/var/run/secrets/kubernetes.io/serviceaccount" not in text
+    for env in fixture["spec"]["containers"][0]["env"]:
+        if env["name"].startswith(("JUPYTERHUB_", "JPY_")) and env.get("value") and len(env["value"]) > 8:
+            assert env["value"] not in text or env["value"] in ("http://hub:8081/hub/api",)
+    # secretKeyRef references carry no secret and are kept (configurable)
+    assert "team-s3-credentials" in text
+    dropped = manifest_for(analysis, pod_file(tmp_path), secret_refs="drop")[2]
+    assert "team-s3-credentials" not in json.dumps(dropped)
+
+
+def test_other_credentials_and_custom_token_mounts_are_dropped(validators, analysis, tmp_path):
+    def mutate(pod):
+        c = pod["spec"]["containers"][0]
+        c["env"] += [{"name": n, "value": f"value-of-{n}"} for n in ("OPENAI_API_KEY", "DB_PASSWORD", "AWS_SESSION_TOKEN", "GITHUB_PAT", "MY_CREDENTIALS", "SAFE_SETTING")]
+        pod["spec"]["volumes"].append({"name": "custom-token", "projected": {"sources": [{"serviceAccountToken": {"path": "token", "audience": "vault"}}]}})
+        pod["spec"]["volumes"].append({"name": "ssh-keys", "secret": {"secretName": "ssh"}})
+        c["volumeMounts"] += [{"name": "custom-token", "mountPath": "/opt/tokens"}, {"name": "ssh-keys", "mountPath": "/home/jovyan/.ssh"}]
+
+    _, target, m = manifest_for(analysis, pod_file(tmp_path, mutate))
+    validate(validators, m)
+    text = json.dumps(m)
+    for n in ("OPENAI_API_KEY", "DB_PASSWORD", "AWS_SESSION_TOKEN", "GITHUB_PAT", "MY_CREDENTIALS"):
+        assert f"value-of-{n}" not in text and n not in text
+    assert "value-of-SAFE_SETTING" in text
+    assert "/opt/tokens" not in text and "custom-token" not in text and "ssh-keys" not in text
+    assert any("OPENAI_API_KEY" in w for w in target.pod.warnings)
+    assert any("ssh-keys (secret ssh)" in w for w in target.pod.warnings)
+
+
+def test_sidecar_pod_uses_the_notebook_container(validators, analysis, tmp_path):
+    def mutate(pod):
+        proxy = {"name": "istio-proxy", "image": "docker.io/istio/proxyv2:1.22.0", "args": ["proxy", "sidecar"],
+                 "securityContext": {"privileged": True, "capabilities": {"add": ["NET_ADMIN"]}},
+                 "env": [{"name": "ISTIO_META_TOKEN", "value": "x"}], "volumeMounts": [{"name": "dshm", "mountPath": "/etc/istio"}]}
+        pod["spec"]["containers"].insert(0, proxy)
+        pod["status"]["containerStatuses"].insert(0, {"name": "istio-proxy", "image": proxy["image"], "imageID": "docker.io/istio/proxyv2@sha256:" + "1" * 64})
+        pod["spec"]["containers"][1]["securityContext"]["privileged"] = True
+
+    _, target, m = manifest_for(analysis, pod_file(tmp_path, mutate))
+    validate(validators, m)
+    c = m["spec"]["templates"][1]["container"]
+    assert target.pod.container == "notebook"
+    assert c["image"].startswith("quay.io/jupyterhub/k8s-singleuser-sample@sha256:")
+    assert "privileged" not in json.dumps(m) and "istio" not in json.dumps(m)
+
+
+def test_step_options_resources_gpu_retry_timeout_image(validators, tmp_path):
+    nb = write(
+        tmp_path / "opts.ipynb",
+        cell("x = 1", "step:plain"),
+        cell("y = x", "step:big", "cpu:4", "memory:16Gi", "retry:3", "timeout:1h"),
+        cell("z = y", "step:gpu", "gpu:1"),
+        cell("w = z", "step:other", "image:ghcr.io/org/special:2.0"),
+        cell("v = w", "step:plain2"),
+    )
+
+    def gpu_notebook(pod):
+        pod["spec"]["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] = "1"
+
+    _, _, m = manifest_for(nb, pod_file(tmp_path, gpu_notebook))
+    validate(validators, m)
+    templates = {t["name"]: t for t in m["spec"]["templates"]}
+    tasks = {t["name"]: t["template"] for t in templates["pipeline"]["dag"]["tasks"]}
+    assert tasks["plain"] == tasks["plain2"] == "step"  # shared template
+    assert "nvidia.com/gpu" not in json.dumps(templates["step"])  # the notebook's GPU is not inherited
+    big = templates[tasks["big"]]
+    assert big["container"]["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
+    assert big["container"]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
+    assert big["retryStrategy"] == {"limit": "3", "retryPolicy": "OnFailure"} and big["timeout"] == "1h"
+    assert templates[tasks["gpu"]]["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert templates[tasks["other"]]["container"]["image"] == "ghcr.io/org/special:2.0"
+
+
+def test_manifest_size_grows_linearly_and_1000_steps_stay_under_1_MiB(validators, tmp_path):
+    sizes = {}
+    for n in (10, 100, 1000):
+        cells = [cell("x0 = 0", "step:s0")] + [cell(f"x{i} = x{i - 1} + 1", f"step:s{i}") for i in range(1, n)]
+        nb = write(tmp_path / f"n{n}.ipynb", *cells)
+        _, _, m = manifest_for(nb, pod_file(tmp_path))
+        if n == 100:
+            validate(validators, m)
+        sizes[n] = len(dump(m).encode())
+        assert "x0 = 0" not in dump(m)  # no cell code inline
+    assert sizes[1000] < 1024 * 1024
+    per_step = (sizes[1000] - sizes[100]) / 900
+    assert per_step < 200
+    assert abs((sizes[100] - sizes[10]) / 90 - per_step) < 10  # linear
+
+
+HOSTILE = ["it's \"q\"", "a\nb\n---\n...\n", "$(rm -rf /) `id`", "{{workflow.name}}", "{{=sprig.env('X')}}", "&a *a !!python/object:os.system", "ü ✓ \U0001F600", "back\\slash", "{}"]
+
+
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_parameter_values_cannot_change_the_manifest(validators, tmp_path, value):
+    nb = write(tmp_path / "p.ipynb", cell("text = 'x'\nn = 1", "parameters"), cell("y = text", "step:a"))
+    _, _, m = manifest_for(nb, pod_file(tmp_path), params={"text": value})
+    validate(validators, m)
+    for fmt in ("yaml", "json"):
+        out = dump(m, fmt)
+        back = yaml.safe_load(out) if fmt == "yaml" else json.loads(out)
+        assert back == m  # the structure is exactly what was built
+        args = {p["name"]: p["value"] for p in back["spec"]["arguments"]["parameters"]}
+        assert json.loads(args["text"]) == value
+        assert "{{" not in args["text"] and "}}" not in args["text"]
+    assert len(list(yaml.safe_load_all(dump(m)))) == 1
+
+
+def test_argo_json_round_trips():
+    for v in [1, 2.5, True, None, "x", "{{a}}", ["{", {"k{": "}"}], {"nested": {"a": [1, "{{b}}"]}}]:
+        assert json.loads(argo_json(v)) == v
+        assert "{{" not in argo_json(v).replace("{{", "{ {", 0) or not isinstance(v, str)
+
+
+def test_cron_workflow(validators, analysis, tmp_path):
+    _, _, m = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "nightly", "cron": "0 3 * * *", "timezone": "Asia/Seoul"})
+    validate(validators, m)
+    assert m["kind"] == "CronWorkflow" and m["metadata"]["name"] == "nightly"
+    assert m["spec"]["schedules"] == ["0 3 * * *"] and "schedule" not in m["spec"]
+    assert m["spec"]["timezone"] == "Asia/Seoul"
+    assert m["spec"]["workflowSpec"]["entrypoint"] == "pipeline"
+    for bad, msg in ((dict(cron="every day"), "is not a cron schedule"), (dict(cron="0 3 * * *", timezone="Mars/Base"), "is not an IANA time zone")):
+        with pytest.raises(Nb2flowError, match=msg):
+            manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", **bad})
+
+
+def test_schedule_snapshot_is_not_changed_by_later_edits(tmp_path, analysis):
+    _, _, m1 = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", "cron": "@daily"})
+    bundle1 = m1["metadata"]["annotations"]["nb2flow.io/bundle"]
+    local1 = tmp_path / ".nb2flow" / "bundles" / Path(bundle1).name
+    before = {p: p.read_bytes() for p in local1.rglob("*") if p.is_file()}
+    doc = json.loads(analysis.read_text())
+    doc["cells"][4]["source"] = "raw = load_wine(as_frame=True)\ndf = raw.frame.copy().head(100)\n"
+    analysis.write_text(json.dumps(doc))
+    _, _, m2 = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", "cron": "@daily"})
+    assert m2["metadata"]["annotations"]["nb2flow.io/bundle"] != bundle1
+    assert {p: p.read_bytes() for p in local1.rglob("*") if p.is_file()} == before
+
+
+def test_notebook_not_on_a_mounted_volume_is_refused(tmp_path, analysis):
+    with pytest.raises(Nb2flowError, match=r"/srv/elsewhere is not on a volume the step pods mount"):
+        manifest_for(analysis, pod_file(tmp_path), workdir="/srv/elsewhere")
+    with pytest.raises(Nb2flowError, match="read-only volume shared-datasets"):
+        manifest_for(analysis, pod_file(tmp_path), workdir="/mnt/datasets/x")
+
+
+def test_export_cli_prints_yaml_and_warnings(tmp_path, analysis):
+    if not FIXTURE.is_file():
+        pytest.skip("../shared is absent")
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "export", str(analysis), "--pod-spec", str(FIXTURE), "--workdir", "/home/jovyan/work", "-o", "json"],
+                       capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kind"] == "Workflow"
+    assert "not copied to step pods (credentials): JPY_API_TOKEN, JUPYTERHUB_ACTIVITY_URL, JUPYTERHUB_API_TOKEN" in r.stderr
+    assert TOKEN not in r.stdout + r.stderr
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "export", str(analysis), "--pod-spec", str(tmp_path / "none.json")],
+                       capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.strip().endswith("none.json: cannot read: No such file or directory")

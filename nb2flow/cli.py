@@ -215,10 +215,16 @@ def status(run_id, as_json, namespace, context) -> int:
 
     try:
         run_dir = find_run(run_id, [os.getcwd()])
-    except UsageError:
+    except UsageError as local_miss:
         if os.sep in run_id:
             raise
-        return _workflow_status(run_id, as_json, namespace, context)
+        from .kube import ClusterError
+
+        try:
+            return _workflow_status(run_id, as_json, namespace, context)
+        except ClusterError as exc:
+            why = "not found" if "(404)" in exc.message else exc.message
+            raise UsageError(f"no run {run_id!r} here, and no workflow of that name ({why})", hint=local_miss.hint) from None
     record = read_record(run_dir)
     if as_json:
         click.echo(json.dumps(record, indent=2))

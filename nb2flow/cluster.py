@@ -15,10 +15,9 @@ import time
 from dataclasses import dataclass
 
 from .argo import cron_manifest, workflow_manifest
-from .backend import in_cluster
 from .config import ClusterConfig
 from .errors import UsageError
-from .kube import ClusterError, Kube, workflow_nodes
+from .kube import ClusterError, Kube, in_pod, workflow_nodes
 from .materialize import materialize
 from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
@@ -71,8 +70,8 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     elif from_pod:
         kube = Kube(context=config.context)
         pod = kube.get_pod(config.namespace or kube.default_namespace, from_pod)
-    elif in_cluster() and not config.image:
-        kube = Kube()
+    elif in_pod() and not config.image:
+        kube = Kube()  # says so when the pod has no service-account token
         if not kube.pod_name:
             raise UsageError("inside a pod, but HOSTNAME does not name it", hint="pass --from-pod NAME")
         pod = kube.get_pod(kube.default_namespace, kube.pod_name)

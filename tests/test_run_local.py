@@ -464,8 +464,9 @@ def test_list_and_status(failing_nb):
     assert r.stdout.splitlines()[0] == f"run {run_dir.name}: failed (fail.ipynb)"
     b_row = next(l for l in r.stdout.splitlines() if l.startswith("b "))
     assert "failed" in b_row and "cell 3: ZeroDivisionError: division by zero" in b_row
-    r = nb2flow("status", "no-such-run", cwd=failing_nb)
-    assert r.returncode == 2 and r.stderr.startswith("nb2flow: no run 'no-such-run' here")
+    r = nb2flow("status", "no-such-run", cwd=failing_nb, env={"KUBECONFIG": str(failing_nb / "missing-kubeconfig")})
+    assert r.returncode == 2 and r.stderr.startswith("nb2flow: no run 'no-such-run' here, and no workflow of that name (no usable kubeconfig")
+    assert "`nb2flow list` shows recent runs" in r.stderr
 
 
 def test_run_refuses_a_notebook_with_problems(tmp_path):

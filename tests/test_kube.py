@@ -1,0 +1,248 @@
+"""The cluster commands through the real kubernetes client, against a small API server on 127.0.0.1."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SAMPLES, SHARED
+from kubeserver import FakeKube
+
+FIXTURE = SHARED / "fixtures" / "jupyterhub-singleuser-pod.json"
+TOKEN = "f00dfeedf00dfeedf00dfeedf00dfeed"
+POD = "jupyter-dana-lee-example-org---57ecc71d"
+
+
+@pytest.fixture
+def kube(tmp_path):
+    if not FIXTURE.is_file():
+        pytest.skip(f"../shared is absent (looked for {FIXTURE}); it holds the JupyterHub pod fixture")
+    with FakeKube() as server:
+        server.add("pods", json.loads(FIXTURE.read_text()))
+        server.add("persistentvolumeclaims", {"metadata": {"name": "claim-dana-lee-example-org---57ecc71d", "namespace": "jhub"},
+                                              "spec": {"accessModes": ["ReadWriteOnce"]}, "status": {"accessModes": ["ReadWriteOnce"]}})
+        server.config_path = server.kubeconfig(tmp_path / "kubeconfig")
+        yield server
+
+
+@pytest.fixture
+def home(tmp_path):
+    """The notebook in a folder whose pod path is /home/jovyan/work."""
+    folder = tmp_path / "work"
+    folder.mkdir()
+    (folder / "analysis.ipynb").write_bytes((SAMPLES / "analysis.ipynb").read_bytes())
+    (folder / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nargo_ui: https://argo.example.org\n")
+    return folder
+
+
+def cli(kube, *args, cwd=None, timeout=120):
+    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(cwd or os.getcwd()))
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    return subprocess.run([sys.executable, "-m", "nb2flow", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+
+
+def workflows(kube):
+    return {k[2]: v for k, v in kube.objects.items() if k[0] == "workflows"}
+
+
+def test_submit_reads_the_pod_and_pvc_and_creates_the_workflow_strictly(kube, home):
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", "-p", "n_estimators", "10", cwd=home)
+    assert r.returncode == 0, r.stderr
+    name = r.stdout.strip()
+    assert name.startswith("analysis-")
+    assert f"workflow {name} submitted in namespace jhub" in r.stderr
+    assert f"https://argo.example.org/workflows/jhub/{name}" in r.stderr
+    wf = workflows(kube)[name]
+    assert wf["spec"]["arguments"]["parameters"][2] == {"name": "n_estimators", "value": "10"}
+    paths = [(m, p) for m, p, q in kube.requests]
+    assert ("GET", f"/api/v1/namespaces/jhub/pods/{POD}") in paths
+    assert ("GET", "/api/v1/namespaces/jhub/persistentvolumeclaims/claim-dana-lee-example-org---57ecc71d") in paths
+    post = next(q for m, p, q in kube.requests if m == "POST")
+    assert post.get("fieldValidation") == "Strict"
+    assert TOKEN not in json.dumps(wf) + r.stderr + r.stdout
+    # the PVC said ReadWriteOnce: steps are pinned to the notebook's node
+    assert "user-pool-5c9d7-node-k2x8q" in json.dumps(wf["spec"]["affinity"])
+    assert (home / ".nb2flow" / "bundles").is_dir()
+
+
+def test_rwx_claim_is_not_pinned(kube, home):
+    kube.objects[("persistentvolumeclaims", "jhub", "claim-dana-lee-example-org---57ecc71d")]["status"]["accessModes"] = ["ReadWriteMany"]
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    wf = workflows(kube)[r.stdout.strip()]
+    assert "requiredDuringScheduling" not in json.dumps(wf["spec"].get("affinity", {}))
+
+
+def _finish(kube, name, phases):
+    wf = workflows(kube)[name]
+    nodes = {}
+    for i, (task, phase) in enumerate(phases.items()):
+        nodes[f"{name}-{i}"] = {"id": f"{name}-{i}", "displayName": task, "type": "Pod", "phase": phase,
+                                "startedAt": "2026-11-28T10:00:00Z", "finishedAt": "2026-11-28T10:00:05Z",
+                                **({"message": "Error (exit code 1)"} if phase == "Failed" else {})}
+        kube.add("pods", {"metadata": {"name": f"{name}-step-{i}", "namespace": "jhub",
+                                       "labels": {"workflows.argoproj.io/workflow": name},
+                                       "annotations": {"workflows.argoproj.io/node-id": f"{name}-{i}", "workflows.argoproj.io/node-name": f"{name}.{task}"}}})
+        kube.logs[("jhub", f"{name}-step-{i}")] = f"log of {task}\n"
+    wf["status"] = {"phase": "Failed" if "Failed" in phases.values() else "Succeeded", "nodes": nodes,
+                    "startedAt": "2026-11-28T10:00:00Z", "finishedAt": "2026-11-28T10:00:30Z"}
+
+
+def test_status_logs_list_stop_delete(kube, home):
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    name = r.stdout.strip()
+    _finish(kube, name, {"load": "Succeeded", "clean": "Succeeded", "train-logreg": "Failed", "train-forest": "Succeeded", "compare": "Omitted"})
+    r = cli(kube, "status", name, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == f"workflow {name}: Failed (namespace jhub)"
+    assert any(l.startswith("train-logreg") and "failed" in l and "Error (exit code 1)" in l for l in lines)
+    assert any(l.startswith("compare") and "skipped" in l for l in lines)
+    r = cli(kube, "logs", name, "clean", "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "log of clean\n"
+    r = cli(kube, "logs", name, "-n", "jhub", cwd=home)
+    assert "==> load" in r.stdout and "log of compare" in r.stdout
+    assert ("GET", f"/api/v1/namespaces/jhub/pods/{name}-step-1/log", {"container": "main"}) in kube.requests
+    r = cli(kube, "list", "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    assert any(l.startswith(name) and "argo failed" in l for l in r.stdout.splitlines())
+    assert cli(kube, "stop", name, "-n", "jhub", cwd=home).returncode == 0
+    assert workflows(kube)[name]["spec"]["shutdown"] == "Stop"
+    assert cli(kube, "delete", name, "-n", "jhub", cwd=home).returncode == 0
+    assert name not in workflows(kube)
+
+
+def test_compressed_nodes_are_read(kube, home):
+    import base64
+    import gzip
+
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    name = r.stdout.strip()
+    _finish(kube, name, {"load": "Succeeded", "clean": "Running"})
+    wf = workflows(kube)[name]
+    wf["status"]["compressedNodes"] = base64.b64encode(gzip.compress(json.dumps(wf["status"].pop("nodes")).encode())).decode()
+    r = cli(kube, "status", name, "-n", "jhub", cwd=home)
+    assert any(l.startswith("clean") and "running" in l for l in r.stdout.splitlines()), r.stdout
+
+
+def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
+    import threading
+    import time
+
+    kube.fail.append(("GET", r"/workflows/analysis-", "drop"))
+    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo", "--watch", "--from-pod", POD, "-n", "jhub", "--no-progress"],
+                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not workflows(kube) and time.time() < deadline:
+        time.sleep(0.1)
+    name = next(iter(workflows(kube)))
+    time.sleep(3)
+    _finish(kube, name, {"load": "Succeeded", "clean": "Succeeded", "train-logreg": "Succeeded", "train-forest": "Succeeded", "compare": "Succeeded"})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"workflow {name}: Succeeded" in err
+    assert "compare: done" in err
+    posts = [p for m, p, q in kube.requests if m == "POST"]
+    assert len(posts) == 1  # nothing submitted twice
+
+
+def test_watch_exit_status_reflects_a_failed_workflow(kube, home):
+    import time
+
+    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(home))
+    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo", "--watch", "--from-pod", POD, "-n", "jhub", "-q"],
+                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 30
+    while not workflows(kube) and time.time() < deadline:
+        time.sleep(0.1)
+    _finish(kube, next(iter(workflows(kube))), {"load": "Failed"})
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "ended Failed" in err
+
+
+def test_schedule_creates_then_updates_and_unschedule(kube, home):
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--timezone", "Asia/Seoul", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    assert "schedule analysis created in namespace jhub: 0 3 * * * (Asia/Seoul)" in r.stderr
+    cron = kube.objects[("cronworkflows", "jhub", "analysis")]
+    assert cron["spec"]["schedules"] == ["0 3 * * *"]
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "30 4 * * 1", "--from-pod", POD, "-n", "jhub", "-p", "C", "0.5", cwd=home)
+    assert r.returncode == 0, r.stderr
+    assert "schedule analysis updated" in r.stderr
+    cron = kube.objects[("cronworkflows", "jhub", "analysis")]
+    assert cron["spec"]["schedules"] == ["30 4 * * 1"] and cron["metadata"]["resourceVersion"] == "2"
+    r = cli(kube, "list", "-n", "jhub", cwd=home)
+    assert any(l.startswith("analysis ") and "schedule 30 4 * * 1" in l for l in r.stdout.splitlines()), r.stdout
+    assert cli(kube, "unschedule", "analysis", "-n", "jhub", cwd=home).returncode == 0
+    assert ("cronworkflows", "jhub", "analysis") not in kube.objects
+
+
+@pytest.mark.parametrize(
+    "failure, message",
+    [
+        ((401, "Unauthorized"), "does not accept these credentials (401)"),
+        ((403, 'workflows.argoproj.io is forbidden: User "system:serviceaccount:jhub:default" cannot create resource'), "permission denied in namespace jhub (403)"),
+        ((422, "Workflow.argoproj.io is invalid", [{"field": "spec.templates[0].name", "message": "Invalid value"}]), "rejected the manifest (422): spec.templates[0].name: Invalid value"),
+        ((500, "etcdserver: request timed out"), "the API server answered 500: etcdserver: request timed out"),
+    ],
+)
+def test_api_errors_are_one_line_with_the_fix(kube, home, failure, message):
+    kube.fail.append(("POST", r"/workflows$", failure))
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2
+    last = r.stderr.strip().splitlines()[-1]
+    assert message in last and "Traceback" not in r.stderr
+    if failure[0] == 403:
+        assert "`nb2flow rbac`" in last
+
+
+def test_argo_not_installed(kube, home):
+    kube.argo_installed = False
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2
+    assert "Argo Workflows is not installed in this cluster (no workflows.argoproj.io resource) (install Argo Workflows, or run with --local)" in r.stderr
+
+
+def test_missing_pod_and_unreachable_server(kube, home, tmp_path):
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", "nope", "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and 'reading pod nope: not found in namespace jhub (404): pods "nope" not found' in r.stderr
+    kube.httpd.server_close()
+    cfg = (tmp_path / "kubeconfig").read_text().replace(kube.url, "http://127.0.0.1:9")
+    (tmp_path / "kubeconfig").write_text(cfg)
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2
+    assert "cannot reach the Kubernetes API server at http://127.0.0.1:9" in r.stderr and "network policy" in r.stderr
+
+
+def test_name_conflict_on_create(kube, home):
+    kube.fail.append(("POST", r"/cronworkflows$", (409, "already exists")))
+    kube.fail.append(("GET", r"/cronworkflows/analysis$", (403, "forbidden")))
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "@daily", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and "permission denied" in r.stderr
+
+
+def test_rbac_prints_role_and_binding():
+    import yaml
+
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "rbac", "-n", "jhub", "--service-account", "notebook-workflows", "--runner", "argo-runner"],
+                       capture_output=True, text=True)
+    docs = list(yaml.safe_load_all(r.stdout))
+    assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "Role", "RoleBinding"]
+    verbs = {tuple(rule["resources"]): rule["verbs"] for rule in docs[0]["rules"]}
+    assert set(verbs[("workflows", "cronworkflows")]) >= {"create", "get", "list", "watch", "patch", "delete"}
+    assert verbs[("pods",)] == ["get", "list", "watch"] and verbs[("pods/log",)] == ["get"]
+    assert docs[1]["subjects"] == [{"kind": "ServiceAccount", "name": "notebook-workflows", "namespace": "jhub"}]
+    assert docs[2]["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
+    assert docs[3]["subjects"][0]["name"] == "argo-runner"
+
+
+def test_no_credentials_in_the_pod(tmp_path, home):
+    env = dict(os.environ, NO_COLOR="1", KUBERNETES_SERVICE_HOST="10.0.0.1", HOME=str(tmp_path))
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo"], cwd=home, capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert "no Kubernetes credentials in this pod: no service-account token is mounted (JupyterHub's default)" in r.stderr

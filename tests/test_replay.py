@@ -1,0 +1,127 @@
+"""Replay: run an emitted Workflow's DAG on this machine and compare with a local run.
+
+Each task's container command runs in dependency order, with ``{{…}}`` substituted as Argo
+does and every volume's mountPath mapped to a temporary folder.
+"""
+
+import graphlib
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import SAMPLES, SHARED
+from test_run_local import SAMPLE_NAMES, _probe_notebook
+
+import nb2flow
+from nb2flow.argo import dump
+from nb2flow.cluster import prepare, resolve_target
+from nb2flow.config import ClusterConfig
+
+FIXTURE = SHARED / "fixtures" / "jupyterhub-singleuser-pod.json"
+SUBST = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
+
+
+def replay(manifest: dict, mounts: dict, name: str = "wf-replay") -> dict:
+    """Run the DAG; returns task -> exit code (None for tasks skipped after a failure)."""
+    import yaml
+
+    manifest = yaml.safe_load(dump(manifest))  # replay what a user would apply, not the dict
+    spec = manifest["spec"]
+    templates = {t["name"]: t for t in spec["templates"]}
+    dag = templates[spec["entrypoint"]]["dag"]["tasks"]
+    global_params = {p["name"]: p["value"] for p in spec.get("arguments", {}).get("parameters", [])}
+    order = graphlib.TopologicalSorter({t["name"]: t.get("dependencies", []) for t in dag}).static_order()
+    tasks = {t["name"]: t for t in dag}
+    ordered_mounts = sorted(mounts.items(), key=lambda kv: -len(kv[0]))
+
+    def local(path: str) -> str:
+        for mount, folder in ordered_mounts:
+            if path == mount or path.startswith(mount + "/"):
+                return str(folder) + path[len(mount):]
+        return path
+
+    results: dict = {}
+    for task_name in order:
+        task = tasks[task_name]
+        if any(results.get(d) != 0 for d in task.get("dependencies", [])):
+            results[task_name] = None
+            continue
+        template = templates[task["template"]]
+        inputs = {p["name"]: p["value"] for p in task.get("arguments", {}).get("parameters", [])}
+
+        def substitute(text: str) -> str:
+            def one(m):
+                key = m.group(1)
+                if key == "workflow.name":
+                    return name
+                if key.startswith("workflow.parameters."):
+                    return global_params[key.split(".", 2)[2]]
+                if key.startswith("inputs.parameters."):
+                    return inputs[key.split(".", 2)[2]]
+                raise AssertionError(f"unexpected Argo expression {{{{{key}}}}}")
+            return SUBST.sub(one, text)
+
+        container = template["container"]
+        cmd = [local(substitute(a)) for a in container["command"] + container.get("args", [])]
+        assert cmd[0] in ("python3", "python")
+        cmd[0] = sys.executable
+        env = dict(os.environ)
+        env.update({e["name"]: e["value"] for e in container.get("env", []) if "value" in e})
+        proc = subprocess.run(cmd, cwd=local(container["workingDir"]), env=env, capture_output=True, text=True, timeout=300)
+        results[task_name] = proc.returncode
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+    return results
+
+
+@pytest.fixture
+def volumes(tmp_path):
+    if not FIXTURE.is_file():
+        pytest.skip(f"../shared is absent (looked for {FIXTURE}); it holds the JupyterHub pod fixture")
+    home = tmp_path / "home"
+    (home / "work").mkdir(parents=True)
+    mounts = {"/home/jovyan": home, "/dev/shm": tmp_path / "shm", "/mnt/datasets": tmp_path / "datasets"}
+    for folder in mounts.values():
+        folder.mkdir(exist_ok=True)
+    return home / "work", mounts
+
+
+def emit(notebook: Path, params: dict) -> dict:
+    pipeline = nb2flow.load(notebook)
+    target = resolve_target(str(notebook), ClusterConfig(workdir="/home/jovyan/work"), pod_spec=str(FIXTURE))
+    return prepare(pipeline, target, params)[0]
+
+
+@pytest.mark.parametrize("name", ["analysis.ipynb", "kale_pipeline.ipynb"])
+def test_replayed_workflow_equals_a_local_run(volumes, name):
+    work, mounts = volumes
+    nb = work / name
+    _probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
+    manifest = emit(nb, {"probe_path": "probe-argo.pkl"})
+    results = replay(manifest, mounts)
+    assert set(results.values()) == {0}
+    run_dir = work / ".nb2flow" / "runs" / "wf-replay"
+    assert (run_dir / "steps").is_dir() and (run_dir / "values").is_dir()
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "run", name, "-q", "-r", "probe_path", "probe-local.pkl"], cwd=work,
+                       capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+    assert r.returncode == 0, r.stderr
+    argo = pickle.loads((work / "probe-argo.pkl").read_bytes())
+    assert argo == pickle.loads((work / "probe-local.pkl").read_bytes())
+    assert set(argo) == set(SAMPLE_NAMES[name])
+
+
+def test_hostile_parameters_reach_the_step_exactly_through_argo(volumes):
+    work, mounts = volumes
+    from nbutil import cell, write
+
+    values = {"text": "{{workflow.name}} $(id) `x` 'q' \"dq\"\n--- &a *a ü", "n": 3, "items": ["{{a}}", {"k": "}}"}]}
+    write(work / "h.ipynb", cell("text = ''\nn = 0\nitems = []", "parameters"),
+          cell("import json\nwith open('seen.json', 'w') as fh:\n    json.dump({'text': text, 'n': n, 'items': items}, fh)", "step:a"))
+    results = replay(emit(work / "h.ipynb", values), mounts, name="wf-hostile")
+    assert results == {"a": 0}
+    assert json.loads((work / "seen.json").read_text()) == values

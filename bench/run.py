@@ -224,7 +224,7 @@ def transfer_seconds(folder: Path) -> float:
 
 def case_help(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     out = []
-    pm = peer_python("papermill", ["papermill"])
+    pm = peer_python("papermill", ["papermill", "ipykernel"])
     c = CaseResult("nb2flow --help vs papermill --help", "nb2flow", "papermill" if pm else None, target="--help <= 0.15 s")
     alternate(c, nb2flow_cmd("--help"), [pm, "-m", "papermill", "--help"] if pm else None, runs * 2, work)
     out.append(c)
@@ -282,7 +282,85 @@ def case_transfer(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     return out
 
 
-CASES = {"help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond, "transfer": case_transfer}
+def kale_notebook(path: Path) -> Path:
+    return Path(write(
+        path,
+        cell("import math", "imports"),
+        cell("N = 10", "pipeline-parameters"),
+        cell("data = [math.sqrt(i) for i in range(N)]", "block:load"),
+        cell("total = sum(data)", "block:total", "prev:load"),
+        cell("print(total)", "block:report", "prev:total"),
+    ))
+
+
+def explicit_settings(folder: Path) -> None:
+    """nb2flow.yaml with explicit step-pod settings, so export needs no cluster and no pod dump."""
+    (folder / "nb2flow.yaml").write_text(
+        "image: quay.io/jupyter/scipy-notebook:2024-10-07\n"
+        f"workdir: {folder}\n"
+        "volumes: [{name: work, persistentVolumeClaim: {claimName: work}}]\n"
+        f"volume_mounts: [{{name: work, mountPath: {folder}}}]\n"
+    )
+
+
+def case_kale(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    nb = kale_notebook(work / "kale3.ipynb")
+    explicit_settings(work)
+    c = CaseResult("compile a Kale-tagged 3-step notebook: nb2flow export vs kale", "nb2flow", "kale", target=">= 10x faster than Kale")
+    kale = peer_python("kale", ["kubeflow-kale==2.3.0"])
+    if not kale:
+        c.skipped = "kubeflow-kale could not be installed"
+        return [c]
+    kale_bin = str(Path(kale).parent / "kale")
+    alternate(c, nb2flow_cmd("export", str(nb)), [kale_bin, "--nb", str(nb)], runs, work)
+    c.note = "kale --nb compiles the notebook to a Kubeflow Pipelines package; nb2flow export writes the step files and prints the Workflow"
+    return [c]
+
+
+def ploomber_project(folder: Path, sleep: float = 3.0) -> Path:
+    folder.mkdir(exist_ok=True)
+    tasks = {"a": [], "b": ["a"], "c": ["a"], "d": ["b", "c"]}
+    for name, ups in tasks.items():
+        body = f"import time\ntime.sleep({sleep})\n" if name in ("b", "c") else ""
+        body += "from pathlib import Path\nPath(product['data']).write_text('" + name + "')\n"
+        (folder / f"{name}.py").write_text(
+            "# %% tags=[\"parameters\"]\n"
+            f"upstream = {ups if ups else None!r}\nproduct = None\n\n# %%\n" + body)
+    lines = ["executor: parallel", "tasks:"]
+    for name in tasks:
+        lines += [f"  - source: {name}.py", "    product:", f"      nb: out/{name}.ipynb", f"      data: out/{name}.txt"]
+    (folder / "pipeline.yaml").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def case_ploomber(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    nb = diamond_notebook(work / "diamond.ipynb")
+    project = ploomber_project(work / "ploomber")
+    c = CaseResult("diamond, b and c sleep 3 s: nb2flow run vs Ploomber's parallel executor", "nb2flow", "ploomber", target="faster than Ploomber")
+    ploomber = peer_python("ploomber", ["ploomber==0.23.3", "ipykernel"])
+    if not ploomber:
+        c.skipped = "ploomber could not be installed"
+        return [c]
+    cmd = [str(Path(ploomber).parent / "ploomber"), "build", "--entry-point", str(project / "pipeline.yaml"), "--force"]
+    alternate(c, nb2flow_cmd("run", str(nb), "-q"), cmd, max(2, runs // 2), project,
+              b_env=dict(os.environ, PLOOMBER_STATS_ENABLED="false"))
+    return [c]
+
+
+def case_memory(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    n = 30 if quick else 100
+    cells = [cell("import numpy as np", "setup"), cell("x0 = np.ones(10**6)", "step:s0")]
+    cells += [cell(f"x{i} = x{i - 1} + 1", f"step:s{i}") for i in range(1, n)]
+    nb = Path(write(work / f"steps{n}.ipynb", *cells))
+    c = CaseResult(f"nb2flow run, {n} steps each passing an 8 MB array: peak memory", "nb2flow", None,
+                   target="reported; no step's data held in the parent process",
+                   note="peak RSS is the largest single process: the parent never loads step values")
+    alternate(c, nb2flow_cmd("run", str(nb), "-q"), None, 1, work, warmup=0)
+    return [c]
+
+
+CASES = {"help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond, "transfer": case_transfer,
+         "kale": case_kale, "ploomber": case_ploomber, "memory": case_memory}
 
 
 def fmt(v, unit="s"):

@@ -185,7 +185,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             doc = {
                 "cells": cells,
                 "metadata": {
-                    **{k: v for k, v in pipeline.notebook.raw.get("metadata", {}).items() if k in ("kernelspec", "language_info")},
+                    **{k: v for k, v in pipeline.notebook.metadata.items() if k in ("kernelspec", "language_info")},
                     "nb2flow": {"step": step.name, "notebook": os.path.basename(pipeline.path), "version": __version__},
                 },
                 "nbformat": 4,

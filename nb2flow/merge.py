@@ -54,6 +54,6 @@ def merged_notebook(pipeline: Pipeline, run_dir: str, parameters: dict) -> dict:
         if cell["cell_type"] == "code" and (cell["execution_count"] is not None or "injected-parameters" in cell["metadata"].get("tags", [])):
             count += 1  # one sequence, as if run top to bottom
             cell["execution_count"] = count
-    meta = {k: v for k, v in pipeline.notebook.raw.get("metadata", {}).items() if k != "widgets"}
+    meta = {k: v for k, v in pipeline.notebook.metadata.items() if k != "widgets"}
     meta["nb2flow"] = {"parameters": parameters, "run_dir": os.path.basename(run_dir)}
     return {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5}

@@ -55,8 +55,10 @@ class Notebook:
     raw: dict = field(compare=False, hash=False, repr=False)
 
     @property
-    def display_path(self) -> str:
-        return self.path
+    def metadata(self) -> dict:
+        """The notebook-level metadata, ``{}`` when absent or not an object."""
+        meta = self.raw.get("metadata")
+        return meta if isinstance(meta, dict) else {}
 
     @property
     def stem(self) -> str:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import keyword
 import math
 from dataclasses import dataclass, field
 
@@ -91,7 +92,7 @@ def merge_parameters(args: ParameterArgs) -> dict:
 def check_parameters(values: dict, known: list[str], notebook: str) -> dict:
     """Reject unknown names (with a did-you-mean) and values that cannot travel as JSON."""
     for name in values:
-        if not isinstance(name, str) or not name.isidentifier():
+        if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise ParameterError(f"parameter name {name!r} is not a Python identifier", path=notebook)
         if name not in known:
             close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)

@@ -484,3 +484,10 @@ def test_script_mode_rejects_magics_with_the_cell(tmp_path):
     assert r.stderr.strip() == ("nb2flow: m.ipynb: cell 2 (step:b): uses IPython syntax (a %magic or !shell command) "
                                 "that plain python cannot run (run with --mode notebook)")
     assert nb2flow("run", "m.ipynb", "-q", cwd=tmp_path).returncode == 0
+
+
+@pytest.mark.parametrize("name", ["class", "1x", "a-b", "a b"])
+def test_parameter_names_that_are_not_identifiers_are_refused(echo_nb, name):
+    r = nb2flow("run", "echo.ipynb", "-p", name, "1", cwd=echo_nb)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == f"nb2flow: echo.ipynb: parameter name {name!r} is not a Python identifier"

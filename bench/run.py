@@ -88,7 +88,15 @@ class CaseResult:
 
 
 def alternate(case: CaseResult, a_cmd, b_cmd, runs: int, cwd: Path, warmup: int = 1, a_env=None, b_env=None, a_measure=None, b_measure=None):
-    """Run A and B in turn; ``*_measure`` can replace wall time with a figure read after the run."""
+    """Run A and B in turn; ``*_measure`` can replace wall time with a figure read after the run.
+    A command that fails marks the case skipped, with its error, instead of stopping the suite."""
+    try:
+        _alternate(case, a_cmd, b_cmd, runs, cwd, warmup, a_env, b_env, a_measure, b_measure)
+    except RuntimeError as exc:
+        case.skipped = str(exc).strip().splitlines()[0] + " ... " + str(exc).strip().splitlines()[-1]
+
+
+def _alternate(case, a_cmd, b_cmd, runs, cwd, warmup, a_env, b_env, a_measure, b_measure):
     for i in range(warmup + runs):
         sa = run_once(a_cmd, cwd, a_env)
         va = a_measure() if a_measure else sa.wall
@@ -287,9 +295,9 @@ def kale_notebook(path: Path) -> Path:
         path,
         cell("import math", "imports"),
         cell("N = 10", "pipeline-parameters"),
-        cell("data = [math.sqrt(i) for i in range(N)]", "block:load"),
-        cell("total = sum(data)", "block:total", "prev:load"),
-        cell("print(total)", "block:report", "prev:total"),
+        cell("data = [math.sqrt(i) for i in range(N)]", "step:load"),
+        cell("total = sum(data)", "step:total", "prev:load"),
+        cell("print(total)", "step:report", "prev:total"),
     ))
 
 
@@ -359,7 +367,23 @@ def case_memory(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     return [c]
 
 
-CASES = {"help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond, "transfer": case_transfer,
+def case_manifest(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """Manifest bytes for 10, 100 and 1,000 linear steps (size, not time)."""
+    explicit_settings(work)
+    c = CaseResult("manifest size (YAML bytes) for 10 / 100 / 1,000 steps", "nb2flow", None,
+                   target="1,000 steps < 1 MiB, linear growth")
+    sizes = {}
+    for n in (10, 100, 1000):
+        cells = [cell("x0 = 0", "step:s0")] + [cell(f"x{i} = x{i - 1} + 1", f"step:s{i}") for i in range(1, n)]
+        nb = write(work / f"m{n}.ipynb", *cells)
+        out = subprocess.run(nb2flow_cmd("export", str(nb)), cwd=work, capture_output=True, check=True).stdout
+        sizes[n] = len(out)
+    c.note = ", ".join(f"{n} steps: {b:,} bytes" for n, b in sizes.items()) + f"; {(sizes[1000] - sizes[100]) / 900:.0f} bytes per step"
+    c.a = [float(sizes[1000])]
+    return [c]
+
+
+CASES = {"manifest": case_manifest, "help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond, "transfer": case_transfer,
          "kale": case_kale, "ploomber": case_ploomber, "memory": case_memory}
 
 
@@ -387,7 +411,8 @@ def main(argv=None) -> int:
                     print(f"\n{c.case}: skipped ({c.skipped})")
                     continue
                 print(f"\n{c.case}   [target: {c.target}]")
-                print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss) if c.a_rss else None, ' MB')}")
+                if c.a_rss:
+                    print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss), ' MB')}")
                 if c.b_name and c.b:
                     print(f"  {c.b_name:<24} median {fmt(c.b_median)}   peak RSS {fmt(max(c.b_rss) if c.b_rss else None, ' MB')}")
                     print(f"  ratio nb2flow/{c.b_name}: {c.ratio:.2f}x (median of pairwise ratios)")

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field, fields, replace
 
 from .errors import UsageError
 from .tags import parse_duration
+from .yamlfile import load_mapping
 
 KEYS = {
     "namespace": "namespace for workflows (default: the notebook pod's, else the kubeconfig's)",
@@ -74,22 +75,12 @@ class ClusterConfig:
 
 
 def _read_yaml(path: str) -> dict:
-    import yaml
-
     try:
         with open(path, encoding="utf-8") as fh:
-            data = yaml.safe_load(fh)
+            text = fh.read()
     except OSError as exc:
         raise UsageError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise UsageError(f"{path}: not valid YAML{where}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise UsageError(f"{path}: expected a mapping of settings")
-    return data
+    return load_mapping(text, path, UsageError, what="settings")
 
 
 def load_config(notebook: str | None, *, user_file: str | None = None) -> ClusterConfig:

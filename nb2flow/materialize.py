@@ -150,6 +150,8 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             path=pipeline.path, cell=first.cell, step=first.step,
             hint=f"see `nb2flow check {pipeline.path}`",
         )
+    if not pipeline.steps:
+        raise PipelineError("nothing to run: the notebook has no steps", path=pipeline.path, hint="tag the cells to run step:NAME")
     steps_dir = os.path.join(bundle_dir, "steps")
     os.makedirs(steps_dir, exist_ok=True)
     runtime_src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 from .errors import NotebookReadError
@@ -32,13 +33,18 @@ class Cell:
     def number(self) -> int:
         return self.index + 1
 
-    @property
+    @cached_property
     def first_line(self) -> str:
-        """The first non-blank line, shortened for messages."""
-        for line in self.source.splitlines():
-            if line.strip():
-                line = line.strip()
+        """The first non-blank line, shortened for messages (computed once: cells can be huge)."""
+        start = 0
+        source = self.source
+        while start < len(source):
+            end = source.find("\n", start)
+            end = len(source) if end < 0 else end
+            line = source[start:end].strip()
+            if line:
                 return line if len(line) <= 60 else line[:57] + "..."
+            start = end + 1
         return "(empty cell)"
 
 

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass, field
 
 from .errors import ParameterError
+from .yamlfile import load_mapping, no_dates_loader
 
 
 @dataclass(frozen=True)
@@ -46,27 +47,8 @@ def resolve_type(value: str):
         return value
 
 
-def _yaml_load(text: str, origin: str):
-    import yaml
-
-    class NoDatesSafeLoader(yaml.SafeLoader):
-        """Like papermill: dates stay strings."""
-
-    NoDatesSafeLoader.yaml_implicit_resolvers = {
-        k: [r for r in v if r[0] != "tag:yaml.org,2002:timestamp"]
-        for k, v in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    try:
-        data = yaml.load(text, Loader=NoDatesSafeLoader)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-        raise ParameterError(f"{origin}: not valid YAML{where}: {getattr(exc, 'problem', None) or exc}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ParameterError(f"{origin}: parameters must be a YAML mapping of names to values, not {type(data).__name__}")
-    return data
+def _yaml_load(text: str, origin: str) -> dict:
+    return load_mapping(text, origin, ParameterError, what="parameters", loader=no_dates_loader())
 
 
 def merge_parameters(args: ParameterArgs) -> dict:

@@ -166,14 +166,6 @@ def build_structure(nb: Notebook) -> Pipeline:
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     has_steps = any(parsed[c.index].is_step_start for c in code_cells)
     kale_mode = any(parsed[c.index].uses_prev for c in code_cells)
-    if code_cells and not has_steps:
-        findings.append(
-            warning(
-                "no-steps",
-                f"no step: tags, so the whole notebook runs as one step '{DEFAULT_STEP}'",
-                hint="tag the first cell of each step step:NAME",
-            )
-        )
 
     steps: list[dict] = []
     setup: list[int] = []
@@ -248,6 +240,13 @@ def build_structure(nb: Notebook) -> Pipeline:
                 setup.append(i)  # untagged code above the first step
             else:
                 steps.append(dict(name=DEFAULT_STEP, cells=[i], tags=CellTags()))
+                findings.append(
+                    warning(
+                        "no-steps",
+                        f"no step: tags, so the whole notebook runs as one step '{DEFAULT_STEP}'",
+                        hint="tag the first cell of each step step:NAME",
+                    )
+                )
         else:
             current["cells"].append(i)
 
@@ -294,6 +293,9 @@ def build_structure(nb: Notebook) -> Pipeline:
         else:
             built.append(Step(name=METRICS_STEP, cells=tuple(metrics), parents=tuple(leaves)))
 
+    if not built and code_cells:
+        findings.append(warning("nothing-to-run", "nothing to run: every code cell is a setup, parameters or skip cell",
+                                hint="tag the cells to run step:NAME"))
     parameters: tuple[Parameter, ...] = ()
     if parameter_cell is not None:
         parameters = parse_parameters(nb.cells[parameter_cell].source)
@@ -320,6 +322,7 @@ def parse_parameters(source: str) -> tuple[Parameter, ...]:
     except SyntaxError:
         return ()  # reported as a syntax error by the data-flow pass
     params: dict[str, Parameter] = {}
+    lines = source.splitlines()
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             target, value, annotation = node.targets[0].id, node.value, None
@@ -327,13 +330,26 @@ def parse_parameters(source: str) -> tuple[Parameter, ...]:
             target, value, annotation = node.target.id, node.value, ast.unparse(node.annotation)
         else:
             continue
-        text = ast.get_source_segment(source, value) or ast.unparse(value)
+        text = _segment(lines, value) or ast.unparse(value)
         try:
             default, literal = ast.literal_eval(value), True
         except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
             default, literal = None, False
         params[target] = Parameter(target, text, default, literal, annotation)
     return tuple(params.values())
+
+
+def _segment(lines: list[str], node: ast.AST) -> str | None:
+    """``ast.get_source_segment`` on lines split once (it re-splits the source on every call)."""
+    end = getattr(node, "end_lineno", None)
+    if end is None or node.lineno > len(lines) or end > len(lines):
+        return None
+    first, last = lines[node.lineno - 1].encode(), lines[end - 1].encode()  # offsets count UTF-8 bytes
+    if node.lineno == end:
+        return first[node.col_offset:node.end_col_offset].decode(errors="replace")
+    parts = [first[node.col_offset:].decode(errors="replace"), *lines[node.lineno:end - 1],
+             last[:node.end_col_offset].decode(errors="replace")]
+    return "\n".join(parts)
 
 
 def with_steps(pipeline: Pipeline, steps, findings) -> Pipeline:

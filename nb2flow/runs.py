@@ -60,16 +60,20 @@ def _slug(stem: str) -> str:
 
 def create_run_dir(root: str, stem: str) -> tuple[str, str]:
     """A new, empty run folder ``<root>/<stem>-<time>-<random>``; never shared by two runs."""
-    os.makedirs(root, exist_ok=True)
-    for _ in range(20):
-        stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-        run_id = f"{_slug(stem)}-{stamp}-{secrets.token_hex(3)}"
-        path = os.path.join(root, run_id)
-        try:
-            os.mkdir(path)  # atomic: fails if another run took the name
-        except FileExistsError:
-            continue
-        return run_id, path
+    try:
+        os.makedirs(root, exist_ok=True)
+        for _ in range(20):
+            stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+            run_id = f"{_slug(stem)}-{stamp}-{secrets.token_hex(3)}"
+            path = os.path.join(root, run_id)
+            try:
+                os.mkdir(path)  # atomic: fails if another run took the name
+            except FileExistsError:
+                continue
+            return run_id, path
+    except OSError as exc:
+        raise UsageError(f"{root}: cannot create the run folder: {exc.strerror or exc}",
+                         hint="the notebook's folder must be writable") from None
     raise UsageError(f"{root}: could not create a new run folder")
 
 

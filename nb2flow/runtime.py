@@ -297,6 +297,17 @@ class StepRun:
                 return True
             time.sleep(0.01)
 
+    def ready_for(self, role: str | None) -> bool:
+        """Before running a cell: past the setup cells, wait for go (with --wait); False if cancelled."""
+        if role in ("setup", "parameters", "injected"):
+            return True
+        if self.wait and self.status.data["state"] not in ("running", "waiting"):
+            if not self.wait_for_go():
+                return False
+        if self.status.data["state"] != "running":
+            self.status.update(state="running", running_since=time.time())
+        return True
+
     def load_entries(self) -> list:
         return [[i["name"], i["from_task"], i["from"]] for i in self.spec["inputs"] if i["kind"] == "data"]
 
@@ -381,16 +392,11 @@ class StepRun:
             client.start_new_kernel_client()
             self.kernel_pid = _kernel_pid(client.km)
             self.status.update(state="started", kernel_pid=self.kernel_pid)
-            waited = not self.wait
             for index, cell in enumerate(nb.cells):
                 meta = cell.metadata.get("nb2flow", {})
                 role = meta.get("role")
-                if not waited and role not in ("setup", "parameters", "injected"):
-                    if not self.wait_for_go():
-                        return self.cancelled()
-                    waited = True
-                if waited and self.status.data["state"] != "running":
-                    self.status.update(state="running", running_since=time.time())
+                if not self.ready_for(role):
+                    return self.cancelled()
                 self.status.update(cell=meta.get("cell"), role=role)
                 try:
                     client.execute_cell(cell, index)
@@ -473,15 +479,10 @@ class StepRun:
         ns = module.__dict__
         os.chdir(self.cwd)
         sys.path.insert(0, self.cwd)
-        waited = not self.wait
         try:
             for role, cell_number, source in chunks:
-                if not waited and role not in ("setup", "parameters", "injected"):
-                    if not self.wait_for_go():
-                        return self.cancelled()
-                    waited = True
-                if waited and self.status.data["state"] != "running":
-                    self.status.update(state="running", running_since=time.time())
+                if not self.ready_for(role):
+                    return self.cancelled()
                 self.status.update(cell=cell_number, role=role)
                 if role == "load":
                     load_values(ns, self.load_entries(), self.values_root)

@@ -58,6 +58,15 @@ FOREIGN_TAGS = frozenset(
     }
 )
 GPU_RESOURCE_KEYS = ("nvidia.com/gpu", "amd.com/gpu", "gpu")
+# Kale tags that mean something only on Kubeflow Pipelines; accepted and reported, never silently dropped
+KALE_ONLY = {
+    "cache": "nb2flow re-runs only what changed with `nb2flow run --resume`",
+    "report": "the run's output notebook is the report",
+    "annotation": "step pods carry nb2flow's labels and annotations",
+    "label": "extra labels go in nb2flow.yaml (labels:)",
+    "secret": "step pods keep the notebook's Secret references (secret_refs: in nb2flow.yaml)",
+    "notebook": "sub-pipelines from other notebooks are not supported; run that notebook on its own",
+}
 
 
 @dataclass(frozen=True)
@@ -169,7 +178,8 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
         elif tag in FOREIGN_TAGS:
             continue
         elif sep and key in ("step", "block"):
-            if value == "" and key == "block":
+            if value == "":  # Kale: an empty step: / block: continues the step above
+                continues = True
                 continues = True
                 continue
             if step is not None:
@@ -202,6 +212,8 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
             uses_prev = uses_prev or key == "prev"
         elif sep and key in OPTION_KEYS:
             _parse_option(key, value, tag, options, bad)
+        elif sep and key in KALE_ONLY:
+            findings.append(warning("kale-tag", f"Kubeflow Kale's {tag!r} has no effect in nb2flow", hint=KALE_ONLY[key], **where))
         elif sep and key == "limit":
             resource, _, amount = value.rpartition(":")
             if resource in GPU_RESOURCE_KEYS:

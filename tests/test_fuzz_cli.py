@@ -98,9 +98,14 @@ def check_all_commands(data: bytes, folder: Path) -> None:
     nb = folder / "fuzz.ipynb"
     nb.write_bytes(data)
     before = (nb.read_bytes(), os.stat(nb).st_mtime_ns)
-    for argv in (["check", str(nb)], ["graph", str(nb)], ["check", "--json", str(nb)], ["graph", "--format", "dot", "--vars", str(nb)],
-                 ["export", str(nb)]):
+    check_code = invoke(["check", str(nb)])[0]
+    commands = [["graph", str(nb)], ["check", "--json", str(nb)], ["graph", "--format", "dot", "--vars", str(nb)], ["export", str(nb)]]
+    if check_code != 0:
+        commands.append(["run", str(nb), "-q"])  # refused before anything runs (a clean input would run the notebook)
+    for argv in commands:
         code, out, err = invoke(argv)
+        if argv[0] == "run":
+            assert code == 2, (argv, code, err)
         assert code in (0, 1, 2), (argv, code, err)
         assert "Traceback" not in err
         if code == 2:

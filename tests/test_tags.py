@@ -206,3 +206,34 @@ def test_parse_duration():
     for bad in ("", "10", "m", "1h 30m", "-1s"):
         with pytest.raises(ValueError):
             parse_duration(bad)
+
+
+def test_kale_2_grammar_empty_step_continues_and_kale_only_tags_are_reported():
+    p = load_cells(
+        cell("a = 1", "step:first", "cache:enabled"),
+        cell("b = a", "step:"),
+        cell("c = b", "step:second", "prev:first", "annotation:team:ml", "label:tier:gold", "secret:db:password:DB_PASSWORD", "report:disabled"),
+    )
+    assert [(s.name, s.cells) for s in p.steps] == [("first", (0, 1)), ("second", (2,))]
+    assert p.ok
+    lines = rendered(p)
+    assert lines[0] == "nb.ipynb: cell 1 (step:first) `a = 1`: warning: Kubeflow Kale's 'cache:enabled' has no effect in nb2flow (nb2flow re-runs only what changed with `nb2flow run --resume`)"
+    assert {l.split("Kale's ")[1].split(" has")[0] for l in lines[1:]} == {"'annotation:team:ml'", "'label:tier:gold'", "'secret:db:password:DB_PASSWORD'", "'report:disabled'"}
+
+
+def test_dangerous_step_names_are_rejected_or_normalised():
+    p = load_cells(
+        cell("a = 1", "step:../etc"),
+        cell("b = 1", "step:a b"),
+        cell("c = 1", "step:Ａ"),  # a full-width look-alike
+        cell("d = 1", "step:" + "x" * 300),
+        cell("e = 1", "step:Load"),
+        cell("f = 1", "step:load"),
+    )
+    lines = rendered(p)
+    assert "step name '../etc' may only use letters, digits, '-' and '_'" in lines[0]
+    assert "step name 'a b' may only use letters, digits, '-' and '_'" in lines[1]
+    assert "step name 'Ａ' may only use letters, digits, '-' and '_'" in lines[2]
+    assert "does not make a Kubernetes name" in lines[3]
+    assert "step:load has the same Kubernetes name 'load' as step:Load, already used by cell 5" in lines[4]
+    assert [s.name for s in p.steps] == ["Load"]

@@ -25,7 +25,7 @@ from .merge import merged_notebook
 from .pipeline import Pipeline, Step
 from .progress import StepView, make_reporter
 from .runs import RunState, StepState, create_run_dir, read_record, runs_root_for, write_record
-from .runtime import write_atomic, write_json
+from .runtime import check_inside, write_atomic, write_json
 
 POLL = 0.02
 WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
@@ -127,6 +127,7 @@ class _StepRun:
     pid: int | None = None
     attempt: int = 0
     go_sent: bool = False
+    go_time: float | None = None  # when its parents were all done (or it was launched, for a root)
     started: float | None = None
     running_since: float | None = None
     ended: float | None = None
@@ -229,7 +230,7 @@ class LocalRun:
                 "attempts": r.attempt,
                 "started": r.started,
                 "ended": r.ended,
-                "duration": (r.ended - r.running_since) if r.ended and r.running_since else None,
+                "duration": (r.ended - (r.go_time or r.started)) if r.ended and (r.go_time or r.started) else None,
                 "exit_code": r.exit_code,
                 "error": r.error,
                 "fingerprint": r.fingerprint,
@@ -247,10 +248,11 @@ class LocalRun:
         now = time.time()
         for name, r in self.runs.items():
             cell = r.status.get("cell") if r.state is StepState.RUNNING else None
-            if r.state is StepState.RUNNING and r.running_since:
-                elapsed = now - r.running_since
-            elif r.ended and (r.running_since or r.started):
-                elapsed = r.ended - (r.running_since or r.started)
+            since = r.go_time or r.started  # the time the step added to the run, set-up included
+            if r.state is StepState.RUNNING and r.go_sent and since:
+                elapsed = now - since
+            elif r.ended and since:
+                elapsed = r.ended - since
             else:
                 elapsed = None
             state = r.state
@@ -267,8 +269,9 @@ class LocalRun:
         return os.path.join(self.run_dir, "steps", r.step.task)
 
     def _launch(self, r: _StepRun) -> None:
-        step_dir = self._step_dir(r)
+        step_dir = check_inside(self._step_dir(r), self.run_dir)
         os.makedirs(step_dir, exist_ok=True)
+        check_inside(step_dir, self.run_dir)  # never follow a symlink out of the run folder
         for marker in ("go", "cancel", "status.json"):
             _unlink(os.path.join(step_dir, marker))
         r.attempt += 1
@@ -281,6 +284,7 @@ class LocalRun:
         r.exit_code = None
         r.state = StepState.RUNNING
         r.go_sent = False
+        r.go_time = None
         r.started = r.started or time.time()
         r.running_since = None
         r.ended = None
@@ -290,7 +294,7 @@ class LocalRun:
     def _send_go(self, r: _StepRun) -> None:
         write_atomic(os.path.join(self._step_dir(r), "go"), b"")
         r.go_sent = True
-        r.running_since = time.time()
+        r.running_since = r.go_time = time.time()
 
     def _cancel(self, r: _StepRun) -> None:
         try:

@@ -178,9 +178,19 @@ def load_values(namespace: dict, entries: list, values_root: str) -> None:
         namespace[name] = load_value(base)
 
 
+def check_inside(path: str, root: str) -> str:
+    """``path`` with symlinks resolved, refusing one that leads out of ``root`` (the run folder)."""
+    real, real_root = os.path.realpath(path), os.path.realpath(root)
+    if real != real_root and not real.startswith(real_root + os.sep):
+        raise PermissionError(f"nb2flow: {path} leads out of the run folder (to {real}); refusing to write there")
+    return path
+
+
 def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
     """Save the values later steps read; a value that cannot travel fails with the fix."""
+    check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
     os.makedirs(out_dir, exist_ok=True)
+    check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
     for name in names:
         readers = ", ".join(consumers.get(name, [])) or "a later step"
         first_reader = (consumers.get(name) or ["the consuming step"])[0]
@@ -264,8 +274,11 @@ class StepRun:
         with open(os.path.join(self.bundle, "steps", f"{self.task}.json"), encoding="utf-8") as fh:
             self.spec = json.load(fh)
         self.name = self.spec["name"]
-        self.step_dir = os.path.join(self.run_dir, "steps", self.task)
+        if not re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?", self.task):
+            raise SystemExit(f"nb2flow: {self.task!r} is not a step task name")
+        self.step_dir = check_inside(os.path.join(self.run_dir, "steps", self.task), self.run_dir)
         os.makedirs(self.step_dir, exist_ok=True)
+        check_inside(self.step_dir, self.run_dir)
         self.values_root = os.path.join(self.run_dir, "values")
         self.cwd = os.path.abspath(args.cwd or self.spec.get("cwd") or os.getcwd())
         self.wait = args.wait
@@ -424,6 +437,7 @@ class StepRun:
         finally:
             log.close()
             self.stop_kernel(client)
+            self.remove_partial_files()
             import shutil
 
             shutil.rmtree(ipc_dir, ignore_errors=True)
@@ -432,6 +446,17 @@ class StepRun:
             except OSError:
                 pass
         return state
+
+    def remove_partial_files(self) -> None:
+        """Temporary files a killed kernel left mid-write (a resume never reads them; don't keep them)."""
+        for folder in (os.path.join(self.values_root, self.task), self.step_dir):
+            try:
+                names = os.listdir(folder)
+            except OSError:
+                continue
+            for name in names:
+                if ".tmp-" in name:
+                    _unlink(os.path.join(folder, name))
 
     def cancelled(self) -> int:
         self.status.update(state="cancelled", ended=time.time())

@@ -130,3 +130,40 @@ def test_notebook_credentials_do_not_reach_records_or_logs(tmp_path):
     for path in only_run_dir(tmp_path).rglob("*"):
         if path.is_file():
             assert secret.encode() not in path.read_bytes(), path
+
+
+def test_symlinks_in_the_run_folder_are_not_followed_out_of_it(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write(tmp_path / "l.ipynb", cell("import os", "setup"),
+          cell("if not os.path.exists('ok'):\n    raise RuntimeError('first try')\nv = 1", "step:a"), cell("w = v", "step:b"))
+    assert nb2flow("run", "l.ipynb", "-q", cwd=tmp_path).returncode == 1
+    run_dir = only_run_dir(tmp_path)
+    (run_dir / "values").mkdir(exist_ok=True)
+    (run_dir / "values" / "a").symlink_to(outside)
+    (tmp_path / "ok").touch()
+    r = nb2flow("run", "--resume", run_dir.name, "-q", cwd=tmp_path)
+    assert r.returncode == 1
+    assert "leads out of the run folder" in r.stderr
+    assert list(outside.iterdir()) == []
+
+
+def test_ctrl_c_while_saving_values_leaves_no_half_written_value(tmp_path):
+    write(tmp_path / "v.ipynb",
+          cell("import time\nclass Slow:\n    def __reduce__(self):\n        time.sleep(30)\n        return (Slow, ())", "setup"),
+          cell("value = Slow()", "step:make"), cell("n = value", "step:use"))
+    env = dict(os.environ, NO_COLOR="1")
+    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "v.ipynb", "--no-progress"], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    run_dir = wait_for(lambda: next(iter((tmp_path / ".nb2flow" / "runs").glob("*")), None) if (tmp_path / ".nb2flow" / "runs").exists() else None)
+    wait_for(lambda: step_status(run_dir, "make").get("role") == "save")
+    time.sleep(0.5)  # inside pickle.dump now
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    rec = record(run_dir)
+    assert rec["state"] == "interrupted" and rec["steps"]["make"]["state"] == "interrupted"
+    values = run_dir / "values" / "make"
+    assert not values.exists() or list(values.iterdir()) == []
+    time.sleep(0.3)
+    assert _processes_mentioning(str(run_dir)) == []

@@ -125,3 +125,17 @@ def test_hostile_parameters_reach_the_step_exactly_through_argo(volumes):
     results = replay(emit(work / "h.ipynb", values), mounts, name="wf-hostile")
     assert results == {"a": 0}
     assert json.loads((work / "seen.json").read_text()) == values
+
+
+def test_hostile_cell_contents_stay_out_of_the_manifest_and_run_exactly(volumes):
+    work, mounts = volumes
+    from nbutil import cell, write
+
+    source = "s = '{{workflow.name}} {{inputs.parameters.step}} $(id) `x`'\nt = '''\n---\n...\n&a *a\n'''"
+    write(work / "c.ipynb", cell(source, "step:a"),
+          cell("import json\njson.dump({'s': s, 't': t}, open('cells.json', 'w'))", "step:b"))
+    manifest = emit(work / "c.ipynb", {})
+    text = dump(manifest)
+    assert "$(id)" not in text and "&a *a" not in text and "inputs.parameters.step}} $(" not in text
+    assert replay(manifest, mounts, name="wf-cells") == {"a": 0, "b": 0}
+    assert json.loads((work / "cells.json").read_text()) == {"s": "{{workflow.name}} {{inputs.parameters.step}} $(id) `x`", "t": "\n---\n...\n&a *a\n"}

@@ -250,26 +250,26 @@ def case_big(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     return [c]
 
 
-def case_linear(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+def _vs_papermill(title: str, nb: Path, work: Path, runs: int, target: str) -> list[CaseResult]:
+    """``nb2flow run`` against papermill executing the same notebook top to bottom."""
+    c = CaseResult(title, "nb2flow", "papermill", target=target)
     pm = peer_python("papermill", ["papermill", "ipykernel"])
-    nb = linear_notebook(work / "linear5.ipynb")
-    c = CaseResult("linear, 5 trivial steps: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 1.5x papermill")
     if not pm:
         c.skipped = "papermill could not be installed"
         return [c]
-    alternate(c, nb2flow_cmd("run", str(nb), "-q"), [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"], runs, work)
+    papermill = [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"]
+    alternate(c, nb2flow_cmd("run", str(nb), "-q"), papermill, runs, work)
     return [c]
+
+
+def case_linear(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    return _vs_papermill("linear, 5 trivial steps: nb2flow run vs papermill", linear_notebook(work / "linear5.ipynb"),
+                         work, runs, "<= 1.5x papermill")
 
 
 def case_diamond(work: Path, runs: int, quick: bool) -> list[CaseResult]:
-    pm = peer_python("papermill", ["papermill", "ipykernel"])
-    nb = diamond_notebook(work / "diamond.ipynb")
-    c = CaseResult("diamond a->(b,c)->d, b and c sleep 3 s: nb2flow vs papermill", "nb2flow", "papermill", target="<= 0.65x papermill")
-    if not pm:
-        c.skipped = "papermill could not be installed"
-        return [c]
-    alternate(c, nb2flow_cmd("run", str(nb), "-q"), [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"], max(2, runs // 2), work)
-    return [c]
+    return _vs_papermill("diamond a->(b,c)->d, b and c sleep 3 s: nb2flow vs papermill", diamond_notebook(work / "diamond.ipynb"),
+                         work, max(2, runs // 2), "<= 0.65x papermill")
 
 
 def case_transfer(work: Path, runs: int, quick: bool) -> list[CaseResult]:

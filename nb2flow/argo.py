@@ -14,6 +14,7 @@ Nothing here is pasted into YAML text: the caller serializes the dict.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
@@ -113,19 +114,9 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         name = "step" if not variants else f"step-{len(variants)}"
         variants[key] = name
         container = {"image": step.options.image or pod.image, "command": command, "workingDir": workdir}
-        if pod.image_pull_policy:
-            container["imagePullPolicy"] = pod.image_pull_policy
-        if pod.env:
-            container["env"] = [dict(e) for e in pod.env]
-        if pod.env_from:
-            container["envFrom"] = [dict(e) for e in pod.env_from]
-        if pod.volume_mounts:
-            container["volumeMounts"] = [dict(m) for m in pod.volume_mounts]
-        resources = _resources(pod.resources, step, config)
-        if resources:
-            container["resources"] = resources
-        if pod.security_context:
-            container["securityContext"] = dict(pod.security_context)
+        _put(container, imagePullPolicy=pod.image_pull_policy, env=pod.env, envFrom=pod.env_from,
+             volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
+             securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}
         if step.options.retry:
             template["retryStrategy"] = {"limit": str(step.options.retry), "retryPolicy": "OnFailure"}
@@ -147,23 +138,17 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         "ttlStrategy": {"secondsAfterCompletion": int(parse_duration(config.ttl_after_finished))},
         "podGC": {"strategy": config.pod_gc},
     }
-    if params:
-        spec["arguments"] = {"parameters": params}
-    if pod.service_account:
-        spec["serviceAccountName"] = pod.service_account
-    if pod.pod_security_context:
-        spec["securityContext"] = dict(pod.pod_security_context)
-    if pod.node_selector:
-        spec["nodeSelector"] = dict(pod.node_selector)
-    if pod.tolerations:
-        spec["tolerations"] = [dict(t) for t in pod.tolerations]
-    if pod.affinity:
-        spec["affinity"] = pod.affinity
-    if pod.image_pull_secrets:
-        spec["imagePullSecrets"] = [dict(s) for s in pod.image_pull_secrets]
-    if pod.volumes:
-        spec["volumes"] = [dict(v) for v in pod.volumes]
+    _put(spec, arguments={"parameters": params} if params else None, serviceAccountName=pod.service_account,
+         securityContext=pod.pod_security_context, nodeSelector=pod.node_selector, tolerations=pod.tolerations,
+         affinity=pod.affinity, imagePullSecrets=pod.image_pull_secrets, volumes=pod.volumes)
     return spec
+
+
+def _put(target: dict, **fields) -> None:
+    """Set the fields that have a value, as fresh copies (a manifest never shares objects)."""
+    for key, value in fields.items():
+        if value:
+            target[key] = copy.deepcopy(list(value) if isinstance(value, tuple) else value)
 
 
 def common_labels(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig) -> dict:

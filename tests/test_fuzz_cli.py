@@ -88,7 +88,7 @@ def structural_mutants(draw):
         elif op == "kernel":
             doc["metadata"] = draw(st.one_of(JUNK, st.just({}), st.just({"kernelspec": {"name": "ir", "language": "R"}})))
         elif op == "huge" and cell is not None:
-            cell["source"] = "x = 1\n" * 20000
+            cell["source"] = "x = 1\n" * 5000
         elif op == "nul" and cell is not None:
             cell["source"] = "x = '\x00'"
     return json.dumps(doc).encode()

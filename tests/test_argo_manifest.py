@@ -1,6 +1,5 @@
 """Argo manifests, validated against Argo v4.1.2's JSON schema and full CRDs from ../shared."""
 
-import copy
 import json
 import os
 import subprocess

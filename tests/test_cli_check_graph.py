@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import SAMPLES
 from nbutil import cell, md, write
 
 NB2FLOW = [sys.executable, "-m", "nb2flow"]

@@ -5,7 +5,6 @@ Downloaded from the package index once per session; skipped, saying why, when th
 """
 
 import json
-import os
 import subprocess
 import sys
 import tarfile

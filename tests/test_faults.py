@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import pytest
 
 from nbutil import cell, write
 from test_run_local import _processes_mentioning, nb2flow, only_run_dir, record

@@ -129,7 +129,6 @@ def test_compressed_nodes_are_read(kube, home):
 
 
 def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
-    import threading
     import time
 
     kube.fail.append(("GET", r"/workflows/analysis-", "drop"))

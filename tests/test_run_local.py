@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT, SAMPLES
+from conftest import SAMPLES
 from nbutil import cell, write
 
 BLOCKER = str(Path(__file__).resolve().parent / "blocker")
@@ -120,7 +120,6 @@ def _probe_notebook(src: Path, dst: Path, names: list[str]) -> None:
     """A copy of ``src`` with a last step that pickles ``names`` to the file given by a parameter."""
     doc = json.loads(src.read_text())
     has_params = any("parameters" in c.get("metadata", {}).get("tags", []) or "pipeline-parameters" in c.get("metadata", {}).get("tags", []) for c in doc["cells"])
-    probe_param = cell("probe_path = 'probe.pkl'", "setup")
     body = "import pickle as _p\nwith open(probe_path, 'wb') as _fh:\n    _p.dump({%s}, _fh)\n" % ", ".join(f"{n!r}: _norm({n})" for n in names)
     norm = cell(
         "def _norm(v):\n"

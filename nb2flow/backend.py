@@ -7,9 +7,14 @@ import os
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
+def in_pod() -> bool:
+    """True inside a Kubernetes pod (with or without credentials)."""
+    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+
+
 def in_cluster() -> bool:
     """True inside a pod that has Kubernetes credentials (a service-account token)."""
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST")) and os.path.isfile(os.path.join(SA_DIR, "token"))
+    return in_pod() and os.path.isfile(os.path.join(SA_DIR, "token"))
 
 
 def choose_backend(*, local: bool = False, argo: bool = False) -> tuple[str, str]:

@@ -75,7 +75,6 @@ class Statement:
     start: int  # 1-based first line (decorators included)
     end: int
     source: str
-    kinds: frozenset[str]  # kinds of the names it binds
 
 
 @dataclass(frozen=True)
@@ -296,25 +295,20 @@ class _ModuleWalker(ast.NodeVisitor):
         self.statements: list[Statement] = []
         self.summaries: dict[str, CallSummary] = {}
         self.stmt = 0
-        self._kinds: set[str] = set()
-        self._bind_kind = "data"
 
     def run(self, tree: ast.Module) -> None:
         for i, stmt in enumerate(tree.body):
             self.stmt = i
-            self._kinds = set()
             self.visit(stmt)
             decorators = getattr(stmt, "decorator_list", [])
             start = min([stmt.lineno] + [d.lineno for d in decorators])
             end = stmt.end_lineno or stmt.lineno
             self.statements.append(
-                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]), frozenset(self._kinds))
+                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]))
             )
 
     # events
     def _emit(self, op: str, name: str, node: ast.AST, kind: str | None = None) -> None:
-        if op == "bind":
-            self._kinds.add(kind or "data")
         self.events.append(Event(op, name, getattr(node, "lineno", 0) or 0, kind, self.stmt))
 
     def _bind_target(self, target: ast.AST, kind: str = "data") -> None:
@@ -427,7 +421,6 @@ class _ModuleWalker(ast.NodeVisitor):
     def visit_ImportFrom(self, node: ast.ImportFrom) -> None:
         for alias in node.names:
             if alias.name == "*":
-                self._kinds.add("module")
                 self._emit("star", "*", node)
             else:
                 self._emit("bind", alias.asname or alias.name, node, "module")
@@ -512,7 +505,6 @@ class _ModuleWalker(ast.NodeVisitor):
         args = [a.value if isinstance(a, ast.Constant) and isinstance(a.value, str) else None for a in node.args]
         if not args or args[0] not in CODE_MAGICS:
             if args and args[0] in ("run", "load"):
-                self._kinds.add("module")
                 self._emit("star", "*", node)  # %run defines names nb2flow cannot see
             return ""
         code = args[-1] if func.attr == "run_cell_magic" and len(args) == 3 else (args[1] if len(args) > 1 else None)

@@ -177,6 +177,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
 
     if cluster is False or (cluster is None and not namespace and not in_cluster()):
         return []
+    from .cluster import parse_time
     from .kube import ClusterError
 
     try:
@@ -185,7 +186,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
         for wf in kube.list("workflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
             st = wf.get("status") or {}
             rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
-                         "state": f"argo {st.get('phase', 'Pending').lower()}", "started": _ts(st.get("startedAt")), "ended": _ts(st.get("finishedAt"))})
+                         "state": f"argo {st.get('phase', 'Pending').lower()}", "started": parse_time(st.get("startedAt")), "ended": parse_time(st.get("finishedAt"))})
         for cw in kube.list("cronworkflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
             rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
                          "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
@@ -195,14 +196,6 @@ def _cluster_runs(namespace, context, cluster) -> list:
             raise
         click.echo(f"nb2flow: workflows not listed: {exc.render()}", err=True)
         return []
-
-
-def _ts(text):
-    if not text:
-        return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
 @cli.command()

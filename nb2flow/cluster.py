@@ -12,12 +12,13 @@ import json
 import os
 import posixpath
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
-from .kube import ClusterError, Kube, in_pod, workflow_nodes
+from .backend import in_pod
+from .kube import ClusterError, Kube, workflow_nodes
 from .materialize import materialize
 from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
@@ -106,8 +107,6 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
             hint="run inside the notebook's pod, or pass --pod-spec FILE.json or --from-pod NAME, or set image: in nb2flow.yaml",
         )
     namespace = config.namespace or (pod or {}).get("metadata", {}).get("namespace") or (kube.default_namespace if kube else None) or "default"
-    from dataclasses import replace
-
     settings = replace(settings, namespace=namespace)
     workdir = config.workdir or local_dir
     workdir = posixpath.normpath(workdir)
@@ -184,7 +183,7 @@ def step_views(workflow: dict) -> list[StepView]:
             views.append(StepView(task, StepState.PENDING))
             continue
         state = PHASES.get(node.get("phase"), StepState.PENDING)
-        started, finished = _ts(node.get("startedAt")), _ts(node.get("finishedAt"))
+        started, finished = parse_time(node.get("startedAt")), parse_time(node.get("finishedAt"))
         elapsed = ((finished or now) - started) if started else None
         attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
         note = node.get("message") if state is StepState.FAILED else None
@@ -192,7 +191,8 @@ def step_views(workflow: dict) -> list[StepView]:
     return views
 
 
-def _ts(text: str | None) -> float | None:
+def parse_time(text: str | None) -> float | None:
+    """Seconds since the epoch of a Kubernetes timestamp (``2026-11-28T10:00:00Z``)."""
     if not text:
         return None
     from datetime import datetime

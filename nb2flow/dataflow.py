@@ -89,12 +89,11 @@ def analyze(structure: Pipeline) -> Pipeline:
     ancestors = structure._ancestors
     outputs: dict[str, set[str]] = defaultdict(set)
     new_steps: list[Step] = []
-    by_cell = {i: c for i, c in code.items()}
 
     def statement_reads(cell: int, stmt: int) -> list[str]:
         bound: set[str] = set()
         reads: list[str] = []
-        for ev in by_cell[cell].events:
+        for ev in code[cell].events:
             if ev.stmt != stmt:
                 continue
             if ev.op == "read" and ev.name not in bound and ev.name not in reads:
@@ -121,8 +120,8 @@ def analyze(structure: Pipeline) -> Pipeline:
             key = (mark.cell, mark.stmt)
             if key in definitions:
                 return
-            stmt = by_cell[mark.cell].statements[mark.stmt]
-            names = tuple(sorted({ev.name for ev in by_cell[mark.cell].events if ev.stmt == mark.stmt and ev.op == "bind"}))
+            stmt = code[mark.cell].statements[mark.stmt]
+            names = tuple(sorted({ev.name for ev in code[mark.cell].events if ev.stmt == mark.stmt and ev.op == "bind"}))
             definitions[key] = Definition(mark.cell, mark.stmt, stmt.source, names)
             before = set(inputs)
             for name in statement_reads(mark.cell, mark.stmt):
@@ -209,7 +208,7 @@ def analyze(structure: Pipeline) -> Pipeline:
                 summary = local_summary.get(name)
                 if name in inputs and inputs[name].provider is not None:
                     mark = provider_of(name)
-                    summary = by_cell[mark.cell].summaries.get(name) if mark else summary
+                    summary = code[mark.cell].summaries.get(name) if mark else summary
                 key = ("called", name)
                 if key not in reported:
                     reported.add(key)

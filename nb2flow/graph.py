@@ -6,9 +6,6 @@ import json
 
 from .pipeline import Pipeline
 
-FORMATS = ("text", "mermaid", "dot")
-
-
 def levels(pipeline: Pipeline) -> dict[str, int]:
     """Each step's depth: 0 for roots, else one more than its deepest parent."""
     depth: dict[str, int] = {}

@@ -12,18 +12,14 @@ import gzip
 import json
 import os
 
-from .errors import Nb2flowError, UsageError
+from .backend import SA_DIR, in_pod
+from .errors import Nb2flowError
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
-SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 
 class ClusterError(Nb2flowError):
     """The cluster refused or could not be reached."""
-
-
-def in_pod() -> bool:
-    return bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
 
 
 class Kube:
@@ -32,7 +28,6 @@ class Kube:
     def __init__(self, *, context: str | None = None, kubeconfig: str | None = None) -> None:
         from kubernetes import client, config
 
-        self._client = client
         cfg = client.Configuration()
         if in_pod() and not kubeconfig and not context:
             if not os.path.isfile(os.path.join(SA_DIR, "token")):
@@ -178,8 +173,3 @@ def _read(path: str) -> str | None:
     except OSError:
         return None
 
-
-def need_namespace(namespace: str | None) -> str:
-    if not namespace:
-        raise UsageError("no namespace", hint="pass -n/--namespace or set namespace: in nb2flow.yaml")
-    return namespace

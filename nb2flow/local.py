@@ -25,7 +25,7 @@ from .merge import merged_notebook
 from .pipeline import Pipeline, Step
 from .progress import StepView, make_reporter
 from .runs import RunState, StepState, create_run_dir, read_record, runs_root_for, write_record
-from .runtime import check_inside, write_atomic, write_json
+from .runtime import _unlink, check_inside, write_atomic, write_json
 
 POLL = 0.02
 WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
@@ -574,13 +574,6 @@ def _hash(text: str) -> str:
     import hashlib
 
     return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _unlink(path: str) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
 
 
 def _raise_interrupt(signum, frame):

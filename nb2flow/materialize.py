@@ -41,9 +41,6 @@ class Bundle:
     def runtime(self) -> str:
         return os.path.join(self.path, RUNTIME_NAME)
 
-    def spec_path(self, task: str) -> str:
-        return os.path.join(self.path, "steps", f"{task}.json")
-
 
 def _cell_json(source: str, role: str, cell: int | None, tags=(), index: int = 0) -> dict:
     meta = {"nb2flow": {"role": role, **({"cell": cell} if cell is not None else {})}}

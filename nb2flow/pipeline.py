@@ -147,9 +147,6 @@ class Pipeline:
     def ok(self) -> bool:
         return not self.errors
 
-    def parameter(self, name: str) -> Parameter | None:
-        return next((p for p in self.parameters if p.name == name), None)
-
 
 def build_structure(nb: Notebook) -> Pipeline:
     """Steps, edges, setup and parameter cells from the tags. Data flow comes later."""

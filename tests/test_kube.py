@@ -128,17 +128,24 @@ def test_compressed_nodes_are_read(kube, home):
     assert any(l.startswith("clean") and "running" in l for l in r.stdout.splitlines()), r.stdout
 
 
-def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
+def _start_watch(kube, home, *flags):
+    """Start `run --argo --watch` in the background; return it and the workflow it submitted."""
     import time
 
-    kube.fail.append(("GET", r"/workflows/analysis-", "drop"))
     env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo", "--watch", "--from-pod", POD, "-n", "jhub", "--no-progress"],
+    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo", "--watch", "--from-pod", POD, "-n", "jhub", *flags],
                             cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 30
     while not workflows(kube) and time.time() < deadline:
         time.sleep(0.1)
-    name = next(iter(workflows(kube)))
+    return proc, next(iter(workflows(kube)))
+
+
+def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
+    import time
+
+    kube.fail.append(("GET", r"/workflows/analysis-", "drop"))
+    proc, name = _start_watch(kube, home, "--no-progress")
     time.sleep(3)
     _finish(kube, name, {"load": "Succeeded", "clean": "Succeeded", "train-logreg": "Succeeded", "train-forest": "Succeeded", "compare": "Succeeded"})
     out, err = proc.communicate(timeout=60)
@@ -150,15 +157,8 @@ def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
 
 
 def test_watch_exit_status_reflects_a_failed_workflow(kube, home):
-    import time
-
-    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(home))
-    proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo", "--watch", "--from-pod", POD, "-n", "jhub", "-q"],
-                            cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 30
-    while not workflows(kube) and time.time() < deadline:
-        time.sleep(0.1)
-    _finish(kube, next(iter(workflows(kube))), {"load": "Failed"})
+    proc, name = _start_watch(kube, home, "-q")
+    _finish(kube, name, {"load": "Failed"})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     assert "ended Failed" in err

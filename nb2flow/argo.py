@@ -17,6 +17,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import posixpath
 import re
 
 from . import __version__
@@ -24,6 +25,7 @@ from .config import ClusterConfig
 from .errors import UsageError
 from .pipeline import Pipeline, Step
 from .podspec import PodSettings
+from .runner import protocol
 from .tags import parse_duration, task_name
 
 API_VERSION = "argoproj.io/v1alpha1"
@@ -93,11 +95,11 @@ def _variant_key(step: Step) -> tuple:
 
 
 def step_command(python: str, bundle: str, run_root: str, workdir: str, param_names: list[str]) -> list[str]:
-    cmd = [python, f"{bundle}/nb2flow_step.py", "--bundle", bundle, "--run-dir", f"{run_root}/{{{{workflow.name}}}}",
-           "--step", "{{inputs.parameters.step}}", "--cwd", workdir]
-    for name in param_names:
-        cmd += ["--param", f"{name}={{{{workflow.parameters.{name}}}}}"]
-    return cmd
+    """The step command with Argo's placeholders: the run folder per workflow, the step, the parameters."""
+    return protocol.step_command(
+        python, bundle, posixpath.join(run_root, "{{workflow.name}}"), "{{inputs.parameters.step}}",
+        params={name: f"{{{{workflow.parameters.{name}}}}}" for name in param_names}, cwd=workdir, join=posixpath.join,
+    )
 
 
 def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,

@@ -178,7 +178,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
     if cluster is False or (cluster is None and not namespace and not in_cluster()):
         return []
     from .cluster import parse_time
-    from .kube import ClusterError
+    from .errors import ClusterError
 
     try:
         kube, ns = _kube(namespace, context)
@@ -204,6 +204,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
 @_kube_options
 def status(run_id, as_json, namespace, context) -> int:
     """One run's steps (a local run id, or a workflow's name): state, tries, time, errors."""
+    from .runner.protocol import StepState
     from .runs import find_run, format_duration, read_record
 
     try:
@@ -211,12 +212,12 @@ def status(run_id, as_json, namespace, context) -> int:
     except UsageError as local_miss:
         if os.sep in run_id:
             raise
-        from .kube import ClusterError
+        from .errors import ClusterError, ClusterNotFound
 
         try:
             return _workflow_status(run_id, as_json, namespace, context)
         except ClusterError as exc:
-            why = "not found" if "(404)" in exc.message else exc.message
+            why = "not found" if isinstance(exc, ClusterNotFound) else exc.message
             raise UsageError(f"no run {run_id!r} here, and no workflow of that name ({why})", hint=local_miss.hint) from None
     record = read_record(run_dir)
     if as_json:
@@ -227,7 +228,7 @@ def status(run_id, as_json, namespace, context) -> int:
     for name, s in record.get("steps", {}).items():
         error = s.get("error") or {}
         detail = f"cell {error.get('cell')}: {error.get('ename')}: {error.get('evalue')}" if error else ("" if not s.get("reused") else "reused")
-        rows.append((name, s["state"], str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
+        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
     click.echo(_table(rows))
     click.echo(f"folder: {run_dir}")
     return ExitStatus.OK
@@ -246,7 +247,7 @@ def _workflow_status(name, as_json, namespace, context) -> int:
     click.echo(f"workflow {name}: {status.get('phase', 'Pending')} (namespace {ns})")
     rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
     for v in step_views(workflow):
-        rows.append((v.name, v.state.value, str(v.attempt), format_duration(v.elapsed), (v.note or "")[:100]))
+        rows.append((v.name, v.state.label, str(v.attempt), format_duration(v.elapsed), (v.note or "")[:100]))
     click.echo(_table(rows))
     return ExitStatus.OK
 

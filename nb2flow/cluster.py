@@ -18,19 +18,13 @@ from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
 from .backend import in_pod
-from .kube import ClusterError, Kube, workflow_nodes
+from .errors import ClusterConflict, ClusterUnreachable
+from .kube import Kube, workflow_nodes
 from .materialize import materialize
 from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
 from .progress import StepView, make_reporter
-from .runs import StepState
-
-BUNDLES = ".nb2flow/bundles"
-RUNS = ".nb2flow/runs"
-PHASES = {
-    "Pending": StepState.PENDING, "Running": StepState.RUNNING, "Succeeded": StepState.SUCCEEDED,
-    "Failed": StepState.FAILED, "Error": StepState.FAILED, "Skipped": StepState.SKIPPED, "Omitted": StepState.SKIPPED,
-}
+from .runner.protocol import ARGO_PHASES, BUNDLES_DIR, RUNS_DIR, StepState
 
 
 @dataclass(frozen=True)
@@ -124,10 +118,10 @@ def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: d
     from .materialize import fingerprints
 
     ident = bundle_id(pipeline, fingerprints(pipeline, "notebook"))
-    local_bundle = os.path.join(target.local_dir, BUNDLES, ident)
+    local_bundle = os.path.join(target.local_dir, BUNDLES_DIR, ident)
     materialize(pipeline, local_bundle, mode="notebook", cwd=target.workdir)
-    bundle = posixpath.join(target.workdir, BUNDLES, ident)
-    run_root = posixpath.join(target.workdir, RUNS)
+    bundle = posixpath.join(target.workdir, BUNDLES_DIR, ident)
+    run_root = posixpath.join(target.workdir, RUNS_DIR)
     notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))
     common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod)
     if schedule:
@@ -153,9 +147,8 @@ def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
         return kube.create("cronworkflows", ns, manifest), True
-    except ClusterError as exc:
-        if "(409)" not in exc.message:
-            raise
+    except ClusterConflict:
+        pass
     current = kube.get("cronworkflows", ns, name)
     body = dict(manifest)
     body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
@@ -182,7 +175,7 @@ def step_views(workflow: dict) -> list[StepView]:
         if node is None:
             views.append(StepView(task, StepState.PENDING))
             continue
-        state = PHASES.get(node.get("phase"), StepState.PENDING)
+        state = ARGO_PHASES.get(node.get("phase"), StepState.PENDING)
         started, finished = parse_time(node.get("startedAt")), parse_time(node.get("finishedAt"))
         elapsed = ((finished or now) - started) if started else None
         attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
@@ -216,8 +209,8 @@ def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", inte
             try:
                 workflow = kube.get("workflows", namespace, name)
                 errors = 0
-            except ClusterError as exc:
-                if "cannot reach" not in exc.message or errors >= max_errors:
+            except ClusterUnreachable:
+                if errors >= max_errors:
                     raise
                 errors += 1
                 reporter.message(f"lost the connection to the API server; retrying ({errors})")

@@ -7,23 +7,11 @@ and exits with the error's status, never a traceback.
 
 from __future__ import annotations
 
-import enum
+from .runner.protocol import ExitStatus
 
-
-class ExitStatus(enum.IntEnum):
-    """Process exit statuses of the ``nb2flow`` command (documented in the README)."""
-
-    OK = 0
-    #: ``check`` found problems, or a step's code raised during ``run``.
-    FAILED = 1
-    #: The input could not be used: missing file, not a notebook, bad usage or parameters.
-    BAD_INPUT = 2
-    #: A step's kernel died (out of memory, segfault, killed).
-    KERNEL_DIED = 3
-    #: The run was interrupted (Ctrl-C, SIGTERM).
-    INTERRUPTED = 130
-    #: A bug in nb2flow itself.
-    INTERNAL = 70
+__all__ = ["ExitStatus", "Nb2flowError", "NotebookReadError", "UsageError", "ParameterError", "PipelineError",
+           "StepFailed", "KernelDied", "RunInterrupted", "ClusterError", "ClusterUnreachable", "ClusterDenied",
+           "ClusterNotFound", "ClusterConflict", "ClusterRejected"]
 
 
 class Nb2flowError(Exception):
@@ -47,8 +35,12 @@ class Nb2flowError(Exception):
         self.step = step
         self.hint = hint
 
+    def fields(self) -> dict:
+        """The keyword arguments that rebuild this error (subclasses add theirs)."""
+        return {"path": self.path, "cell": self.cell, "step": self.step, "hint": self.hint}
+
     def __reduce__(self):  # survive pickling across process boundaries
-        return (_rebuild, (type(self), self.message, self.path, self.cell, self.step, self.hint))
+        return (_rebuild, (type(self), self.message, self.fields()))
 
     def __str__(self) -> str:
         return self.render()
@@ -68,8 +60,8 @@ class Nb2flowError(Exception):
         return " ".join(text.split("\n")) if "\n" in text else text
 
 
-def _rebuild(cls, message, path, cell, step, hint):
-    return cls(message, path=path, cell=cell, step=step, hint=hint)
+def _rebuild(cls, message, fields):
+    return cls(message, **fields)
 
 
 class NotebookReadError(Nb2flowError):
@@ -89,12 +81,21 @@ class PipelineError(Nb2flowError):
 
 
 class StepFailed(Nb2flowError):
-    """A step's code raised."""
+    """A step's code raised: the exception's name and value, and the traceback inside the user's cells."""
 
     status = ExitStatus.FAILED
 
+    def __init__(self, message: str, *, ename: str | None = None, evalue: str | None = None, traceback=(), **where) -> None:
+        super().__init__(message, **where)
+        self.ename = ename
+        self.evalue = evalue
+        self.traceback = tuple(traceback)
 
-class KernelDied(Nb2flowError):
+    def fields(self) -> dict:
+        return {**super().fields(), "ename": self.ename, "evalue": self.evalue, "traceback": self.traceback}
+
+
+class KernelDied(StepFailed):
     """A step's kernel died."""
 
     status = ExitStatus.KERNEL_DIED
@@ -104,3 +105,34 @@ class RunInterrupted(Nb2flowError):
     """The run was interrupted by the user."""
 
     status = ExitStatus.INTERRUPTED
+
+
+class ClusterError(Nb2flowError):
+    """The cluster refused or could not be reached; ``http_status`` is the API server's answer, if any."""
+
+    def __init__(self, message: str, *, http_status: int | None = None, **where) -> None:
+        super().__init__(message, **where)
+        self.http_status = http_status
+
+    def fields(self) -> dict:
+        return {**super().fields(), "http_status": self.http_status}
+
+
+class ClusterUnreachable(ClusterError):
+    """No answer from the API server (network policy, DNS, TLS)."""
+
+
+class ClusterDenied(ClusterError):
+    """401 or 403: credentials refused, or no permission."""
+
+
+class ClusterNotFound(ClusterError):
+    """404: no such object, or no such resource (Argo not installed)."""
+
+
+class ClusterConflict(ClusterError):
+    """409: an object of that name exists."""
+
+
+class ClusterRejected(ClusterError):
+    """422: the API server rejected the manifest."""

@@ -13,13 +13,10 @@ import json
 import os
 
 from .backend import SA_DIR, in_pod
-from .errors import Nb2flowError
+from .errors import (ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound, ClusterRejected,
+                     ClusterUnreachable)
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
-
-
-class ClusterError(Nb2flowError):
-    """The cluster refused or could not be reached."""
 
 
 class Kube:
@@ -67,7 +64,7 @@ class Kube:
         except ApiException as exc:
             raise self._translate(exc, what, namespace, resource) from None
         except (Urllib3Error, OSError) as exc:
-            raise ClusterError(
+            raise ClusterUnreachable(
                 f"cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})",
                 hint="JupyterHub's network policy often blocks notebook pods from the API server: ask your admin to allow egress to it",
             ) from None
@@ -83,20 +80,23 @@ class Kube:
             causes = []
         ns = f" in namespace {namespace}" if namespace else ""
         if status == 401:
-            return ClusterError(f"{what}: the API server does not accept these credentials (401)", hint="your token may have expired; see `nb2flow rbac`")
+            return ClusterDenied(f"{what}: the API server does not accept these credentials (401)",
+                                 hint="your token may have expired; see `nb2flow rbac`", http_status=status)
         if status == 403:
-            return ClusterError(f"{what}: permission denied{ns} (403): {message}", hint="the service account needs the Role `nb2flow rbac` prints")
+            return ClusterDenied(f"{what}: permission denied{ns} (403): {message}",
+                                 hint="the service account needs the Role `nb2flow rbac` prints", http_status=status)
         if status == 404:
             if resource in ("workflows", "cronworkflows") and ("the server could not find the requested resource" in message or not message or "page not found" in message.lower()):
-                return ClusterError(f"{what}: Argo Workflows is not installed in this cluster (no {resource}.argoproj.io resource)",
-                                    hint="install Argo Workflows, or run with --local")
-            return ClusterError(f"{what}: not found{ns} (404)" + (f": {message}" if message else ""))
+                return ClusterNotFound(f"{what}: Argo Workflows is not installed in this cluster (no {resource}.argoproj.io resource)",
+                                       hint="install Argo Workflows, or run with --local", http_status=status)
+            return ClusterNotFound(f"{what}: not found{ns} (404)" + (f": {message}" if message else ""), http_status=status)
         if status == 409:
-            return ClusterError(f"{what}: already exists{ns} (409)", hint="choose another --name, or delete the old one first")
+            return ClusterConflict(f"{what}: already exists{ns} (409)", hint="choose another --name, or delete the old one first",
+                                   http_status=status)
         if status == 422:
             fields = "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}" for c in causes) or message
-            return ClusterError(f"{what}: the API server rejected the manifest (422): {fields}")
-        return ClusterError(f"{what}: the API server answered {status}: {message or exc.reason}")
+            return ClusterRejected(f"{what}: the API server rejected the manifest (422): {fields}", http_status=status)
+        return ClusterError(f"{what}: the API server answered {status}: {message or exc.reason}", http_status=status)
 
     # --------------------------------------------------------------- core objects
     def get_pod(self, namespace: str, name: str) -> dict:

@@ -1,10 +1,10 @@
 """Running a pipeline on this machine: one process (and kernel) per step, in parallel.
 
 Each step runs the same command a pod runs (``python nb2flow_step.py ...``, see
-:mod:`nb2flow.runtime`), in its own session so that Ctrl-C and timeouts can stop it and
-its kernel together. A step is started as soon as its parents have *started*: it starts
-its kernel and runs its setup cells, then waits for a ``go`` file that the executor
-writes when every parent has succeeded, so kernel start-up overlaps the parents' work.
+:mod:`nb2flow.runner`), forked by the run's fork server in its own session so that Ctrl-C and
+timeouts can stop it and its kernel together. What to do next is decided by the pure
+:class:`~nb2flow.scheduler.Scheduler`; this module performs its actions (start a process,
+write ``go`` or ``cancel``, kill, reap) and feeds it what the processes report.
 """
 
 from __future__ import annotations
@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 
@@ -22,10 +20,15 @@ from . import __version__
 from .errors import KernelDied, RunInterrupted, StepFailed, UsageError
 from .materialize import materialize
 from .merge import merged_notebook
-from .pipeline import Pipeline, Step
+from .pipeline import Pipeline
 from .progress import StepView, make_reporter
-from .runs import RunState, StepState, create_run_dir, read_record, runs_root_for, write_record
-from .runtime import _unlink, check_inside, write_atomic, write_json
+from .runner import write_runner
+from .runner.files import make_dir_inside, unlink, write_atomic, write_json
+from .runner.forkserver import ForkServer
+from .runner.protocol import RunLayout, StepState, step_command
+from .runs import (RunState, create_run_dir, new_record, read_record, reusable_steps, runs_root_for, step_entry,
+                   write_record)
+from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
 
 POLL = 0.02
 WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
@@ -46,96 +49,13 @@ class RunOptions:
     resume: str | None = None  # the folder of an earlier run to complete
 
 
-class ForkServer:
-    """Client of ``nb2flow_step.py --serve``: one pre-imported process that forks each step.
-
-    Every step still runs the pod's code path (the runtime's ``main(argv)``) in its own
-    session; only Python's start-up and the nbformat/nbclient imports are paid once per run.
-    """
-
-    def __init__(self, python: str, runtime: str, cwd: str) -> None:
-        self.proc = subprocess.Popen([python, runtime, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self._cond = threading.Condition()
-        self._pids: dict[int, int] = {}
-        self._exits: dict[int, int] = {}
-        self._next = 0
-        self._reader = threading.Thread(target=self._read, name="nb2flow-fork-server", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        for line in self.proc.stdout:
-            try:
-                msg = json.loads(line)
-            except ValueError:
-                continue
-            with self._cond:
-                if "id" in msg:
-                    self._pids[msg["id"]] = msg["pid"]
-                else:
-                    self._exits[msg["pid"]] = msg["code"]
-                self._cond.notify_all()
-        with self._cond:
-            self._cond.notify_all()
-
-    def spawn(self, argv: list[str], log: str) -> int:
-        with self._cond:
-            self._next += 1
-            ident = self._next
-        try:
-            self.proc.stdin.write((json.dumps({"id": ident, "argv": argv, "log": log}) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise RuntimeError("the step fork server stopped") from None
-        with self._cond:
-            if not self._cond.wait_for(lambda: ident in self._pids or self.proc.poll() is not None, timeout=60):
-                raise RuntimeError("the step fork server did not answer")
-            if ident not in self._pids:
-                raise RuntimeError("the step fork server stopped")
-            return self._pids[ident]
-
-    def exit_code(self, pid: int) -> int | None:
-        with self._cond:
-            if pid in self._exits:
-                return self._exits[pid]
-            if self.proc.poll() is not None and not self._reader.is_alive():
-                return -signal.SIGKILL  # the server died; its children are gone with it
-            return None
-
-    def wait(self, pid: int, timeout: float) -> int | None:
-        with self._cond:
-            self._cond.wait_for(lambda: pid in self._exits or self.proc.poll() is not None, timeout=timeout)
-        return self.exit_code(pid)
-
-    def close(self) -> None:
-        try:
-            self.proc.stdin.close()
-        except OSError:
-            pass
-        try:
-            self.proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @dataclass
-class _StepRun:
-    step: Step
-    state: StepState = StepState.PENDING
-    pid: int | None = None
-    attempt: int = 0
-    go_sent: bool = False
-    go_time: float | None = None  # when its parents were all done (or it was launched, for a root)
-    started: float | None = None
-    running_since: float | None = None
-    ended: float | None = None
+class _Process:
+    """A step's process as the executor sees it."""
+
+    pid: int
     status: dict = field(default_factory=dict)
     exit_code: int | None = None
-    error: dict | None = None
-    reused: bool = False
-    fingerprint: str = ""
 
 
 @dataclass(frozen=True)
@@ -156,88 +76,66 @@ class LocalRun:
         self.options = options
         self.jobs = max(1, options.jobs or os.cpu_count() or 1)
         self.reporter = make_reporter(options.progress)
-        self.runs: dict[str, _StepRun] = {s.name: _StepRun(s) for s in pipeline.steps}
-        self.first_lines = {
-            c.number: c.first_line for c in pipeline.notebook.cells
-        }
+        self.tasks = {s.name: s.task for s in pipeline.steps}
+        self.first_lines = {c.number: c.first_line for c in pipeline.notebook.cells}
         if options.resume:
-            self.run_dir = os.path.abspath(options.resume)
-            self.run_id = os.path.basename(self.run_dir)
+            run_dir = os.path.abspath(options.resume)
+            self.run_id = os.path.basename(run_dir)
         else:
             root = options.runs_root or runs_root_for(pipeline.path)
-            self.run_id, self.run_dir = create_run_dir(root, pipeline.notebook.stem)
+            self.run_id, run_dir = create_run_dir(root, pipeline.notebook.stem)
+        self.layout = RunLayout(run_dir)
+        self.run_dir = run_dir
         self.started = time.time()
+        self.procs: dict[str, _Process] = {}  # steps whose process has not been reaped
+        self.statuses: dict[str, dict] = {}  # the last status.json read of each step
+        self.exit_codes: dict[str, int | None] = {}
+        self.fingerprints: dict[str, str] = {}
         self.record: dict = {}
-        self.finishing: list[_StepRun] = []  # succeeded, process still writing its notebook
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
-        params_path = os.path.join(self.run_dir, "parameters.json")
-        write_json(params_path, self.options.parameters)
-        bundle = materialize(self.pipeline, os.path.join(self.run_dir, "bundle"), mode=self.options.mode)
-        self.bundle = bundle
-        param_key = json.dumps(self.options.parameters, sort_keys=True, default=str)
-        for name, r in self.runs.items():
-            r.fingerprint = f"{bundle.fingerprints[name]}:{_hash(param_key)}"
+        write_json(self.layout.parameters, self.options.parameters)
+        bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode)
+        param_key = _hash(json.dumps(self.options.parameters, sort_keys=True, default=str))
+        self.fingerprints = {name: f"{print_}:{param_key}" for name, print_ in bundle.fingerprints.items()}
+        kept: dict = {}
         if self.options.resume:
-            self._reuse_earlier_results()
-        self.record = {
-            "run_id": self.run_id,
-            "notebook": os.path.abspath(self.pipeline.path),
-            "notebook_sha256": self.pipeline.notebook.sha256,
-            "nb2flow_version": __version__,
-            "python": self.options.python,
-            "mode": self.options.mode,
-            "jobs": self.jobs,
-            "parameters": self.options.parameters,
-            "started": self.started,
-            "ended": None,
-            "state": RunState.RUNNING.value,
-            "resumed": bool(self.options.resume),
-            "steps": {},
-        }
+            try:
+                earlier = read_record(self.run_dir)
+            except (OSError, ValueError):
+                raise UsageError(f"{self.run_dir}: no readable run record to resume") from None
+            kept = reusable_steps(earlier, self.fingerprints, {s.name: s.parents for s in self.pipeline.steps})
+        plans = [StepPlan(s.name, tuple(s.parents), s.options.retry or 0, s.options.timeout_seconds, s.options.timeout)
+                 for s in self.pipeline.steps]
+        self.scheduler = Scheduler(plans, jobs=self.jobs, warm_ahead=WARM_AHEAD, fail_fast=self.options.fail_fast,
+                                   reused=frozenset(kept))
+        for name, old in kept.items():
+            t = self.scheduler.tracks[name]
+            t.started, t.ended, t.attempt = old.get("started"), old.get("ended"), old.get("attempts", 1)
+        for name, task in self.tasks.items():
+            if name not in kept:
+                for marker in self.layout.markers(task):
+                    unlink(marker)
+        self.record = new_record(
+            run_id=self.run_id, notebook=os.path.abspath(self.pipeline.path), sha256=self.pipeline.notebook.sha256,
+            version=__version__, python=self.options.python, mode=self.options.mode, jobs=self.jobs,
+            parameters=self.options.parameters, started=self.started, resumed=bool(self.options.resume),
+        )
         self._save_record()
 
-    def _reuse_earlier_results(self) -> None:
-        try:
-            earlier = read_record(self.run_dir)
-        except (OSError, ValueError):
-            raise UsageError(f"{self.run_dir}: no readable run record to resume") from None
-        old_steps = earlier.get("steps", {})
-        for name, r in self.runs.items():
-            old = old_steps.get(name)
-            if not old or old.get("state") not in (StepState.SUCCEEDED.value, StepState.REUSED.value):
-                continue
-            if old.get("fingerprint") != r.fingerprint:
-                continue  # its code, inputs or parameters changed
-            if not all(self.runs[p].reused for p in r.step.parents):
-                continue  # a parent runs again, so this step's inputs may change
-            r.state, r.reused = StepState.REUSED, True
-            r.started, r.ended, r.attempt = old.get("started"), old.get("ended"), old.get("attempts", 1)
-        for name, r in self.runs.items():
-            if not r.reused:
-                step_dir = os.path.join(self.run_dir, "steps", r.step.task)
-                for marker in ("go", "cancel", "status.json"):
-                    _unlink(os.path.join(step_dir, marker))
+    # ------------------------------------------------------------------ records and views
+    def _cell(self, name: str):
+        t = self.scheduler.tracks[name]
+        return self.statuses.get(name, {}).get("cell") if t.state is StepState.RUNNING else None
 
-    # ------------------------------------------------------------------ records
     def _save_record(self) -> None:
-        steps = {}
-        for name, r in self.runs.items():
-            steps[name] = {
-                "task": r.step.task,
-                "state": r.state.value,
-                "attempts": r.attempt,
-                "started": r.started,
-                "ended": r.ended,
-                "duration": (r.ended - (r.go_time or r.started)) if r.ended and (r.go_time or r.started) else None,
-                "exit_code": r.exit_code,
-                "error": r.error,
-                "fingerprint": r.fingerprint,
-                "reused": r.reused,
-                "cell": r.status.get("cell") if r.state is StepState.RUNNING else None,
-            }
-        self.record["steps"] = steps
+        self.record["steps"] = {
+            name: step_entry(task=self.tasks[name], state=t.state, attempts=t.attempt, started=t.started,
+                             go_time=t.go_time, ended=t.ended, exit_code=self.exit_codes.get(name), error=t.error,
+                             fingerprint=self.fingerprints.get(name, ""), reused=t.reused, cell=self._cell(name))
+            for name, t in self.scheduler.tracks.items()
+        }
         try:
             write_record(self.run_dir, self.record)
         except OSError as exc:
@@ -246,241 +144,151 @@ class LocalRun:
     def views(self) -> list[StepView]:
         out = []
         now = time.time()
-        for name, r in self.runs.items():
-            cell = r.status.get("cell") if r.state is StepState.RUNNING else None
-            since = r.go_time or r.started  # the time the step added to the run, set-up included
-            if r.state is StepState.RUNNING and r.go_sent and since:
+        for name, t in self.scheduler.tracks.items():
+            cell = self._cell(name)
+            since = t.go_time or t.started  # the time the step added to the run, set-up included
+            if t.state is StepState.RUNNING and since:
                 elapsed = now - since
-            elif r.ended and since:
-                elapsed = r.ended - since
+            elif t.ended and since:
+                elapsed = t.ended - since
             else:
                 elapsed = None
-            state = r.state
-            if state is StepState.RUNNING and not r.go_sent:
-                state = StepState.PENDING  # started, kernel warming, waiting for its parents
             note = None
-            if r.error and state in (StepState.FAILED, StepState.KERNEL_DIED, StepState.TIMED_OUT):
-                note = f"cell {r.error.get('cell')}: {r.error.get('ename')}" if r.error.get("cell") else r.error.get("ename")
-            out.append(StepView(name, state, cell, self.first_lines.get(cell), elapsed, max(r.attempt, 1), note))
+            if t.error and t.state.failed:
+                note = f"cell {t.error.get('cell')}: {t.error.get('ename')}" if t.error.get("cell") else t.error.get("ename")
+            out.append(StepView(name, t.state, cell, self.first_lines.get(cell), elapsed, max(t.attempt, 1), note))
         return out
 
-    # ------------------------------------------------------------------ processes
-    def _step_dir(self, r: _StepRun) -> str:
-        return os.path.join(self.run_dir, "steps", r.step.task)
+    # ------------------------------------------------------------------ actions
+    def _perform(self, actions: list) -> None:
+        for action in actions:
+            if isinstance(action, Launch):
+                self._launch(action.step, action.attempt)
+            elif isinstance(action, Go):
+                write_atomic(self.layout.go(self.tasks[action.step]), b"")
+            elif isinstance(action, Cancel):
+                try:
+                    write_atomic(self.layout.cancel(self.tasks[action.step]), b"")
+                except OSError:
+                    pass
+                self._reap(action.step)
+            elif isinstance(action, Stop):
+                error = self.scheduler.tracks[action.step].error
+                if error and error.get("cell") is None:  # a timeout: say in which cell it was
+                    error["cell"] = self.statuses.get(action.step, {}).get("cell")
+                self._kill(action.step)
+                self._reap(action.step)
+            elif isinstance(action, Notice):
+                self.reporter.message(action.text)
 
-    def _launch(self, r: _StepRun) -> None:
-        step_dir = check_inside(self._step_dir(r), self.run_dir)
-        os.makedirs(step_dir, exist_ok=True)
-        check_inside(step_dir, self.run_dir)  # never follow a symlink out of the run folder
-        for marker in ("go", "cancel", "status.json"):
-            _unlink(os.path.join(step_dir, marker))
-        r.attempt += 1
-        cmd = step_command(
-            self.options.python, self.bundle.path, self.run_dir, r.step.task,
-            params_file=os.path.join(self.run_dir, "parameters.json"),
-            cwd=os.path.dirname(os.path.abspath(self.pipeline.path)), wait=True, attempt=r.attempt,
-        )
-        r.pid = self.server.spawn(cmd[2:], os.path.join(step_dir, "runner.log"))
-        r.exit_code = None
-        r.state = StepState.RUNNING
-        r.go_sent = False
-        r.go_time = None
-        r.started = r.started or time.time()
-        r.running_since = None
-        r.ended = None
-        r.status = {}
-        r.error = None
+    def _launch(self, name: str, attempt: int) -> None:
+        task = self.tasks[name]
+        make_dir_inside(self.layout.step_dir(task), self.run_dir)  # never follow a symlink out of the run folder
+        for marker in self.layout.markers(task):
+            unlink(marker)
+        cmd = step_command(self.options.python, self.layout.bundle, self.run_dir, task, params_file=self.layout.parameters,
+                           cwd=os.path.dirname(os.path.abspath(self.pipeline.path)), wait=True, attempt=attempt)
+        self.statuses[name] = {}
+        self.exit_codes[name] = None
+        self.procs[name] = _Process(self.server.spawn(cmd[2:], self.layout.runner_log(task)))
 
-    def _send_go(self, r: _StepRun) -> None:
-        write_atomic(os.path.join(self._step_dir(r), "go"), b"")
-        r.go_sent = True
-        r.running_since = r.go_time = time.time()
-
-    def _cancel(self, r: _StepRun) -> None:
+    def _read_status(self, name: str) -> dict:
         try:
-            write_atomic(os.path.join(self._step_dir(r), "cancel"), b"")
-        except OSError:
-            pass
-
-    def _read_status(self, r: _StepRun) -> None:
-        try:
-            with open(os.path.join(self._step_dir(r), "status.json"), encoding="utf-8") as fh:
-                r.status = json.load(fh)
+            with open(self.layout.status(self.tasks[name]), encoding="utf-8") as fh:
+                self.statuses[name] = json.load(fh)
         except (OSError, ValueError):
             pass
+        return self.statuses.get(name, {})
 
-    def _kill(self, r: _StepRun, sig=signal.SIGTERM) -> None:
+    def _kill(self, name: str, sig=signal.SIGTERM) -> None:
         """Signal the step's process group, and its kernel's (the kernel has its own session)."""
-        for pid in (r.pid, r.status.get("kernel_pid")):
+        proc = self.procs.get(name)
+        if proc is None:
+            return
+        for pid in (proc.pid, self.statuses.get(name, {}).get("kernel_pid")):
             if pid:
                 try:
                     os.killpg(pid, sig)
-                except (ProcessLookupError, PermissionError, OSError):
+                except OSError:
                     pass
 
-    def _reap(self, r: _StepRun, timeout: float = KILL_GRACE) -> None:
-        if r.pid is None:
-            return
-        if self.server.wait(r.pid, timeout) is None:
-            self._kill(r, signal.SIGKILL)
-            self.server.wait(r.pid, 10)
-        r.exit_code = self.server.exit_code(r.pid)
-        self._read_status(r)
-        kernel = r.status.get("kernel_pid")
+    def _reap(self, name: str, timeout: float = KILL_GRACE) -> int | None:
+        """Wait for the step's process (killing it after ``timeout``); never leave its kernel behind."""
+        proc = self.procs.pop(name, None)
+        if proc is None:
+            return None
+        code = self.server.wait(proc.pid, timeout)
+        if code is None:
+            self.procs[name] = proc
+            self._kill(name, signal.SIGKILL)
+            del self.procs[name]
+            code = self.server.wait(proc.pid, 10)
+        self.exit_codes[name] = code
+        kernel = self._read_status(name).get("kernel_pid")
         if kernel:
             try:
-                os.killpg(kernel, signal.SIGKILL)  # never leave a kernel behind
+                os.killpg(kernel, signal.SIGKILL)
             except OSError:
                 pass
+        return code
 
-    # ------------------------------------------------------------------ scheduling
-    def _parents_ok(self, r: _StepRun) -> bool:
-        return all(self.runs[p].state.ok for p in r.step.parents)
-
-    def _parents_started(self, r: _StepRun) -> bool:
-        return all(self.runs[p].state in (StepState.RUNNING,) or self.runs[p].state.ok for p in r.step.parents)
-
-    def _skip_descendants(self, name: str) -> None:
-        for d in self.pipeline.descendants(name):
-            dr = self.runs[d]
-            if dr.state is StepState.PENDING:
-                dr.state = StepState.SKIPPED
-            elif dr.state is StepState.RUNNING and not dr.go_sent:
-                self._cancel(dr)
-                dr.state = StepState.SKIPPED
-                self._reap(dr)
-                dr.ended = time.time()
-
-    def _finish_failed(self, r: _StepRun, state: StepState) -> None:
-        retries = r.step.options.retry or 0
-        if r.attempt <= retries:
-            self.reporter.message(f"{r.step.name}: {state.value}; trying again ({r.attempt + 1} of {retries + 1})")
-            self._launch(r)
-            return
-        r.state = state
-        r.ended = time.time()
-        self._skip_descendants(r.step.name)
-        if self.options.fail_fast:
-            for other in self.runs.values():
-                if other.state is StepState.RUNNING:
-                    self._cancel(other)
-                    self._kill(other)
-                    self._reap(other)
-                    other.state, other.ended = StepState.CANCELLED, time.time()
-                elif other.state is StepState.PENDING:
-                    other.state = StepState.SKIPPED
-
-    def _reap_finishing(self, block: bool = False) -> None:
-        """Collect the processes of steps that already succeeded."""
-        for r in list(self.finishing):
-            code = self.server.wait(r.pid, 30) if block else self.server.exit_code(r.pid)
-            if code is None and block:
-                self._kill(r, signal.SIGKILL)
-                code = self.server.wait(r.pid, 10)
-            if code is not None or block:
-                self._reap(r, 0)
-                r.exit_code = code
-                self.finishing.remove(r)
-
-    def _poll(self) -> bool:
-        """One scheduling round; True if anything changed."""
+    def _observe(self) -> bool:
+        """Feed the scheduler what the step processes report; True if anything changed."""
         changed = False
-        self._reap_finishing()
-        for r in self.runs.values():
-            if r.state is not StepState.RUNNING:
-                continue
-            self._read_status(r)
-            state = r.status.get("state")
-            if r.go_sent and r.status.get("running_since"):
-                r.running_since = r.status["running_since"]
-            code = self.server.exit_code(r.pid) if r.pid else None
-            timeout = r.step.options.timeout_seconds
-            if timeout and r.go_sent and r.running_since and time.time() - r.running_since > timeout and code is None:
-                self._kill(r)
-                self._reap(r)
-                r.error = {"cell": r.status.get("cell"), "ename": "Timeout", "evalue": f"the step ran longer than timeout:{r.step.options.timeout}", "traceback": []}
-                self._finish_failed(r, StepState.TIMED_OUT)
-                changed = True
-                continue
-            if state == "succeeded" and code is None:
+        for name in list(self.procs):
+            if name not in self.procs:
+                continue  # reaped by an action of an earlier step in this round (a cancel)
+            status = self._read_status(name)
+            state = StepState.parse(status.get("state", StepState.PENDING.value))
+            track = self.scheduler.tracks[name]
+            if state is StepState.SUCCEEDED and track.state is StepState.RUNNING:
                 # values saved: dependents may start while it writes its notebook and stops its kernel
-                r.state, r.ended, r.exit_code = StepState.SUCCEEDED, r.status.get("ended") or time.time(), None
-                self.finishing.append(r)
+                self._perform(self.scheduler.succeeded(name, time.time(), status.get("ended")))
                 changed = True
-                continue
+            proc = self.procs.get(name)
+            code = self.server.exit_code(proc.pid) if proc else None
             if code is None:
                 continue
-            self._reap(r)
-            r.exit_code = code
-            final = r.status.get("state")
-            r.ended = r.status.get("ended") or time.time()
+            self._reap(name, 0)
+            status = self.statuses.get(name, {})
+            state = StepState.parse(status.get("state", StepState.PENDING.value))
+            outcome = state if state.finished else None
+            error = status.get("error")
+            if outcome is None or (outcome is StepState.SUCCEEDED and code != 0):
+                outcome, error = None, self._process_died(name, code, status)
+            self._perform(self.scheduler.exited(name, time.time(), outcome, error))
             changed = True
-            if final == "succeeded" and code == 0:
-                r.state = StepState.SUCCEEDED
-            elif final == "cancelled":
-                r.state = StepState.SKIPPED
-            elif final == "kernel-died":
-                r.error = r.status.get("error")
-                self._finish_failed(r, StepState.KERNEL_DIED)
-            elif final == "failed":
-                r.error = r.status.get("error")
-                self._finish_failed(r, StepState.FAILED)
-            else:
-                sig = -code if code < 0 else None
-                what = f"was killed by signal {signal.Signals(sig).name}" if sig and sig in signal.Signals._value2member_map_ else f"exited with status {code}"
-                r.error = {"cell": r.status.get("cell"), "ename": "StepProcessDied", "evalue": f"the step process {what}; see {os.path.join(self._step_dir(r), 'runner.log')}", "traceback": []}
-                self._finish_failed(r, StepState.FAILED)
-        # give go to started steps whose parents all succeeded, within the job limit
-        active = sum(1 for r in self.runs.values() if r.state is StepState.RUNNING and r.go_sent)
-        for r in self.runs.values():
-            if active >= self.jobs:
-                break
-            if r.state is StepState.RUNNING and not r.go_sent and self._parents_ok(r):
-                self._send_go(r)
-                active += 1
-                changed = True
-        # start steps whose parents have started (kernel warm-up overlaps the parents' work)
-        warming = sum(1 for r in self.runs.values() if r.state is StepState.RUNNING and not r.go_sent)
-        for r in self.runs.values():
-            if r.state is not StepState.PENDING or not self._parents_started(r):
-                continue
-            if self._parents_ok(r) and active < self.jobs:
-                self._launch(r)
-                self._send_go(r)
-                active += 1
-                changed = True
-            elif not self._parents_ok(r) and warming < WARM_AHEAD * self.jobs:
-                self._launch(r)
-                warming += 1
-                changed = True
         return changed
 
+    def _process_died(self, name: str, code: int, status: dict) -> dict:
+        sig = -code if code < 0 else None
+        what = (f"was killed by signal {signal.Signals(sig).name}" if sig and sig in signal.Signals._value2member_map_
+                else f"exited with status {code}")
+        log = self.layout.runner_log(self.tasks[name])
+        return {"cell": status.get("cell"), "ename": "StepProcessDied", "evalue": f"the step process {what}; see {log}",
+                "traceback": []}
+
     def _interrupt(self) -> None:
-        for r in self.finishing:
-            self._kill(r)
-        self._reap_finishing(block=True)
-        for r in self.runs.values():
-            if r.state is StepState.RUNNING:
-                self._cancel(r)
-                self._kill(r)
-        for r in self.runs.values():
-            if r.state is StepState.RUNNING:
-                self._reap(r)
-                r.state, r.ended = StepState.INTERRUPTED, time.time()
+        self._perform(self.scheduler.interrupt(time.time()))
+        for name in list(self.procs):  # succeeded steps still writing their notebooks
+            self._kill(name)
+            self._reap(name)
         self.record["state"] = RunState.INTERRUPTED.value
         self.record["ended"] = time.time()
         self._save_record()
 
     # ------------------------------------------------------------------ the run
     def execute(self) -> RunResult:
-        # the server imports while the bundle is written; it runs the runtime that ships in this package
-        runtime = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")
-        self.server = ForkServer(self.options.python, runtime, os.path.dirname(os.path.abspath(self.pipeline.path)))
+        # the server imports while the step files are written; it runs the runner the bundle ships
+        self.server = None
         try:
+            runner = write_runner(self.layout.bundle)
+            self.server = ForkServer(self.options.python, runner, os.path.dirname(os.path.abspath(self.pipeline.path)))
             self.prepare()
             return self._execute()
         finally:
-            self.server.close()
+            if self.server is not None:
+                self.server.close()
 
     def _execute(self) -> RunResult:
         self.reporter.start(self.run_id, self.run_dir, self.views())
@@ -488,8 +296,11 @@ class LocalRun:
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
-            while any(not r.state.finished for r in self.runs.values()):
-                if self._poll():
+            while not self.scheduler.done:
+                changed = self._observe()
+                actions = self.scheduler.tick(time.time())
+                self._perform(actions)
+                if changed or actions:
                     self._save_record()
                 now = time.monotonic()
                 if now - last_draw > 0.1:
@@ -504,24 +315,22 @@ class LocalRun:
                                  hint=f"nb2flow run --resume {self.run_id} completes it") from None
         finally:
             signal.signal(signal.SIGTERM, previous)
-        self._reap_finishing(block=True)
+        for name in list(self.procs):  # succeeded steps still writing their notebooks
+            self._reap(name, 30)
         self.reporter.update(self.views())
-        ok = all(r.state.ok for r in self.runs.values())
-        self.record["state"] = (RunState.SUCCEEDED if ok else RunState.FAILED).value
+        self.record["state"] = (RunState.SUCCEEDED if self.scheduler.ok else RunState.FAILED).value
         self.record["ended"] = time.time()
         output = self._write_output()
         self.record["output_notebook"] = output
         self._save_record()
         self.reporter.finish(self.views())
-        failures = tuple(
-            (name, r.error or {}, r.state) for name, r in self.runs.items()
-            if r.state in (StepState.FAILED, StepState.KERNEL_DIED, StepState.TIMED_OUT)
-        )
+        tracks = self.scheduler.tracks
+        failures = tuple((name, t.error or {}, t.state) for name, t in tracks.items() if t.state.failed)
         return RunResult(self.run_id, self.run_dir, RunState(self.record["state"]),
-                         {n: r.state for n, r in self.runs.items()}, output, failures)
+                         {n: t.state for n, t in tracks.items()}, output, failures)
 
     def _write_output(self) -> str | None:
-        path = os.path.join(self.run_dir, f"{self.pipeline.notebook.stem}.out.ipynb")
+        path = self.layout.out_notebook(self.pipeline.notebook.stem)
         try:
             doc = merged_notebook(self.pipeline, self.run_dir, self.options.parameters)
             write_atomic(path, json.dumps(doc, indent=1, ensure_ascii=False))
@@ -529,23 +338,6 @@ class LocalRun:
             self.reporter.message(f"warning: cannot write {path}: {exc}")
             return None
         return path
-
-
-def step_command(python: str, bundle: str, run_dir: str, task: str, *, params_file: str | None = None,
-                 params: dict | None = None, cwd: str | None = None, wait: bool = False, attempt: int = 1) -> list[str]:
-    """The command that runs one step — the same locally and in a pod."""
-    cmd = [python, os.path.join(bundle, "nb2flow_step.py"), "--bundle", bundle, "--run-dir", run_dir, "--step", task]
-    if params_file:
-        cmd += ["--params-file", params_file]
-    for name, value in (params or {}).items():
-        cmd += ["--param", f"{name}={json.dumps(value)}"]
-    if cwd:
-        cmd += ["--cwd", cwd]
-    if wait:
-        cmd.append("--wait")
-    if attempt != 1:
-        cmd += ["--attempt", str(attempt)]
-    return cmd
 
 
 def run_local(pipeline: Pipeline, options: RunOptions) -> RunResult:
@@ -565,9 +357,8 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
     others = len(result.failures) - 1
     hint = f"run folder {result.run_dir}" + (f"; {others} more step(s) failed" if others else "")
     cls = KernelDied if state is StepState.KERNEL_DIED else StepFailed
-    exc = cls(message, path=pipeline.path, cell=cell, step=name, hint=hint)
-    exc.traceback = error.get("traceback") or []
-    raise exc
+    raise cls(message, path=pipeline.path, cell=cell, step=name, hint=hint,
+              ename=error.get("ename"), evalue=error.get("evalue"), traceback=tuple(error.get("traceback") or ()))
 
 
 def _hash(text: str) -> str:

@@ -1,14 +1,16 @@
 """Writing a pipeline's step files: a bundle any backend runs with one command per step.
 
-A bundle folder holds ``nb2flow_step.py`` (the step runtime, :mod:`nb2flow.runtime`), and
-for each step ``steps/TASK.ipynb`` (or ``TASK.py`` in script mode) plus ``steps/TASK.json``,
+A bundle folder (:class:`~nb2flow.runner.protocol.BundleLayout`) holds ``nb2flow_step.py`` (the
+step runner, :mod:`nb2flow.runner`), and for each step ``steps/TASK.ipynb`` (or ``TASK.py`` in
+script mode) plus ``steps/TASK.json``,
 its spec: inputs with their providers, outputs with their readers, the kernel. The same
 bundle serves a local run and an Argo Workflow; scheduled workflows keep a snapshot of it.
 
 A step notebook holds, in order: the setup and parameters cells, the statements that
 re-create the modules, functions and classes it reads, a cell that loads the values it
 reads, the step's own cells, and a cell that saves the values later steps read. Every cell
-carries ``metadata.nb2flow`` = ``{"role": ..., "cell": N}`` (N: the original cell number).
+carries ``metadata.nb2flow`` = ``{"role": ..., "cell": N}`` (a :class:`~nb2flow.runner.protocol.Role`;
+N: the original cell number).
 """
 
 from __future__ import annotations
@@ -22,8 +24,9 @@ from dataclasses import dataclass
 from . import __version__
 from .errors import PipelineError
 from .pipeline import Pipeline, Step
+from .runner.protocol import BundleLayout, Role
+from .runner.script_mode import script_mark
 
-RUNTIME_NAME = "nb2flow_step.py"
 MODES = ("notebook", "script")
 # line magics that only matter inside a kernel; a plain-python step drops them
 KERNEL_ONLY_MAGIC = re.compile(r"^\s*%(matplotlib|config|load_ext|autoreload|reload_ext)\b.*$", re.M)
@@ -37,13 +40,9 @@ class Bundle:
     mode: str
     fingerprints: dict  # step name -> sha256 of its code and its providers' fingerprints
 
-    @property
-    def runtime(self) -> str:
-        return os.path.join(self.path, RUNTIME_NAME)
 
-
-def _cell_json(source: str, role: str, cell: int | None, tags=(), index: int = 0) -> dict:
-    meta = {"nb2flow": {"role": role, **({"cell": cell} if cell is not None else {})}}
+def _cell_json(source: str, role: Role, cell: int | None, tags=(), index: int = 0) -> dict:
+    meta = {"nb2flow": {"role": role.value, **({"cell": cell} if cell is not None else {})}}
     if tags:
         meta["tags"] = list(tags)
     return {
@@ -56,29 +55,29 @@ def _cell_json(source: str, role: str, cell: int | None, tags=(), index: int = 0
     }
 
 
-def step_cells(pipeline: Pipeline, step: Step) -> list[tuple[str, int | None, str, tuple]]:
+def step_cells(pipeline: Pipeline, step: Step) -> list[tuple[Role, int | None, str, tuple]]:
     """(role, original cell number, source, tags) in the order the step runs them."""
     nb = pipeline.notebook
-    out: list[tuple[str, int | None, str, tuple]] = []
+    out: list[tuple[Role, int | None, str, tuple]] = []
     for i in pipeline.setup_cells:
         cell = nb.cells[i]
-        role = "parameters" if i == pipeline.parameter_cell else ("injected" if "injected-parameters" in cell.tags else "setup")
+        role = Role.PARAMETERS if i == pipeline.parameter_cell else (Role.INJECTED if "injected-parameters" in cell.tags else Role.SETUP)
         out.append((role, cell.number, cell.source, cell.tags))
     early = [d for d in step.definitions if not d.needs_values]
     late = [d for d in step.definitions if d.needs_values]
     for d in early:
-        out.append(("define", d.cell + 1, d.source, ()))
+        out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     data = step.data_inputs
     if data:
         listing = ", ".join(f"{i.name} (from step {i.provider})" for i in data)
-        out.append(("load", None, f"# nb2flow loads: {listing}\n", ()))
+        out.append((Role.LOAD, None, f"# nb2flow loads: {listing}\n", ()))
     for d in late:
-        out.append(("define", d.cell + 1, d.source, ()))
+        out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     for i in step.cells:
         cell = nb.cells[i]
-        out.append(("code", cell.number, cell.source, cell.tags))
+        out.append((Role.CODE, cell.number, cell.source, cell.tags))
     if step.outputs:
-        out.append(("save", None, f"# nb2flow saves: {', '.join(step.outputs)}\n", ()))
+        out.append((Role.SAVE, None, f"# nb2flow saves: {', '.join(step.outputs)}\n", ()))
     return out
 
 
@@ -98,7 +97,7 @@ def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
         h = hashlib.sha256()
         h.update(mode.encode())
         for role, number, source, _ in step_cells(pipeline, step):
-            h.update(f"\x00{role}\x00{number}\x00{source}".encode())
+            h.update(f"\x00{role.value}\x00{number}\x00{source}".encode())
         for i in sorted(step.data_inputs, key=lambda i: i.name):
             h.update(f"\x00in\x00{i.name}\x00{result[i.provider]}".encode())
         for p in step.parents:
@@ -116,7 +115,7 @@ def script_source(pipeline: Pipeline, step: Step) -> str:
     ]
     for role, number, source, _ in step_cells(pipeline, step):
         python = source
-        if number is not None and role != "define":
+        if number is not None and role is not Role.DEFINE:
             code = pipeline.code.get(number - 1)
             if code is not None and code.transformed:
                 stripped = KERNEL_ONLY_MAGIC.sub("", source)
@@ -128,15 +127,15 @@ def script_source(pipeline: Pipeline, step: Step) -> str:
                         "uses IPython syntax (a %magic or !shell command) that plain python cannot run",
                         path=pipeline.path, cell=number, step=step.name, hint="run with --mode notebook",
                     )
-        tag = f"[nb2flow {role}" + (f" cell {number}]" if number is not None else "]")
-        lines.append(f"# %% {tag}")
+        lines.append(script_mark(role, number))
         lines.append(python.rstrip("\n"))
     return "\n".join(lines) + "\n"
 
 
 def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", cwd: str | None = None) -> Bundle:
     """Write the bundle for ``pipeline`` into ``bundle_dir`` (created; files replaced atomically)."""
-    from .runtime import write_atomic, write_json
+    from .runner import write_runner
+    from .runner.files import write_atomic, write_json
 
     if mode not in MODES:
         raise PipelineError(f"unknown mode {mode!r} (notebook or script)")
@@ -149,11 +148,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
         )
     if not pipeline.steps:
         raise PipelineError("nothing to run: the notebook has no steps", path=pipeline.path, hint="tag the cells to run step:NAME")
-    steps_dir = os.path.join(bundle_dir, "steps")
-    os.makedirs(steps_dir, exist_ok=True)
-    runtime_src = os.path.join(os.path.dirname(os.path.abspath(__file__)), "runtime.py")
-    with open(runtime_src, "rb") as fh:
-        write_atomic(os.path.join(bundle_dir, RUNTIME_NAME), fh.read())
+    layout = BundleLayout(bundle_dir)
+    os.makedirs(layout.steps, exist_ok=True)
+    write_runner(bundle_dir)
     consumers = consumers_of(pipeline)
     prints = fingerprints(pipeline, mode)
     tasks = {s.name: s.task for s in pipeline.steps}
@@ -173,9 +170,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             "options": step.options.to_json(),
             "fingerprint": prints[step.name],
         }
-        write_json(os.path.join(steps_dir, f"{step.task}.json"), spec)
+        write_json(layout.spec(step.task), spec)
         if mode == "script":
-            write_atomic(os.path.join(steps_dir, f"{step.task}.py"), script_source(pipeline, step))
+            write_atomic(layout.script(step.task), script_source(pipeline, step))
         else:
             cells = [
                 _cell_json(source, role, number, tags, index)
@@ -190,9 +187,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
                 "nbformat": 4,
                 "nbformat_minor": 5,
             }
-            write_atomic(os.path.join(steps_dir, f"{step.task}.ipynb"), json.dumps(doc, indent=1))
+            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1))
     write_json(
-        os.path.join(bundle_dir, "pipeline.json"),
+        layout.pipeline,
         {
             "notebook": os.path.abspath(pipeline.path),
             "sha256": pipeline.notebook.sha256,

@@ -11,7 +11,8 @@ import sys
 import time
 from dataclasses import dataclass
 
-from .runs import StepState, format_duration
+from .runner.protocol import StepState
+from .runs import format_duration
 
 
 @dataclass(frozen=True)
@@ -41,7 +42,7 @@ def _describe(v: StepView) -> str:
         if v.first_line and v.cell:
             text += f" `{v.first_line}`"
         return text
-    text = v.state.value
+    text = v.state.label
     if v.note:
         text += f": {v.note}"
     return text
@@ -52,7 +53,7 @@ def summary_lines(views: list[StepView]) -> list[str]:
     lines = [f"{'step':<{width}}  {'state':<11}  {'time':>8}  tries"]
     for v in views:
         shown = v.state.finished and v.state not in (StepState.SKIPPED, StepState.REUSED)
-        lines.append(f"{v.name:<{width}}  {v.state.value:<11}  {format_duration(v.elapsed) if shown else '-':>8}  {v.attempt if shown else '-'}")
+        lines.append(f"{v.name:<{width}}  {v.state.label:<11}  {format_duration(v.elapsed) if shown else '-':>8}  {v.attempt if shown else '-'}")
     return lines
 
 
@@ -83,7 +84,7 @@ class PlainReporter(QuietReporter):
 
     def start(self, run_id, run_dir, views) -> None:
         self.t0 = time.monotonic()
-        self._print(f"run {run_id}: {len(views)} steps")
+        self._print(f"run {run_id}: {len(views)} step{'s' if len(views) != 1 else ''}")
         for v in views:
             self.last[v.name] = (v.state, v.attempt)
             if v.state is StepState.REUSED:

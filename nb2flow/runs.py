@@ -13,33 +13,11 @@ import json
 import os
 import re
 import secrets
-import time
 
 from .errors import UsageError
+from .runner.protocol import RUNS_DIR, RunLayout, StepState
 
-RUNS_SUBDIR = os.path.join(".nb2flow", "runs")
-RECORD = "run.json"
-
-
-class StepState(str, enum.Enum):
-    PENDING = "waiting"
-    RUNNING = "running"
-    SUCCEEDED = "done"
-    REUSED = "reused"
-    FAILED = "failed"
-    KERNEL_DIED = "kernel died"
-    TIMED_OUT = "timed out"
-    SKIPPED = "skipped"
-    CANCELLED = "cancelled"
-    INTERRUPTED = "interrupted"
-
-    @property
-    def finished(self) -> bool:
-        return self not in (StepState.PENDING, StepState.RUNNING)
-
-    @property
-    def ok(self) -> bool:
-        return self in (StepState.SUCCEEDED, StepState.REUSED)
+RUNS_SUBDIR = os.path.join(*RUNS_DIR.split("/"))
 
 
 class RunState(str, enum.Enum):
@@ -78,24 +56,59 @@ def create_run_dir(root: str, stem: str) -> tuple[str, str]:
 
 
 def read_record(run_dir: str) -> dict:
-    with open(os.path.join(run_dir, RECORD), encoding="utf-8") as fh:
+    with open(RunLayout(run_dir).record, encoding="utf-8") as fh:
         return json.load(fh)
 
 
 def write_record(run_dir: str, record: dict) -> None:
-    from .runtime import write_json
+    from .runner.files import write_json
 
-    write_json(os.path.join(run_dir, RECORD), record)
+    write_json(RunLayout(run_dir).record, record)
+
+
+def new_record(*, run_id: str, notebook: str, sha256: str, version: str, python: str, mode: str, jobs: int,
+               parameters: dict, started: float, resumed: bool) -> dict:
+    """The run record of a run that starts now."""
+    return {"run_id": run_id, "notebook": notebook, "notebook_sha256": sha256, "nb2flow_version": version,
+            "python": python, "mode": mode, "jobs": jobs, "parameters": parameters, "started": started, "ended": None,
+            "state": RunState.RUNNING.value, "resumed": resumed, "steps": {}}
+
+
+def step_entry(*, task: str, state: StepState, attempts: int, started, go_time, ended, exit_code, error, fingerprint: str,
+               reused: bool, cell) -> dict:
+    """One step of the run record; its duration is what it added to the run (from when its parents were done)."""
+    since = go_time or started
+    return {"task": task, "state": state.value, "attempts": attempts, "started": started, "ended": ended,
+            "duration": (ended - since) if ended and since else None, "exit_code": exit_code, "error": error,
+            "fingerprint": fingerprint, "reused": reused, "cell": cell}
+
+
+def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:
+    """Steps of an earlier run (name -> its record entry) that a resume keeps.
+
+    A step is kept when it succeeded, its fingerprint (its cells, definitions, inputs' fingerprints
+    and the parameters) is unchanged, and every parent is kept too; ``parents`` lists names in
+    notebook order, so parents come first.
+    """
+    kept: dict = {}
+    old_steps = earlier.get("steps", {})
+    for name, print_ in fingerprints.items():
+        old = old_steps.get(name)
+        if not old or not StepState.parse(old.get("state", "")).ok or old.get("fingerprint") != print_:
+            continue
+        if all(p in kept for p in parents[name]):
+            kept[name] = old
+    return kept
 
 
 def find_run(run_id: str, search: list[str]) -> str:
     """The folder of run ``run_id`` (an id under any of ``search``'s run roots, or a path)."""
-    if os.path.isfile(os.path.join(run_id, RECORD)):
+    if os.path.isfile(RunLayout(run_id).record):
         return os.path.abspath(run_id)
     if "/" not in run_id and run_id not in (".", ".."):
         for base in search:
             candidate = os.path.join(base, RUNS_SUBDIR, run_id)
-            if os.path.isfile(os.path.join(candidate, RECORD)):
+            if os.path.isfile(RunLayout(candidate).record):
                 return os.path.abspath(candidate)
     raise UsageError(
         f"no run {run_id!r} here",
@@ -121,10 +134,6 @@ def list_runs(bases: list[str], limit: int = 20) -> list[dict]:
             records.append(record)
     records.sort(key=lambda r: r.get("started") or 0, reverse=True)
     return records[:limit]
-
-
-def now() -> float:
-    return time.time()
 
 
 def format_duration(seconds: float | None) -> str:

@@ -47,14 +47,14 @@ def test_step_process_killed_mid_cell_then_resume(tmp_path):
     assert proc.returncode == 1
     assert "the step process was killed by signal SIGKILL" in err
     rec = record(run_dir)
-    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "done", "b": "failed", "c": "skipped"}
+    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "succeeded", "b": "failed", "c": "skipped"}
     time.sleep(0.3)
     assert _processes_mentioning(str(run_dir)) == []
     assert not os.path.exists(f"/proc/{status['kernel_pid']}") or "Z" in Path(f"/proc/{status['kernel_pid']}/stat").read_text().split()[2]
     (tmp_path / "second-try").touch()
     r = nb2flow("run", "--resume", run_dir.name, "-q", cwd=tmp_path)
     assert r.returncode == 0, r.stderr
-    assert {n: s["state"] for n, s in record(run_dir)["steps"].items()} == {"a": "reused", "b": "done", "c": "done"}
+    assert {n: s["state"] for n, s in record(run_dir)["steps"].items()} == {"a": "reused", "b": "succeeded", "c": "succeeded"}
 
 
 def test_disk_full_while_saving_a_value_leaves_no_half_file_then_resume(tmp_path):

@@ -59,7 +59,7 @@ def test_sample_runs_end_to_end(analysis_run):
     rec = record(run_dir)
     assert rec["state"] == "succeeded"
     assert {n: s["state"] for n, s in rec["steps"].items()} == {
-        "load": "done", "clean": "done", "train_logreg": "done", "train_forest": "done", "compare": "done"}
+        "load": "succeeded", "clean": "succeeded", "train_logreg": "succeeded", "train_forest": "succeeded", "compare": "succeeded"}
     assert rec["parameters"] == {"n_estimators": 25}
     assert rec["notebook_sha256"] == hashlib.sha256(nb.read_bytes()).hexdigest()
     assert rec["nb2flow_version"]
@@ -284,7 +284,7 @@ def test_failure_names_step_cell_and_user_traceback(failing_nb):
     assert "ipykernel" not in tb and "nb2flow_step" not in tb and "site-packages" not in tb
     rec = record(only_run_dir(failing_nb))
     states = {n: s["state"] for n, s in rec["steps"].items()}
-    assert states == {"a": "done", "b": "failed", "c": "done", "d": "skipped"}  # independent c finished
+    assert states == {"a": "succeeded", "b": "failed", "c": "succeeded", "d": "skipped"}  # independent c finished
     assert rec["state"] == "failed"
     assert rec["steps"]["b"]["error"]["cell"] == 3
     assert Path(failing_nb, "c-ran").exists()
@@ -304,7 +304,7 @@ def test_resume_reruns_failed_and_skipped_and_changed_steps_only(failing_nb):
     r = nb2flow("run", "--resume", run_dir.name, "--no-progress", cwd=failing_nb)
     assert r.returncode == 0, r.stderr
     rec = record(run_dir)
-    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "reused", "b": "done", "c": "reused", "d": "done"}
+    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "reused", "b": "succeeded", "c": "reused", "d": "succeeded"}
     assert not Path(failing_nb, "c-ran").exists()  # c was not run again
     assert "a: reused from the earlier run" in r.stderr
     # a further change to c's code re-runs c and its descendant d, nothing else
@@ -313,7 +313,7 @@ def test_resume_reruns_failed_and_skipped_and_changed_steps_only(failing_nb):
     r = nb2flow("run", "--resume", run_dir.name, "-q", cwd=failing_nb)
     assert r.returncode == 0, r.stderr
     rec = record(run_dir)
-    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "reused", "b": "reused", "c": "done", "d": "done"}
+    assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "reused", "b": "reused", "c": "succeeded", "d": "succeeded"}
     assert Path(failing_nb, "c-ran").exists()
 
 
@@ -343,8 +343,8 @@ def test_retry_and_timeout(tmp_path):
     r = nb2flow("run", "rt.ipynb", "--no-progress", cwd=tmp_path)
     assert r.returncode == 1
     rec = record(only_run_dir(tmp_path))
-    assert rec["steps"]["flaky"]["state"] == "done" and rec["steps"]["flaky"]["attempts"] == 3
-    assert rec["steps"]["hang"]["state"] == "timed out"
+    assert rec["steps"]["flaky"]["state"] == "succeeded" and rec["steps"]["flaky"]["attempts"] == 3
+    assert rec["steps"]["hang"]["state"] == "timed-out"
     assert "the step ran longer than timeout:2s" in r.stderr
 
 
@@ -353,7 +353,7 @@ def test_kernel_death_is_reported(tmp_path):
     r = nb2flow("run", "kd.ipynb", "-q", cwd=tmp_path)
     assert r.returncode == 3
     assert "nb2flow: kd.ipynb: cell 1 (step:die): `import os, signal`: DeadKernelError: the kernel died from signal SIGKILL (killed: out of memory?)" in r.stderr
-    assert record(only_run_dir(tmp_path))["steps"]["die"]["state"] == "kernel died"
+    assert record(only_run_dir(tmp_path))["steps"]["die"]["state"] == "kernel-died"
 
 
 def test_unpicklable_value_names_variable_type_steps_and_fix(tmp_path):

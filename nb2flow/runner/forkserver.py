@@ -1,0 +1,202 @@
+"""The fork server of local runs, and its client: one pre-imported process that forks each step.
+
+``nb2flow_step.py --serve`` imports nbformat, nbclient and ipykernel once; the executor
+(:class:`ForkServer`) asks it for each step, and every step still runs the pod's code path
+(:func:`main` with the step command's arguments) in its own session. Only Python's start-up
+and those imports are paid once per run; kernels are forked too (see :mod:`.kernels`).
+
+The protocol, JSON lines over the server's stdin and stdout:
+
+* request (client → server): ``{"id": N, "argv": [...], "log": PATH}`` — fork a child that
+  runs ``main(argv)`` with stdout and stderr appended to ``PATH``;
+* started (server → client): ``{"id": N, "pid": PID}`` — the child's pid (it leads its own session);
+* ended (server → client): ``{"pid": PID, "code": C}`` — its exit status (negative: killed by signal -C).
+
+End of input stops the server; it sends SIGTERM to the sessions of children still running.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import traceback
+
+from .kernels import enable_kernel_forking
+from .protocol import ExitStatus
+
+
+def serve() -> int:
+    """Run the fork server on stdin/stdout until end of input."""
+    import select
+
+    fresh_path = list(sys.path[1:])  # as `python -m ipykernel_launcher` has it
+    try:  # what every notebook-mode step imports; a failed import only costs speed
+        import nbformat  # noqa: F401
+        from nbclient import NotebookClient  # noqa: F401
+        from jupyter_client.kernelspec import KernelSpecManager  # noqa: F401
+        import ipykernel.kernelapp  # noqa: F401  (the kernel itself, forked per step)
+        import ipykernel_launcher  # noqa: F401
+        enable_kernel_forking(fresh_path)
+    except ImportError:
+        pass
+    children: set = set()
+    out = sys.stdout
+
+    def say(obj) -> None:
+        out.write(json.dumps(obj) + "\n")
+        out.flush()
+
+    def reap() -> None:
+        while children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            children.discard(pid)
+            say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
+    stdin = sys.stdin.fileno()
+    buffer = b""
+    while True:
+        ready, _, _ = select.select([stdin], [], [], 0.01)
+        reap()
+        if not ready:
+            continue
+        chunk = os.read(stdin, 65536)
+        if not chunk:
+            break
+        buffer += chunk
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
+            pid = _fork_step(request)
+            children.add(pid)
+            say({"id": request["id"], "pid": pid})
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    return 0
+
+
+def _fork_step(request: dict) -> int:
+    """Fork a child that runs one step; return its pid."""
+    from .step import main
+
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid:
+        return pid
+    code = ExitStatus.FAILED
+    try:
+        os.setsid()
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.dup2(log, 1)
+        os.dup2(log, 2)
+        code = main(request["argv"])
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else ExitStatus.FAILED
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(int(code))
+
+
+class ForkServer:
+    """The executor's side: starts ``RUNNER --serve`` and asks it for steps."""
+
+    def __init__(self, python: str, runner: str, cwd: str) -> None:
+        self.proc = subprocess.Popen([python, runner, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        try:
+            self._cond = threading.Condition()
+            self._pids: dict = {}
+            self._exits: dict = {}
+            self._next = 0
+            self._reader = threading.Thread(target=self._read, name="nb2flow-fork-server", daemon=True)
+            self._reader.start()
+        except BaseException:  # e.g. Ctrl-C right now: never leave the server behind
+            self._kill()
+            raise
+
+    def _read(self) -> None:
+        for line in self.proc.stdout:
+            try:
+                msg = json.loads(line)
+            except ValueError:
+                continue
+            with self._cond:
+                if "id" in msg:
+                    self._pids[msg["id"]] = msg["pid"]
+                else:
+                    self._exits[msg["pid"]] = msg["code"]
+                self._cond.notify_all()
+        with self._cond:
+            self._cond.notify_all()
+
+    def spawn(self, argv: list, log: str) -> int:
+        """Start one step (``argv``: the step command after the runner's path); its pid."""
+        with self._cond:
+            self._next += 1
+            ident = self._next
+        try:
+            self.proc.stdin.write((json.dumps({"id": ident, "argv": argv, "log": log}) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RuntimeError("the step fork server stopped") from None
+        with self._cond:
+            if not self._cond.wait_for(lambda: ident in self._pids or self.proc.poll() is not None, timeout=60):
+                raise RuntimeError("the step fork server did not answer")
+            if ident not in self._pids:
+                raise RuntimeError("the step fork server stopped")
+            return self._pids[ident]
+
+    def exit_code(self, pid: int):
+        """The step's exit status once it ended, else None."""
+        with self._cond:
+            if pid in self._exits:
+                return self._exits[pid]
+            if self.proc.poll() is not None and not self._reader.is_alive():
+                return -signal.SIGKILL  # the server died; its children are gone with it
+            return None
+
+    def wait(self, pid: int, timeout: float):
+        with self._cond:
+            self._cond.wait_for(lambda: pid in self._exits or self.proc.poll() is not None, timeout=timeout)
+        return self.exit_code(pid)
+
+    def close(self) -> None:
+        """End of input: the server stops (at once, or after the imports it is still doing)."""
+        try:
+            self.proc.stdin.close()
+        except OSError:
+            pass
+        try:
+            self.proc.wait(timeout=10)
+        except BaseException:  # too slow, or Ctrl-C while waiting
+            self._kill()
+            raise
+
+    def _kill(self) -> None:
+        try:
+            os.killpg(self.proc.pid, signal.SIGKILL)  # the server leads its own session
+        except OSError:
+            pass
+        self.proc.wait()

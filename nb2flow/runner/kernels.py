@@ -1,0 +1,163 @@
+"""Starting a step's IPython kernel fast: forked from the pre-imported fork server (local runs).
+
+A kernel started with ``python -m ipykernel_launcher`` spends most of its start-up importing
+IPython, ipykernel, zmq and tornado; the fork server has imported them once. The fork goes
+through jupyter_client's own seam for this, a kernel provisioner (``KernelManager.provisioner``,
+set before the kernel starts, as jupyter_client does on restarts), so no private function is
+patched. The forked kernel is set up as a fresh one would be: its own session, environment,
+working directory, argv, sys.path, random seeds and event loop. In a pod, and wherever the
+kernel is not this interpreter's ipykernel, jupyter_client starts it as usual.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+import types
+
+_FORK_SYS_PATH: list | None = None  # sys.path of a fresh interpreter; set when forking is enabled
+_FORKED: list = []  # pids of the kernels this process forked (each leads its own session)
+
+
+def enable_kernel_forking(sys_path: list) -> None:
+    """Fork kernels from this process from now on (the fork server calls this once)."""
+    global _FORK_SYS_PATH
+    _FORK_SYS_PATH = list(sys_path)
+
+
+class ForkedKernel:
+    """The Popen-like handle jupyter_client's local provisioner keeps, for a forked kernel."""
+
+    stdin = stdout = stderr = None
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode = None
+
+    def poll(self):
+        if self.returncode is None:
+            try:
+                pid, status = os.waitpid(self.pid, os.WNOHANG)
+            except ChildProcessError:
+                self.returncode = -signal.SIGKILL
+                return self.returncode
+            if pid:
+                self.returncode = os.waitstatus_to_exitcode(status)
+        return self.returncode
+
+    def wait(self, timeout=None):
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self.poll() is None:
+            if deadline is not None and time.monotonic() > deadline:
+                import subprocess
+
+                raise subprocess.TimeoutExpired(f"kernel {self.pid}", timeout)
+            time.sleep(0.005)
+        return self.returncode
+
+    def send_signal(self, signum: int) -> None:
+        if self.poll() is None:
+            os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+
+def can_fork_kernel(cmd: list) -> bool:
+    """True for this interpreter's ``-m ipykernel_launcher`` once the fork server imported ipykernel."""
+    return (_FORK_SYS_PATH is not None and len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"]
+            and os.path.realpath(cmd[0]) == os.path.realpath(sys.executable) and "ipykernel.kernelapp" in sys.modules)
+
+
+def fork_kernel(cmd: list, env: dict | None, cwd: str | None) -> ForkedKernel:
+    """Fork an IPython kernel from this process, set up as ``cmd`` would start it."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    ready_r, ready_w = os.pipe()
+    pid = os.fork()
+    if pid:
+        # jupyter_client reads the kernel's process group as soon as this returns
+        os.close(ready_w)
+        os.read(ready_r, 1)
+        os.close(ready_r)
+        _FORKED.append(pid)
+        return ForkedKernel(pid)
+    code = 0
+    try:
+        os.setsid()
+        os.close(ready_r)
+        os.write(ready_w, b"1")
+        os.close(ready_w)
+        for signum in (signal.SIGTERM, signal.SIGINT, signal.SIGCHLD):
+            signal.signal(signum, signal.SIG_DFL)
+        devnull = os.open(os.devnull, os.O_RDONLY)
+        os.dup2(devnull, 0)
+        os.environ.clear()
+        os.environ.update(env or {})
+        os.chdir(cwd or os.getcwd())
+        launcher = sys.modules.get("ipykernel_launcher")
+        sys.argv = [getattr(launcher, "__file__", "ipykernel_launcher")] + list(cmd[3:])
+        sys.path[:] = list(_FORK_SYS_PATH or sys.path)
+        import asyncio
+        import random
+
+        random.seed()
+        asyncio.events._set_running_loop(None)
+        asyncio.set_event_loop(asyncio.new_event_loop())
+        sys.modules["__main__"] = types.ModuleType("__main__")
+        from ipykernel.kernelapp import IPKernelApp
+
+        IPKernelApp.launch_instance(argv=list(cmd[3:]))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 0
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    finally:
+        os._exit(code)
+
+
+def use_forking_provisioner(km) -> None:
+    """Give kernel manager ``km`` a provisioner that forks the kernel where it can (before it starts)."""
+    if _FORK_SYS_PATH is None:
+        return
+    import uuid
+
+    from jupyter_client.provisioning import LocalProvisioner
+
+    class ForkingProvisioner(LocalProvisioner):
+        async def launch_kernel(self, cmd, **kwargs):
+            if not can_fork_kernel(cmd):
+                return await super().launch_kernel(cmd, **kwargs)
+            self.process = fork_kernel(cmd, kwargs.get("env"), kwargs.get("cwd"))
+            self.pid = self.pgid = self.process.pid  # the kernel leads its own session
+            self.cwd = kwargs.get("cwd") or os.getcwd()
+            return self.connection_info
+
+    km.kernel_id = km.kernel_id or str(uuid.uuid4())
+    km.provisioner = ForkingProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
+
+
+def kill_forked_kernels() -> None:
+    """Kill every kernel this process forked, whatever state its start-up reached."""
+    while _FORKED:
+        try:
+            os.killpg(_FORKED.pop(), signal.SIGKILL)
+        except OSError:
+            pass
+
+
+def kernel_pid(km):
+    """The kernel process's pid, whichever provisioner started it."""
+    provisioner = getattr(km, "provisioner", None)
+    for obj in (provisioner, getattr(provisioner, "process", None), getattr(km, "kernel", None)):
+        pid = getattr(obj, "pid", None)
+        if isinstance(pid, int):
+            return pid
+    return None

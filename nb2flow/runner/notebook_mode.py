@@ -1,0 +1,157 @@
+"""Notebook mode: the step notebook executed cell by cell with nbclient in an IPython kernel."""
+
+from __future__ import annotations
+
+import os
+
+from .files import write_atomic
+from .kernels import kernel_pid, kill_forked_kernels, use_forking_provisioner
+from .params import injection_index, parameters_source
+from .protocol import ExitStatus, Role, StepState
+from .tracebacks import append_outputs, error_from_outputs, kernel_death_reason, user_traceback
+
+
+def _runner_import(bundle_root: str) -> str:
+    """Source that imports the copy of the runner shipped with the step files, as ``_nb2flow``."""
+    return (
+        f"import sys as _nb2flow_sys\n_nb2flow_sys.path.insert(0, {bundle_root!r})\n"
+        "import nb2flow_step as _nb2flow\n"
+        f"_nb2flow_sys.path.remove({bundle_root!r})\ndel _nb2flow_sys\n"
+    )
+
+
+def load_source(step) -> str:
+    """The load cell: the values this step reads, from their providers' folders."""
+    return ("# nb2flow: load the values this step reads from earlier steps\n" + _runner_import(step.bundle.root)
+            + f"_nb2flow.load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})\n")
+
+
+def save_source(step) -> str:
+    """The save cell: the values later steps read."""
+    return ("# nb2flow: save the values later steps read\n" + _runner_import(step.bundle.root)
+            + f"_nb2flow.save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})\n"
+            + "del _nb2flow\n")
+
+
+def inject_parameters(nb, params: dict, nbformat) -> None:
+    """papermill's ``injected-parameters`` cell, right after the notebook's parameters cell."""
+    if not params:
+        return
+    source = parameters_source(params)
+    index, replace = injection_index([c.metadata.get("nb2flow", {}).get("role") for c in nb.cells])
+    if replace:
+        nb.cells[index].source = source
+        return
+    meta = {"tags": ["injected-parameters"], "nb2flow": {"role": Role.INJECTED.value}}
+    nb.cells.insert(index, nbformat.v4.new_code_cell(source, metadata=meta))
+
+
+def run_notebook(step) -> int:
+    import tempfile
+
+    import nbformat
+    from jupyter_client.kernelspec import NoSuchKernel
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellExecutionError, DeadKernelError
+
+    nb = nbformat.read(step.bundle.notebook(step.task), as_version=4)
+    inject_parameters(nb, step.params, nbformat)
+    for cell in nb.cells:
+        role = cell.metadata.get("nb2flow", {}).get("role")
+        if role == Role.LOAD:
+            cell.source = load_source(step)
+        elif role == Role.SAVE:
+            cell.source = save_source(step)
+    kernel_name = step.spec.get("kernel_name") or "python3"
+    client = NotebookClient(
+        nb, kernel_name=kernel_name, timeout=None, allow_errors=False, record_timing=True,
+        resources={"metadata": {"path": step.cwd}}, shutdown_kernel="immediate",
+        # parallel kernels would all write IPython's one sqlite history file
+        extra_arguments=["--HistoryManager.enabled=False"],
+    )
+    # Unix sockets in a private folder instead of TCP ports: kernels started side by side
+    # cannot race for a port (jupyter/jupyter_client#154), and nothing listens on the network.
+    ipc_dir = tempfile.mkdtemp(prefix="nb2flow-k-")
+
+    def new_kernel_manager():
+        km = client.create_kernel_manager()
+        if os.name == "posix":
+            km.transport = "ipc"
+            km.ip = os.path.join(ipc_dir, "k")
+        use_forking_provisioner(km)
+        return km
+
+    exec_counts: dict = {}
+    outcome = ExitStatus.OK
+    index = 0
+    log = open(step.run.output_log(step.task), "a", encoding="utf-8")
+    try:
+        try:
+            client.km = new_kernel_manager()
+            client.start_new_kernel(cwd=step.cwd)
+        except NoSuchKernel:
+            log.write(f"nb2flow: kernel {kernel_name!r} is not installed here; using python3\n")
+            client.kernel_name = "python3"
+            client.km = new_kernel_manager()
+            client.start_new_kernel(cwd=step.cwd)
+        client.start_new_kernel_client()
+        step.kernel_pid = kernel_pid(client.km)
+        step.status.update(stage="kernel-started", kernel_pid=step.kernel_pid)
+        for index, cell in enumerate(nb.cells):
+            meta = cell.metadata.get("nb2flow", {})
+            role = meta.get("role")
+            if not step.ready_for(role):
+                return step.cancelled()
+            step.status.update(cell=meta.get("cell"), role=role)
+            try:
+                client.execute_cell(cell, index)
+            finally:
+                if cell.get("execution_count"):
+                    exec_counts[cell.execution_count] = meta.get("cell")
+                append_outputs(log, cell)
+            if role == Role.SAVE:  # values saved: dependents may start while this step winds down
+                step.status.finish(StepState.SUCCEEDED)
+        if step.status.state is not StepState.SUCCEEDED:
+            step.status.finish(StepState.SUCCEEDED)
+    except CellExecutionError:
+        cell = nb.cells[index]
+        meta = cell.metadata.get("nb2flow", {})
+        ename, evalue, tb = error_from_outputs(cell)
+        step.fail(meta.get("cell"), ename, evalue, user_traceback(tb, exec_counts, meta.get("role")))
+        outcome = ExitStatus.FAILED
+    except DeadKernelError as exc:
+        step.fail(step.status.data.get("cell"), "DeadKernelError", kernel_death_reason(client.km, exc), [],
+                  state=StepState.KERNEL_DIED)
+        outcome = ExitStatus.KERNEL_DIED
+    except KeyboardInterrupt:
+        step.status.finish(StepState.INTERRUPTED)
+        outcome = ExitStatus.INTERRUPTED
+    finally:
+        import shutil
+
+        log.close()
+        stop_kernel(step, client)
+        step.remove_partial_files()
+        shutil.rmtree(ipc_dir, ignore_errors=True)
+        try:
+            write_atomic(step.run.executed(step.task), nbformat.writes(nb))
+        except OSError:
+            pass
+    return outcome
+
+
+def stop_kernel(step, client) -> None:
+    """Shut the kernel down now, and make sure its whole process group is gone."""
+    import signal
+
+    try:
+        if client.km is not None:
+            client._cleanup_kernel()  # nbclient's own: stop channels, shut the kernel down now
+    except Exception:
+        pass
+    if step.kernel_pid:
+        try:
+            os.killpg(step.kernel_pid, signal.SIGKILL)  # the kernel runs in its own session
+        except OSError:
+            pass
+    kill_forked_kernels()  # one interrupted while it started has no pid in the status yet

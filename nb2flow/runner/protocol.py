@@ -1,0 +1,247 @@
+"""The contract between nb2flow and the step runner: one definition, imported by both sides.
+
+nb2flow (the executor, the manifest builder, the merge of a run's notebooks, ``status``) and
+the step runner that runs in each step's process or pod (``nb2flow_step.py``, assembled from
+this package) agree on:
+
+* :class:`ExitStatus` — process exit statuses, of ``nb2flow`` and of a step;
+* :class:`StepState` — a step's state, in ``status.json``, ``run.json`` and on screen
+  (with :data:`LABELS` for display and :data:`ARGO_PHASES` for Argo's node phases);
+* :class:`Role` — what each cell of a step notebook is for (``metadata.nb2flow.role``);
+* :class:`RunLayout` and :class:`BundleLayout` — the files of a run folder and of a bundle;
+* :func:`step_command` and :func:`step_arg_parser` — the one command that runs a step.
+
+Standard library only: this file is copied into every bundle.
+"""
+
+from __future__ import annotations
+
+import argparse
+import enum
+import os
+from dataclasses import dataclass
+
+RUNTIME_VERSION = 2
+RUNNER_FILE = "nb2flow_step.py"
+NB2FLOW_DIR = ".nb2flow"
+RUNS_DIR = NB2FLOW_DIR + "/runs"  # beside the notebook: one folder per run
+BUNDLES_DIR = NB2FLOW_DIR + "/bundles"  # beside the notebook: step files of exports and schedules
+
+
+class ExitStatus(enum.IntEnum):
+    """Exit statuses of the ``nb2flow`` command and of a step's process (README: Exit statuses)."""
+
+    OK = 0
+    #: ``check`` found problems, or a step's code raised.
+    FAILED = 1
+    #: The input could not be used: missing file, not a notebook, bad usage or parameters.
+    BAD_INPUT = 2
+    #: A step's kernel died (out of memory, segfault, killed).
+    KERNEL_DIED = 3
+    #: A step was cancelled before it ran its own cells (its parents failed).
+    CANCELLED = 4
+    #: A bug in nb2flow itself.
+    INTERNAL = 70
+    #: Interrupted (Ctrl-C, SIGTERM).
+    INTERRUPTED = 130
+
+
+class StepState(str, enum.Enum):
+    """A step's state. The value is what files store; :attr:`label` is what people read."""
+
+    PENDING = "pending"  # not started, or started (kernel warming) and waiting for its parents
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    REUSED = "reused"  # succeeded in an earlier run; its saved values are used
+    FAILED = "failed"
+    KERNEL_DIED = "kernel-died"
+    TIMED_OUT = "timed-out"
+    SKIPPED = "skipped"  # never ran: a parent failed
+    CANCELLED = "cancelled"  # stopped by --fail-fast or a stop
+    INTERRUPTED = "interrupted"  # Ctrl-C
+
+    @property
+    def finished(self) -> bool:
+        return self not in (StepState.PENDING, StepState.RUNNING)
+
+    @property
+    def ok(self) -> bool:
+        return self in (StepState.SUCCEEDED, StepState.REUSED)
+
+    @property
+    def failed(self) -> bool:
+        return self in (StepState.FAILED, StepState.KERNEL_DIED, StepState.TIMED_OUT)
+
+    @property
+    def label(self) -> str:
+        return LABELS.get(self, self.value)
+
+    @classmethod
+    def parse(cls, text: str) -> "StepState":
+        """A state from a file, accepting the display words that run records of nb2flow 0.1 stored."""
+        try:
+            return cls(text)
+        except ValueError:
+            return _FROM_LABEL.get(text, cls.PENDING)
+
+
+LABELS = {
+    StepState.PENDING: "waiting",
+    StepState.SUCCEEDED: "done",
+    StepState.KERNEL_DIED: "kernel died",
+    StepState.TIMED_OUT: "timed out",
+}
+_FROM_LABEL = {label: state for state, label in LABELS.items()}
+
+#: Argo's node phases (``pkg/apis/workflow/v1alpha1/workflow_types.go``, ``NodePhase``).
+ARGO_PHASES = {
+    "Pending": StepState.PENDING,
+    "Running": StepState.RUNNING,
+    "Succeeded": StepState.SUCCEEDED,
+    "Failed": StepState.FAILED,
+    "Error": StepState.FAILED,
+    "Skipped": StepState.SKIPPED,
+    "Omitted": StepState.SKIPPED,
+}
+
+
+class Role(str, enum.Enum):
+    """What a cell of a step notebook (or a chunk of a step script) is for."""
+
+    SETUP = "setup"  # a setup cell of the notebook: runs in every step
+    PARAMETERS = "parameters"  # the notebook's parameters cell (papermill's or Kale's)
+    INJECTED = "injected"  # the parameters of this run, right after the parameters cell
+    DEFINE = "define"  # re-creates a module, function or class another step defined
+    LOAD = "load"  # loads the values this step reads
+    CODE = "code"  # the step's own cells
+    SAVE = "save"  # saves the values later steps read
+
+    @property
+    def before_go(self) -> bool:
+        """Runs while the step waits for its parents (kernel warm-up)."""
+        return self in (Role.SETUP, Role.PARAMETERS, Role.INJECTED)
+
+    @property
+    def from_notebook(self) -> bool:
+        """The cell is one of the user's (its outputs belong in the merged notebook)."""
+        return self in (Role.SETUP, Role.PARAMETERS, Role.CODE)
+
+
+@dataclass(frozen=True)
+class RunLayout:
+    """The files of one run folder (``<notebook folder>/.nb2flow/runs/<run id>/``)."""
+
+    root: str
+
+    RECORD = "run.json"
+
+    @property
+    def record(self) -> str:
+        return os.path.join(self.root, self.RECORD)
+
+    @property
+    def parameters(self) -> str:
+        return os.path.join(self.root, "parameters.json")
+
+    @property
+    def bundle(self) -> str:
+        return os.path.join(self.root, "bundle")
+
+    @property
+    def values_root(self) -> str:
+        return os.path.join(self.root, "values")
+
+    def out_notebook(self, stem: str) -> str:
+        return os.path.join(self.root, f"{stem}.out.ipynb")
+
+    def step_dir(self, task: str) -> str:
+        return os.path.join(self.root, "steps", task)
+
+    def status(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), "status.json")
+
+    def go(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), "go")
+
+    def cancel(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), "cancel")
+
+    def markers(self, task: str) -> tuple[str, str, str]:
+        """The files a new attempt of the step must not find from an earlier one."""
+        return self.go(task), self.cancel(task), self.status(task)
+
+    def output_log(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), "output.log")
+
+    def runner_log(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), "runner.log")
+
+    def executed(self, task: str) -> str:
+        return os.path.join(self.step_dir(task), f"{task}.ipynb")
+
+    def values(self, task: str) -> str:
+        return os.path.join(self.values_root, task)
+
+
+@dataclass(frozen=True)
+class BundleLayout:
+    """The files of a bundle: the runner and each step's spec and notebook (or script)."""
+
+    root: str
+
+    @property
+    def runner(self) -> str:
+        return os.path.join(self.root, RUNNER_FILE)
+
+    @property
+    def pipeline(self) -> str:
+        return os.path.join(self.root, "pipeline.json")
+
+    @property
+    def steps(self) -> str:
+        return os.path.join(self.root, "steps")
+
+    def spec(self, task: str) -> str:
+        return os.path.join(self.steps, f"{task}.json")
+
+    def notebook(self, task: str) -> str:
+        return os.path.join(self.steps, f"{task}.ipynb")
+
+    def script(self, task: str) -> str:
+        return os.path.join(self.steps, f"{task}.py")
+
+
+def step_command(python: str, bundle: str, run_dir: str, task: str, *, params_file: str | None = None,
+                 params: dict | None = None, cwd: str | None = None, wait: bool = False, attempt: int = 1,
+                 join=os.path.join) -> list:
+    """The command that runs one step, locally and in a pod.
+
+    ``params`` maps a name to the text after ``--param NAME=`` (JSON, or an Argo placeholder);
+    ``join`` builds the runner's path (``posixpath.join`` for a pod's paths).
+    """
+    cmd = [python, join(bundle, RUNNER_FILE), "--bundle", bundle, "--run-dir", run_dir, "--step", task]
+    if params_file:
+        cmd += ["--params-file", params_file]
+    for name, text in (params or {}).items():
+        cmd += ["--param", f"{name}={text}"]
+    if cwd:
+        cmd += ["--cwd", cwd]
+    if wait:
+        cmd.append("--wait")
+    if attempt != 1:
+        cmd += ["--attempt", str(attempt)]
+    return cmd
+
+
+def step_arg_parser() -> argparse.ArgumentParser:
+    """The parser of :func:`step_command`'s arguments (after the runner's path)."""
+    parser = argparse.ArgumentParser(prog=RUNNER_FILE, description="Run one nb2flow step.")
+    parser.add_argument("--bundle", required=True, help="folder with nb2flow_step.py and steps/")
+    parser.add_argument("--run-dir", required=True, help="the run's folder (values, statuses, outputs)")
+    parser.add_argument("--step", required=True, help="the step's task name")
+    parser.add_argument("--params-file", help="JSON object of parameter values")
+    parser.add_argument("--param", action="append", help="NAME=JSON, repeatable")
+    parser.add_argument("--cwd", help="working directory (the notebook's folder)")
+    parser.add_argument("--wait", action="store_true", help="start the kernel, then wait for RUN/steps/TASK/go")
+    parser.add_argument("--attempt", type=int, default=1)
+    return parser

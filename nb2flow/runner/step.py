@@ -1,0 +1,104 @@
+"""One step's run: its spec, parameters, status and values; :func:`main` is the step command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import sys
+import time
+
+from .files import make_dir_inside, remove_partial_files
+from .params import read_params
+from .protocol import BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
+from .status import Status
+
+TASK_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+
+
+class StepRun:
+    """What both modes share: where the step's files are, its status, waiting for go, values."""
+
+    def __init__(self, args) -> None:
+        import json
+
+        self.bundle = BundleLayout(os.path.abspath(args.bundle))
+        self.run = RunLayout(os.path.abspath(args.run_dir))
+        self.task = args.step
+        if not TASK_RE.fullmatch(self.task):
+            raise SystemExit(f"nb2flow: {self.task!r} is not a step task name")
+        with open(self.bundle.spec(self.task), encoding="utf-8") as fh:
+            self.spec = json.load(fh)
+        self.name = self.spec["name"]
+        self.step_dir = make_dir_inside(self.run.step_dir(self.task), self.run.root)
+        self.cwd = os.path.abspath(args.cwd or self.spec.get("cwd") or os.getcwd())
+        self.wait = args.wait
+        self.go = not args.wait
+        self.params = read_params(args.params_file, args.param)
+        self.status = Status(self.run.status(self.task), self.name, args.attempt)
+        self.kernel_pid = None
+
+    def wait_for_go(self) -> bool:
+        """Block until the watcher says go (parents done) or cancel; False if cancelled."""
+        go, cancel = self.run.go(self.task), self.run.cancel(self.task)
+        self.status.update(stage="waiting")
+        while True:
+            if os.path.exists(cancel):
+                return False
+            if os.path.exists(go):
+                return True
+            time.sleep(0.01)
+
+    def ready_for(self, role) -> bool:
+        """Before running a cell: past the set-up cells, wait for go (with --wait); False if cancelled."""
+        if Role(role).before_go:
+            return True
+        if not self.go:
+            if not self.wait_for_go():
+                return False
+            self.go = True
+        if self.status.state is not StepState.RUNNING:
+            self.status.update(state=StepState.RUNNING, stage="running", running_since=time.time())
+        return True
+
+    def load_entries(self) -> list:
+        """(name, providing task, providing step) of every value this step loads."""
+        return [[i["name"], i["from_task"], i["from"]] for i in self.spec["inputs"] if i["kind"] == "data"]
+
+    @property
+    def values_dir(self) -> str:
+        return self.run.values(self.task)
+
+    def fail(self, cell_number, ename, evalue, tb_lines, state=StepState.FAILED) -> None:
+        self.status.finish(state, cell=cell_number,
+                           error={"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines})
+
+    def cancelled(self) -> int:
+        self.status.finish(StepState.CANCELLED)
+        return ExitStatus.CANCELLED
+
+    def remove_partial_files(self) -> None:
+        """Temporary files a killed kernel left mid-write (a resume never reads them)."""
+        remove_partial_files(self.values_dir, self.step_dir)
+
+
+def main(argv=None) -> int:
+    """``nb2flow_step.py ARGS`` (see :func:`protocol.step_command`), or ``--serve`` (the fork server)."""
+    if argv is None and sys.argv[1:] == ["--serve"]:
+        from .forkserver import serve
+
+        return serve()
+    args = step_arg_parser().parse_args(argv)
+
+    def on_term(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
+    step = StepRun(args)
+    if step.spec.get("mode", "notebook") == "script":
+        from .script_mode import run_script
+
+        return run_script(step)
+    from .notebook_mode import run_notebook
+
+    return run_notebook(step)

@@ -1,0 +1,74 @@
+"""What a failing step reports: the error, and the part of the traceback inside the user's code."""
+
+from __future__ import annotations
+
+import re
+import signal
+import traceback
+
+from .protocol import Role
+
+ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+CELL_IN_RE = re.compile(r"Cell In\s?\[(\d+)\], line (\d+)")
+CELL_FILE_RE = re.compile(r"^<cell (\d+)>$")
+
+
+def error_from_outputs(cell) -> tuple:
+    """(ename, evalue, traceback lines) of the error output of an executed cell."""
+    for out in cell.get("outputs", []):
+        if out.get("output_type") == "error":
+            return out.get("ename", "Error"), out.get("evalue", ""), [ANSI_RE.sub("", t) for t in out.get("traceback", [])]
+    return "Error", "the cell failed", []
+
+
+def user_traceback(tb: list, exec_counts: dict, role) -> list:
+    """The part of an IPython traceback inside the user's code, with ``Cell In[k]`` as ``cell N``."""
+    if role in (Role.LOAD, Role.SAVE):
+        return []  # nb2flow's own cell: the message says it all
+    lines = []
+    for block in tb:
+        for line in block.splitlines():
+            if "site-packages/ipykernel" in line or "nb2flow_step.py" in line:
+                continue
+            lines.append(CELL_IN_RE.sub(lambda m: f"cell {exec_counts.get(int(m.group(1)), '?')}, line {m.group(2)}", line))
+    while lines and set(lines[0].strip()) <= {"-"}:
+        lines.pop(0)
+    return lines
+
+
+def script_traceback(exc: BaseException) -> tuple:
+    """(original cell number or None, traceback lines) of an exception raised by a step script's cells."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if CELL_FILE_RE.match(f.filename)]
+    if not frames:
+        return None, []
+    lines = traceback.format_list(frames) + traceback.format_exception_only(type(exc), exc)
+    lines = [re.sub(r'File "<cell (\d+)>"', r"cell \1", line).rstrip("\n") for line in lines]
+    return int(CELL_FILE_RE.match(frames[-1].filename).group(1)), lines
+
+
+def append_outputs(log, cell) -> None:
+    """A cell's streams and error, as text, to the step's output log."""
+    for out in cell.get("outputs", []):
+        kind = out.get("output_type")
+        if kind == "stream":
+            log.write(out.get("text", ""))
+        elif kind == "error":
+            log.write("\n".join(ANSI_RE.sub("", t) for t in out.get("traceback", [])) + "\n")
+    log.flush()
+
+
+def kernel_death_reason(km, exc) -> str:
+    """Why the kernel died, from its process's exit status when there is one."""
+    code = None
+    provisioner = getattr(km, "provisioner", None)
+    process = getattr(provisioner, "process", None)
+    if process is not None:
+        code = process.poll()
+    if code is not None and code < 0:
+        sig = -code
+        name = signal.Signals(sig).name if sig in signal.Signals._value2member_map_ else str(sig)
+        hint = " (killed: out of memory?)" if sig == signal.SIGKILL else ""
+        return f"the kernel died from signal {name}{hint}"
+    if code is not None:
+        return f"the kernel exited with status {code}"
+    return f"the kernel died ({exc})"

@@ -1,0 +1,139 @@
+"""How values travel between steps: pickle protocol 5 (cloudpickle where plain pickle fails),
+plain numpy arrays as ``.npy``; each file written to a temporary name, then renamed."""
+
+from __future__ import annotations
+
+import io
+import os
+import pickle
+import types
+
+from .files import check_inside, unlink
+
+
+class UntransportableValue(Exception):
+    """A value a later step reads cannot be saved (open file, connection, generator, lock ...)."""
+
+
+_KNOWN_UNTRANSPORTABLE = (
+    ("_io.", "an open file"),
+    ("io.", "an open file or stream"),
+    ("socket.", "a network socket"),
+    ("sqlite3.", "a database connection"),
+    ("_thread.", "a thread lock"),
+    ("threading.", "a thread or lock"),
+    ("multiprocessing.", "a process or pool"),
+    ("asyncio.", "an event-loop object"),
+    ("psycopg", "a database connection"),
+    ("pymysql.", "a database connection"),
+    ("sqlalchemy.engine", "a database engine or connection"),
+)
+
+
+def _untransportable_kind(value) -> str | None:
+    if isinstance(value, (types.GeneratorType, types.AsyncGeneratorType)):
+        return "a generator"
+    if isinstance(value, types.CoroutineType):
+        return "a coroutine"
+    if isinstance(value, types.FrameType):
+        return "a stack frame"
+    if isinstance(value, io.IOBase):
+        return "an open file or stream"
+    qualname = f"{type(value).__module__}.{type(value).__qualname__}"
+    for prefix, kind in _KNOWN_UNTRANSPORTABLE:
+        if qualname.startswith(prefix) and not isinstance(value, (type, types.ModuleType)):
+            if prefix in ("io.", "_io.") and not hasattr(value, "read") and not hasattr(value, "write"):
+                continue
+            return kind
+    return None
+
+
+def _is_plain_ndarray(value) -> bool:
+    mod = type(value).__module__
+    if mod != "numpy":
+        return False
+    import numpy as np
+
+    return type(value) is np.ndarray and value.dtype != object and not value.dtype.hasobject
+
+
+def dump_value(value, path_base: str) -> str:
+    """Save one value next to ``path_base`` (``.npy`` for plain arrays, else ``.pkl``); return the file."""
+    if _is_plain_ndarray(value):
+        import numpy as np
+
+        final = path_base + ".npy"
+        tmp = f"{final}.tmp-{os.getpid()}"
+        try:
+            with open(tmp, "wb") as fh:
+                np.save(fh, value, allow_pickle=False)
+            os.replace(tmp, final)
+        except BaseException:
+            unlink(tmp)
+            raise
+        return final
+    final = path_base + ".pkl"
+    tmp = f"{final}.tmp-{os.getpid()}"
+    try:
+        with open(tmp, "wb") as fh:
+            try:
+                pickle.dump(value, fh, protocol=5)
+            except (pickle.PicklingError, TypeError, AttributeError) as plain_error:
+                fh.seek(0)
+                fh.truncate()
+                try:
+                    import cloudpickle  # only where plain pickle cannot work
+                except ImportError:
+                    raise plain_error from None
+                cloudpickle.dump(value, fh, protocol=5)
+        os.replace(tmp, final)
+    except BaseException:
+        unlink(tmp)
+        raise
+    return final
+
+
+def load_value(path_base: str):
+    if os.path.exists(path_base + ".npy"):
+        import numpy as np
+
+        return np.load(path_base + ".npy", allow_pickle=False)
+    with open(path_base + ".pkl", "rb") as fh:
+        return pickle.load(fh)
+
+
+def load_values(namespace: dict, entries: list, values_root: str) -> None:
+    """Load each (name, providing step task, providing step name) into ``namespace``."""
+    for name, task, step in entries:
+        base = os.path.join(values_root, task, name)
+        if not (os.path.exists(base + ".npy") or os.path.exists(base + ".pkl")):
+            raise FileNotFoundError(
+                f"nb2flow: `{name}` from step {step} is missing ({base}.pkl); did step {step} finish in this run?"
+            )
+        namespace[name] = load_value(base)
+
+
+def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
+    """Save the values later steps read; a value that cannot travel fails with the fix."""
+    check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
+    os.makedirs(out_dir, exist_ok=True)
+    check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
+    for name in names:
+        readers = ", ".join(consumers.get(name, [])) or "a later step"
+        first_reader = (consumers.get(name) or ["the consuming step"])[0]
+        if name not in namespace:
+            continue  # unbound on this path (e.g. a branch not taken); the reader will say so
+        value = namespace[name]
+        type_name = f"{type(value).__module__}.{type(value).__qualname__}"
+        kind = _untransportable_kind(value)
+        fix = f"re-create it in step {first_reader}, or move the cell that creates it to a setup cell"
+        if kind:
+            raise UntransportableValue(
+                f"cannot pass `{name}` ({kind}, {type_name}) from step {step} to step {readers}: {fix}"
+            ) from None
+        try:
+            dump_value(value, os.path.join(out_dir, name))
+        except (pickle.PicklingError, TypeError, AttributeError, ValueError) as exc:
+            raise UntransportableValue(
+                f"cannot pass `{name}` ({type_name}) from step {step} to step {readers}: it cannot be pickled ({exc}); {fix}"
+            ) from None

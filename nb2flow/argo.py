@@ -24,6 +24,7 @@ from . import __version__
 from .config import ClusterConfig
 from .errors import UsageError
 from .pipeline import Pipeline, Step
+from .names import GENERATE_NAME_MAX, k8s_name, label_value
 from .podspec import PodSettings
 from .runner import protocol
 from .tags import parse_duration, task_name
@@ -32,13 +33,6 @@ API_VERSION = "argoproj.io/v1alpha1"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nb2flow"}
 NOTEBOOK_LABEL = "nb2flow.io/notebook"
 OWNER_LABEL = "nb2flow.io/owner"
-LABEL_VALUE_RE = re.compile(r"[^A-Za-z0-9._-]+")
-
-
-def label_value(text: str) -> str:
-    """A valid label value: 63 characters at most, alphanumeric at both ends."""
-    value = LABEL_VALUE_RE.sub("-", text)[:63].strip("-_.")
-    return value or "x"
 
 
 def argo_json(value) -> str:
@@ -176,7 +170,7 @@ def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfi
                       workdir: str, parameters: dict, notebook_in_pod: str) -> dict:
     """A Workflow that runs the pipeline once."""
     labels = common_labels(pipeline, pod, config)
-    stem = task_name(pipeline.notebook.stem)[:50].strip("-") or "notebook"
+    stem = k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)
     return {
         "apiVersion": API_VERSION,
         "kind": "Workflow",

@@ -341,12 +341,12 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     """
     from .argo import dump
     from .cluster import prepare, schedule as create_schedule
-    from .tags import task_name
+    from .names import CRON_NAME_MAX, k8s_name
 
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
-    name = name or (task_name(pipeline.notebook.stem)[:52].strip("-") or "notebook")
+    name = k8s_name(name or pipeline.notebook.stem, max_len=CRON_NAME_MAX, unique=True)
     manifest, bundle = prepare(pipeline, target, params, schedule={"name": name, "cron": cron, "timezone": timezone})
     if dry_run:
         click.echo(dump(manifest), nl=False)

@@ -21,6 +21,7 @@ from .backend import in_pod
 from .errors import ClusterConflict, ClusterUnreachable
 from .kube import Kube, workflow_nodes
 from .materialize import materialize
+from .names import file_slug
 from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
 from .progress import StepView, make_reporter
@@ -110,7 +111,7 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
 
 def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
     digest = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:12]
-    return f"{pipeline.notebook.stem[:40]}-{digest}".replace(" ", "-")
+    return f"{file_slug(pipeline.notebook.stem, 40)}-{digest}"
 
 
 def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: dict | None = None) -> tuple[dict, str]:

@@ -39,61 +39,76 @@ class _Mark:
 
 def analyze(structure: Pipeline) -> Pipeline:
     """Fill in inputs, outputs and definitions of every step; add data-flow findings."""
-    nb = structure.notebook
-    findings: list[Finding] = list(structure.findings)
-    code: dict[int, CellCode] = {}
+    return _Analysis(structure).run()
 
-    def where(i: int, step: str | None = None, line: int | None = None) -> dict:
-        return dict(cell=i + 1, first_line=nb.cells[i].first_line, step=step, line=line)
 
-    step_cells = [(s.name, i) for s in structure.steps for i in s.cells]
-    for owner, i in [(None, i) for i in structure.setup_cells] + step_cells:
-        try:
-            code[i] = analyze_cell(nb.cells[i].source)
-        except CellSyntaxError as exc:
-            findings.append(error("syntax-error", f"syntax error: {exc.msg}", **where(i, owner, exc.line)))
+class _Analysis:
+    """One pass over the notebook: set-up cells first, then the steps in notebook order."""
 
-    # ---- setup and parameters cells: run first in every step, in notebook order
-    setup_kind: dict[str, str] = {}
-    summaries: dict[tuple[int, str], CallSummary] = {}
-    setup_star = False
-    for i in structure.setup_cells:
-        cc = code.get(i)
-        if cc is None:
-            continue
-        for ev in cc.events:
-            if ev.op == "read" and ev.name not in setup_kind and ev.name not in BUILTIN_NAMES and not setup_star:
-                later = _bound_later(structure, code, ev.name, i)
-                findings.append(
-                    error(
-                        "setup-undefined",
-                        f"setup cell reads `{ev.name}`, which no setup or parameters cell above defines",
-                        hint=(f"it is defined in cell {later + 1}, which setup cells cannot see: setup cells run first in every step" if later is not None else "define it in a setup cell above"),
-                        **where(i, None, ev.line),
-                    )
-                )
-                setup_kind[ev.name] = "data"  # report once
-            elif ev.op == "bind":
-                setup_kind[ev.name] = ev.kind or "data"
-            elif ev.op == "delete":
-                setup_kind.pop(ev.name, None)
-            elif ev.op == "star":
-                setup_star = True
-                findings.append(_star_warning(where(i)))
-        for name, summary in cc.summaries.items():
-            summaries[(i, name)] = summary
+    def __init__(self, structure: Pipeline) -> None:
+        self.structure = structure
+        self.nb = structure.notebook
+        self.findings: list[Finding] = list(structure.findings)
+        self.code: dict[int, CellCode] = {}
+        self.setup_kind: dict[str, str] = {}  # names the set-up cells bind -> kind
+        self.setup_star = False
+        self.summaries: dict[str, CallSummary] = {}  # functions the set-up cells define
+        self.history: dict[str, list[_Mark]] = defaultdict(list)  # what the steps so far did to each name
+        self.star_marks: list[_Mark] = []
+        self.outputs: dict[str, set[str]] = defaultdict(set)  # step -> values later steps load from it
 
-    # ---- steps, in notebook order
-    history: dict[str, list[_Mark]] = defaultdict(list)
-    star_marks: list[_Mark] = []
-    ancestors = structure._ancestors
-    outputs: dict[str, set[str]] = defaultdict(set)
-    new_steps: list[Step] = []
+    def where(self, i: int, step: str | None = None, line: int | None = None) -> dict:
+        return dict(cell=i + 1, first_line=self.nb.cells[i].first_line, step=step, line=line)
 
-    def statement_reads(cell: int, stmt: int) -> list[str]:
+    def run(self) -> Pipeline:
+        self.parse_cells()
+        self.scan_setup()
+        steps = [self.analyze_step(step) for step in self.structure.steps]
+        final = [replace(s, outputs=tuple(sorted(self.outputs.get(s.name, ())))) for s in steps]
+        self.findings.sort(key=lambda f: (f.cell or 0, f.line or 0, f.severity.value != "error"))
+        return replace(with_steps(self.structure, final, _dedupe(self.findings)), code=self.code)
+
+    def parse_cells(self) -> None:
+        s = self.structure
+        owners = [(None, i) for i in s.setup_cells] + [(step.name, i) for step in s.steps for i in step.cells]
+        for owner, i in owners:
+            try:
+                self.code[i] = analyze_cell(self.nb.cells[i].source)
+            except CellSyntaxError as exc:
+                self.findings.append(error("syntax-error", f"syntax error: {exc.msg}", **self.where(i, owner, exc.line)))
+
+    def scan_setup(self) -> None:
+        """Set-up and parameters cells run first in every step, in notebook order."""
+        for i in self.structure.setup_cells:
+            cc = self.code.get(i)
+            if cc is None:
+                continue
+            for ev in cc.events:
+                if ev.op == "read" and ev.name not in self.setup_kind and ev.name not in BUILTIN_NAMES and not self.setup_star:
+                    later = self.bound_later(ev.name, i)
+                    hint = (f"it is defined in cell {later + 1}, which setup cells cannot see: setup cells run first in every step"
+                            if later is not None else "define it in a setup cell above")
+                    self.findings.append(error("setup-undefined", f"setup cell reads `{ev.name}`, which no setup or parameters cell above defines",
+                                               hint=hint, **self.where(i, None, ev.line)))
+                    self.setup_kind[ev.name] = "data"  # report once
+                elif ev.op == "bind":
+                    self.setup_kind[ev.name] = ev.kind or "data"
+                elif ev.op == "delete":
+                    self.setup_kind.pop(ev.name, None)
+                elif ev.op == "star":
+                    self.setup_star = True
+                    self.findings.append(_star_warning(self.where(i)))
+            self.summaries.update(cc.summaries)
+
+    def provider_of(self, name: str) -> _Mark | None:
+        marks = self.history.get(name)
+        return marks[-1] if marks else None
+
+    def statement_reads(self, cell: int, stmt: int) -> list[str]:
+        """Names one statement reads before binding them."""
         bound: set[str] = set()
         reads: list[str] = []
-        for ev in code[cell].events:
+        for ev in self.code[cell].events:
             if ev.stmt != stmt:
                 continue
             if ev.op == "read" and ev.name not in bound and ev.name not in reads:
@@ -102,178 +117,177 @@ def analyze(structure: Pipeline) -> Pipeline:
                 bound.add(ev.name)
         return reads
 
-    for step in structure.steps:
-        local: dict[str, str] = dict(setup_kind)  # name -> kind, as bound in this step so far
-        local_summary: dict[str, CallSummary] = {n: summaries[(i, n)] for (i, n) in summaries}
-        own: set[str] = set()  # names this step bound itself
-        inputs: dict[str, Input] = {}
-        definitions: dict[tuple[int, int], Definition] = {}
-        reported: set[str] = set()
-        star_here = False
-        anc = ancestors[step.name]
+    def bound_later(self, name: str, after_index: int) -> int | None:
+        return _bound_later(self.structure, self.code, name, after_index)
 
-        def provider_of(name: str) -> _Mark | None:
-            marks = history.get(name)
-            return marks[-1] if marks else None
+    def analyze_step(self, step: Step) -> Step:
+        scope = _StepScope(self, step)
+        scope.walk_cells()
+        scope.recreate_ancestor_definitions()
+        for name, mark in scope.pending:
+            last = self.history[name][-1] if self.history[name] else None
+            if mark.op == "mutate" and last is not None and last.step == step.name and last.op == "bind":
+                continue
+            self.history[name].append(mark)
+        return replace(step, inputs=tuple(scope.inputs.values()),
+                       definitions=tuple(sorted(scope.definitions.values(), key=lambda d: (d.cell, d.stmt))))
 
-        def need_definition(mark: _Mark, line_where: dict, depth: int) -> None:
-            key = (mark.cell, mark.stmt)
-            if key in definitions:
-                return
-            stmt = code[mark.cell].statements[mark.stmt]
-            names = tuple(sorted({ev.name for ev in code[mark.cell].events if ev.stmt == mark.stmt and ev.op == "bind"}))
-            definitions[key] = Definition(mark.cell, mark.stmt, stmt.source, names)
-            before = set(inputs)
-            for name in statement_reads(mark.cell, mark.stmt):
-                resolve(name, line_where, depth + 1)
-            if any(inputs[n].kind == "data" for n in set(inputs) - before):
-                definitions[key] = replace(definitions[key], needs_values=True)
 
-        def expand_call(name: str, summary: CallSummary | None, line_where: dict, depth: int) -> None:
-            if summary is None or depth > 50:
-                return
-            for r in sorted(summary.reads):
-                read(r, line_where, depth + 1)
-            for w in sorted(summary.writes):
-                mutate(w, line_where, depth + 1)
+class _StepScope:
+    """What one step binds, reads and must be given, while its cells are walked."""
 
-        def resolve(name: str, line_where: dict, depth: int = 0) -> str | None:
-            """Make ``name`` available in this step; return its kind (None if unknown)."""
-            if name in own or name in inputs:
-                return local.get(name) or (inputs[name].kind if name in inputs else None)
-            mark = provider_of(name)
-            if mark is None:
-                if name in setup_kind:
-                    return setup_kind[name]
-                if name in BUILTIN_NAMES:
-                    return None
-                star = star_marks[-1] if star_marks else None
-                if setup_star or star_here or star is not None:
-                    if star is not None and not star_here:
-                        need_definition(star, line_where, depth)
-                    return None
-                if name not in reported:
-                    reported.add(name)
-                    later = _bound_later(structure, code, name, line_where["cell"] - 1)
-                    hint = (
-                        f"it is only defined below, in cell {later + 1}" if later is not None
-                        else "no cell above defines it: hidden notebook state, e.g. a deleted cell or a name set in another session"
-                    )
-                    findings.append(error("undefined-name", f"`{name}` is read but never defined above", hint=hint, **line_where))
-                return None
-            if mark.op == "delete":
-                if name not in reported:
-                    reported.add(name)
-                    findings.append(error("deleted-name", f"`{name}` is read after `del {name}` in cell {mark.cell + 1} (step:{mark.step})", **line_where))
-                return None
-            if mark.kind in DEFINITION_KINDS and mark.op == "bind":
-                inputs[name] = Input(name, mark.step, mark.kind)
-                local[name] = mark.kind
-                need_definition(mark, line_where, depth)
-                return mark.kind
-            # a data value: loaded from the step that last bound or changed it
-            inputs[name] = Input(name, mark.step, "data")
-            local[name] = "data"
-            outputs[mark.step].add(name)
-            if mark.step not in anc and name not in reported:
-                reported.add(name)
-                verb = "changes" if mark.op == "mutate" else "assigns"
-                findings.append(
-                    error(
-                        "not-an-ancestor",
-                        f"`{name}` comes from step {mark.step} (cell {mark.cell + 1} {verb} it), which does not run before step {step.name}",
-                        hint=f"add after:{mark.step} to step {step.name}",
-                        **line_where,
-                    )
-                )
-            racers = sorted(
-                {m.step for m in history[name] if m.op in ("bind", "mutate") and m.step not in (mark.step, None)
-                 and mark.step not in ancestors[m.step] and m.step not in ancestors[mark.step]}
-            )
-            if racers and name not in reported:
-                reported.add(name)
-                findings.append(
-                    error(
-                        "parallel-assign",
-                        f"steps {racers[0]} and {mark.step} may run in parallel and both assign `{name}`, which step {step.name} reads: the result would depend on timing",
-                        hint=f"add after:{racers[0]} to step {mark.step}, or use different names",
-                        **line_where,
-                    )
-                )
-            return "data"
+    def __init__(self, analysis: _Analysis, step: Step) -> None:
+        self.a = analysis
+        self.step = step
+        self.local: dict[str, str] = dict(analysis.setup_kind)  # name -> kind, as bound in this step so far
+        self.local_summary: dict[str, CallSummary] = dict(analysis.summaries)
+        self.own: set[str] = set()  # names this step bound itself
+        self.inputs: dict[str, Input] = {}
+        self.definitions: dict[tuple[int, int], Definition] = {}
+        self.reported: set[str] = set()  # names already reported for this step
+        self.expanded: set[str] = set()  # functions whose calls were already followed
+        self.star_here = False
+        self.ancestors = analysis.structure._ancestors[step.name]
+        self.pending: list[tuple[str, _Mark]] = []  # this step's marks, added to the history at its end
 
-        def read(name: str, line_where: dict, depth: int = 0) -> None:
-            kind = resolve(name, line_where, depth)
-            if kind in ("function", "class") and depth < 50:
-                summary = local_summary.get(name)
-                if name in inputs and inputs[name].provider is not None:
-                    mark = provider_of(name)
-                    summary = code[mark.cell].summaries.get(name) if mark else summary
-                key = ("called", name)
-                if key not in reported:
-                    reported.add(key)
-                    expand_call(name, summary, line_where, depth)
-
-        def mutate(name: str, line_where: dict, depth: int = 0) -> None:
-            kind = resolve(name, line_where, depth)
-            if kind == "data" or (kind is None and name in own):
-                history_mark(name, "mutate", "data", line_where)
-
-        def history_mark(name: str, op: str, kind: str, line_where: dict, stmt: int = 0) -> None:
-            pending.append((name, _Mark(op, kind, step.name, line_where["cell"] - 1, stmt)))
-
-        pending: list[tuple[str, _Mark]] = []
-        for i in step.cells:
-            cc = code.get(i)
+    def walk_cells(self) -> None:
+        for i in self.step.cells:
+            cc = self.a.code.get(i)
             if cc is None:
                 continue
-            for name, summary in cc.summaries.items():
-                local_summary[name] = summary
+            self.local_summary.update(cc.summaries)
             for ev in cc.events:
-                lw = where(i, step.name, ev.line)
+                lw = self.a.where(i, self.step.name, ev.line)
                 if ev.op == "read":
-                    read(ev.name, lw)
+                    self.read(ev.name, lw)
                 elif ev.op == "mutate":
-                    mutate(ev.name, lw)
+                    self.mutate(ev.name, lw)
                 elif ev.op == "bind":
-                    own.add(ev.name)
-                    local[ev.name] = ev.kind or "data"
-                    reported.discard(("called", ev.name))  # a new definition: expand its calls again
-                    pending.append((ev.name, _Mark("bind", ev.kind or "data", step.name, i, ev.stmt)))
+                    self.own.add(ev.name)
+                    self.local[ev.name] = ev.kind or "data"
+                    self.expanded.discard(ev.name)  # a new definition: follow its calls again
+                    self.pending.append((ev.name, _Mark("bind", ev.kind or "data", self.step.name, i, ev.stmt)))
                 elif ev.op == "delete":
-                    own.add(ev.name)
-                    local.pop(ev.name, None)
-                    pending.append((ev.name, _Mark("delete", "data", step.name, i, ev.stmt)))
+                    self.own.add(ev.name)
+                    self.local.pop(ev.name, None)
+                    self.pending.append((ev.name, _Mark("delete", "data", self.step.name, i, ev.stmt)))
                 elif ev.op == "star":
-                    star_here = True
-                    findings.append(_star_warning(where(i, step.name)))
-                    star_marks.append(_Mark("star", "module", step.name, i, ev.stmt))
+                    self.star_here = True
+                    self.a.findings.append(_star_warning(self.a.where(i, self.step.name)))
+                    self.a.star_marks.append(_Mark("star", "module", self.step.name, i, ev.stmt))
 
-        # Definitions of ancestors are re-created too, so that values referring to a
-        # notebook-defined class or function unpickle (pickle stores them by name).
-        for name, marks in list(history.items()):
+    def recreate_ancestor_definitions(self) -> None:
+        """Definitions of ancestors are re-created too, so that values referring to a
+        notebook-defined class or function unpickle (pickle stores them by name)."""
+        for name, marks in list(self.a.history.items()):
             mark = marks[-1]
-            if mark.op == "bind" and mark.kind in ("class", "function") and mark.step in anc and name not in own and name not in inputs:
-                reads = statement_reads(mark.cell, mark.stmt)
-                if all(provider_of(r) is None or provider_of(r).kind in DEFINITION_KINDS for r in reads):
-                    need_definition(mark, where(mark.cell, step.name), 1)
+            if (mark.op == "bind" and mark.kind in ("class", "function") and mark.step in self.ancestors
+                    and name not in self.own and name not in self.inputs):
+                reads = self.a.statement_reads(mark.cell, mark.stmt)
+                if all(self.a.provider_of(r) is None or self.a.provider_of(r).kind in DEFINITION_KINDS for r in reads):
+                    self.need_definition(mark, self.a.where(mark.cell, self.step.name), 1)
 
-        for name, mark in pending:
-            if mark.op == "mutate" and history[name] and history[name][-1].step == step.name and history[name][-1].op == "bind":
-                continue
-            history[name].append(mark)
-        new_steps.append(
-            replace(
-                step,
-                inputs=tuple(inputs.values()),
-                definitions=tuple(sorted(definitions.values(), key=lambda d: (d.cell, d.stmt))),
-            )
+    def need_definition(self, mark: _Mark, line_where: dict, depth: int) -> None:
+        """Re-create the statement that defined a module, function or class, and what it reads."""
+        key = (mark.cell, mark.stmt)
+        if key in self.definitions:
+            return
+        code = self.a.code[mark.cell]
+        names = tuple(sorted({ev.name for ev in code.events if ev.stmt == mark.stmt and ev.op == "bind"}))
+        self.definitions[key] = Definition(mark.cell, mark.stmt, code.statements[mark.stmt].source, names)
+        before = set(self.inputs)
+        for name in self.a.statement_reads(mark.cell, mark.stmt):
+            self.resolve(name, line_where, depth + 1)
+        if any(self.inputs[n].kind == "data" for n in set(self.inputs) - before):
+            self.definitions[key] = replace(self.definitions[key], needs_values=True)
+
+    def resolve(self, name: str, line_where: dict, depth: int = 0) -> str | None:
+        """Make ``name`` available in this step; return its kind (None if unknown)."""
+        if name in self.own or name in self.inputs:
+            return self.local.get(name) or (self.inputs[name].kind if name in self.inputs else None)
+        mark = self.a.provider_of(name)
+        if mark is None:
+            return self.resolve_unprovided(name, line_where, depth)
+        if mark.op == "delete":
+            self.report(name, error("deleted-name", f"`{name}` is read after `del {name}` in cell {mark.cell + 1} (step:{mark.step})", **line_where))
+            return None
+        if mark.kind in DEFINITION_KINDS and mark.op == "bind":
+            self.inputs[name] = Input(name, mark.step, mark.kind)
+            self.local[name] = mark.kind
+            self.need_definition(mark, line_where, depth)
+            return mark.kind
+        # a data value: loaded from the step that last bound or changed it
+        self.inputs[name] = Input(name, mark.step, "data")
+        self.local[name] = "data"
+        self.a.outputs[mark.step].add(name)
+        if mark.step not in self.ancestors:
+            verb = "changes" if mark.op == "mutate" else "assigns"
+            self.report(name, error(
+                "not-an-ancestor",
+                f"`{name}` comes from step {mark.step} (cell {mark.cell + 1} {verb} it), which does not run before step {self.step.name}",
+                hint=f"add after:{mark.step} to step {self.step.name}", **line_where))
+        self.check_race(name, mark, line_where)
+        return "data"
+
+    def resolve_unprovided(self, name: str, line_where: dict, depth: int) -> str | None:
+        """A name no earlier step bound: set-up, a builtin, a star import, or hidden state."""
+        if name in self.a.setup_kind:
+            return self.a.setup_kind[name]
+        if name in BUILTIN_NAMES:
+            return None
+        star = self.a.star_marks[-1] if self.a.star_marks else None
+        if self.a.setup_star or self.star_here or star is not None:
+            if star is not None and not self.star_here:
+                self.need_definition(star, line_where, depth)
+            return None
+        later = self.a.bound_later(name, line_where["cell"] - 1)
+        hint = (f"it is only defined below, in cell {later + 1}" if later is not None
+                else "no cell above defines it: hidden notebook state, e.g. a deleted cell or a name set in another session")
+        self.report(name, error("undefined-name", f"`{name}` is read but never defined above", hint=hint, **line_where))
+        return None
+
+    def check_race(self, name: str, mark: _Mark, line_where: dict) -> None:
+        """Two steps that may run in parallel both assigning a name this step reads."""
+        ancestors = self.a.structure._ancestors
+        racers = sorted(
+            {m.step for m in self.a.history[name] if m.op in ("bind", "mutate") and m.step not in (mark.step, None)
+             and mark.step not in ancestors[m.step] and m.step not in ancestors[mark.step]}
         )
+        if racers:
+            self.report(name, error(
+                "parallel-assign",
+                f"steps {racers[0]} and {mark.step} may run in parallel and both assign `{name}`, which step {self.step.name} reads: the result would depend on timing",
+                hint=f"add after:{racers[0]} to step {mark.step}, or use different names", **line_where))
 
-    final = [replace(s, outputs=tuple(sorted(outputs.get(s.name, ())))) for s in new_steps]
-    findings.sort(key=lambda f: (f.cell or 0, f.line or 0, f.severity.value != "error"))
-    result = with_steps(structure, final, _dedupe(findings))
-    return replace(result, code=code)
+    def report(self, name: str, finding: Finding) -> None:
+        """One finding per name and step."""
+        if name not in self.reported:
+            self.reported.add(name)
+            self.a.findings.append(finding)
+
+    def read(self, name: str, line_where: dict, depth: int = 0) -> None:
+        kind = self.resolve(name, line_where, depth)
+        if kind in ("function", "class") and depth < 50 and name not in self.expanded:
+            self.expanded.add(name)
+            summary = self.local_summary.get(name)
+            if name in self.inputs and self.inputs[name].provider is not None:
+                mark = self.a.provider_of(name)
+                summary = self.a.code[mark.cell].summaries.get(name) if mark else summary
+            self.expand_call(summary, line_where, depth)
+
+    def expand_call(self, summary: CallSummary | None, line_where: dict, depth: int) -> None:
+        """A call to a notebook function reads and changes what its body does."""
+        if summary is None or depth > 50:
+            return
+        for r in sorted(summary.reads):
+            self.read(r, line_where, depth + 1)
+        for w in sorted(summary.writes):
+            self.mutate(w, line_where, depth + 1)
+
+    def mutate(self, name: str, line_where: dict, depth: int = 0) -> None:
+        kind = self.resolve(name, line_where, depth)
+        if kind == "data" or (kind is None and name in self.own):
+            self.pending.append((name, _Mark("mutate", "data", self.step.name, line_where["cell"] - 1, 0)))
 
 
 def _star_warning(where: dict) -> Finding:

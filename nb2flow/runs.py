@@ -11,10 +11,10 @@ import datetime as _dt
 import enum
 import json
 import os
-import re
 import secrets
 
 from .errors import UsageError
+from .names import file_slug
 from .runner.protocol import RUNS_DIR, RunLayout, StepState
 
 RUNS_SUBDIR = os.path.join(*RUNS_DIR.split("/"))
@@ -31,18 +31,13 @@ def runs_root_for(notebook_path: str) -> str:
     return os.path.join(os.path.dirname(os.path.abspath(notebook_path)), RUNS_SUBDIR)
 
 
-def _slug(stem: str) -> str:
-    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-.") or "notebook"
-    return slug[:60]
-
-
 def create_run_dir(root: str, stem: str) -> tuple[str, str]:
     """A new, empty run folder ``<root>/<stem>-<time>-<random>``; never shared by two runs."""
     try:
         os.makedirs(root, exist_ok=True)
         for _ in range(20):
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-            run_id = f"{_slug(stem)}-{stamp}-{secrets.token_hex(3)}"
+            run_id = f"{file_slug(stem)}-{stamp}-{secrets.token_hex(3)}"
             path = os.path.join(root, run_id)
             try:
                 os.mkdir(path)  # atomic: fails if another run took the name

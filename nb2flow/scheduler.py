@@ -192,7 +192,7 @@ class Scheduler:
     def _launch(self, t: Track, now: float) -> list:
         t.attempt += 1
         t.launched, t.go, t.go_time, t.ended, t.error = True, False, None, None, None
-        t.started = t.started or now
+        t.started = now if t.started is None else t.started
         return [Launch(t.plan.name, t.attempt)]
 
     def _go(self, t: Track, now: float) -> list:
@@ -212,7 +212,7 @@ class Scheduler:
                 if d.launched:
                     actions.append(Cancel(name))
                 d.state, d.launched = StepState.SKIPPED, False
-                d.ended = now if d.started else None
+                d.ended = now if d.started is not None else None
         if self.fail_fast:
             for other in self.tracks.values():
                 if other.state is StepState.RUNNING:

@@ -24,7 +24,6 @@ from .findings import Finding, error, warning
 from .notebook import Cell
 
 STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
-DNS_LABEL_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
 # Kubernetes resource.Quantity (apimachinery/pkg/api/resource/quantity.go).
 QUANTITY_RE = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[numkMGTPE])?$")
 # Go's time.ParseDuration, which Argo uses for ``timeout``, plus a day unit.
@@ -122,9 +121,12 @@ def parse_duration(text: str) -> float:
     return total
 
 
-def task_name(step_name: str) -> str:
-    """The DNS-1123 label form of a step name (Argo task names, Kubernetes labels)."""
-    return step_name.lower().replace("_", "-").strip("-")
+def task_name(step_name: str, max_len: int = 63) -> str:
+    """The DNS-1123 label form of a step name: its Argo task name and files (``Train_A`` → ``train-a``,
+    ``1_load`` → ``step-1-load``: Argo refuses task names that start with a digit)."""
+    from .names import k8s_name
+
+    return k8s_name(step_name, max_len=max_len, fallback="step", letter_first=True)
 
 
 def _suggest(tag: str) -> str | None:
@@ -192,7 +194,7 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
                     hint=f"try {key}:{re.sub(r'[^A-Za-z0-9_-]+', '-', value).strip('-') or 'name'}",
                 )
                 continue
-            if len(task_name(value)) > 63 or not DNS_LABEL_RE.match(task_name(value)):
+            if not re.search(r"[A-Za-z0-9]", value) or len(task_name(value, max_len=1000)) > 63:
                 bad("bad-step-name", f"step name {value!r} does not make a Kubernetes name (1-63 characters, a letter or digit at each end)")
                 continue
             if value.lower() in RESERVED_NAMES:

@@ -13,7 +13,7 @@ from .params import read_params
 from .protocol import BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
 from .status import Status
 
-TASK_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
+TASK_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
 class StepRun:

@@ -85,7 +85,6 @@ class CellCode:
     events: tuple[Event, ...]
     statements: tuple[Statement, ...]
     summaries: dict = field(default_factory=dict, compare=False, hash=False)  # name -> CallSummary
-    uses_ipython: bool = False  # magics or shell escapes: needs a kernel, not plain python
     transformed: bool = False
 
 
@@ -135,7 +134,6 @@ def analyze_cell(source: str) -> CellCode:
         events=tuple(walker.events),
         statements=tuple(walker.statements),
         summaries=walker.summaries,
-        uses_ipython=transformed and "get_ipython()" in python,
         transformed=transformed,
     )
 

@@ -197,16 +197,10 @@ def parse_time(text: str | None) -> float | None:
 def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30) -> dict:
     """Follow a workflow until it finishes; a dropped connection is retried, not fatal."""
     reporter = make_reporter(progress)
-    workflow = kube.get("workflows", namespace, name)
-    reporter.start(name, f"{namespace}/{name}", step_views(workflow))
+    workflow: dict | None = None
     errors = 0
     try:
         while True:
-            phase = (workflow.get("status") or {}).get("phase")
-            reporter.update(step_views(workflow))
-            if phase in ("Succeeded", "Failed", "Error"):
-                break
-            time.sleep(interval)
             try:
                 workflow = kube.get("workflows", namespace, name)
                 errors = 0
@@ -215,9 +209,17 @@ def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", inte
                     raise
                 errors += 1
                 reporter.message(f"lost the connection to the API server; retrying ({errors})")
+                time.sleep(interval)
+                continue
+            if not reporter.started:
+                reporter.start(name, f"{namespace}/{name}", step_views(workflow))
+            reporter.update(step_views(workflow))
+            if (workflow.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Error"):
+                return workflow
+            time.sleep(interval)
     finally:
-        reporter.finish(step_views(workflow))
-    return workflow
+        if workflow is not None and reporter.started:
+            reporter.finish(step_views(workflow))
 
 
 def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None) -> list[tuple[str, str]]:

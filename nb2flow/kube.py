@@ -36,6 +36,9 @@ class Kube:
             self.default_namespace = _read(os.path.join(SA_DIR, "namespace")) or "default"
             self.pod_name = os.environ.get("HOSTNAME")
         else:
+            # read KUBECONFIG now: the kubernetes package reads it once, at import, and a long-lived
+            # process (a kernel with the IPython extension) may change it
+            kubeconfig = kubeconfig or os.environ.get("KUBECONFIG") or None
             try:
                 config.load_kube_config(config_file=kubeconfig, context=context, client_configuration=cfg)
             except (config.ConfigException, FileNotFoundError, OSError) as exc:

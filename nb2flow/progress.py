@@ -58,8 +58,10 @@ def summary_lines(views: list[StepView]) -> list[str]:
 
 
 class QuietReporter:
+    started = False
+
     def start(self, run_id: str, run_dir: str, views: list[StepView]) -> None:
-        pass
+        self.started = True
 
     def update(self, views: list[StepView]) -> None:
         pass
@@ -83,6 +85,7 @@ class PlainReporter(QuietReporter):
         print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
 
     def start(self, run_id, run_dir, views) -> None:
+        self.started = True
         self.t0 = time.monotonic()
         self._print(f"run {run_id}: {len(views)} step{'s' if len(views) != 1 else ''}")
         for v in views:
@@ -140,7 +143,8 @@ class LiveReporter(QuietReporter):
     def start(self, run_id, run_dir, views) -> None:
         from rich.live import Live
 
-        self.console.print(f"run [bold]{run_id}[/]: {len(views)} steps")
+        self.started = True
+        self.console.print(f"run [bold]{run_id}[/]: {len(views)} step{'s' if len(views) != 1 else ''}")
         self.live = Live(self._table(views), console=self.console, refresh_per_second=8, transient=False)
         self.live.start()
 

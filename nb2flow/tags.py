@@ -182,7 +182,6 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
         elif sep and key in ("step", "block"):
             if value == "":  # Kale: an empty step: / block: continues the step above
                 continues = True
-                continues = True
                 continue
             if step is not None:
                 bad("two-step-tags", f"two step tags on one cell: step:{step} and {tag!r}")

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 from nbutil import cell, md, write
 
 NB2FLOW = [sys.executable, "-m", "nb2flow"]

@@ -4,7 +4,7 @@ from dataclasses import fields
 
 import pytest
 
-from conftest import ROOT
+from helpers import ROOT
 from nb2flow.config import KEYS, ClusterConfig, load_config
 from nb2flow.errors import UsageError
 

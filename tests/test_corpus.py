@@ -1,7 +1,9 @@
 """Real-world notebooks: papermill's own test notebooks (from its source distribution) and
 Kubeflow Kale's (from the kubeflow-kale package), through check, graph and export.
 
-Downloaded from the package index once per session; skipped, saying why, when that fails.
+Downloaded from the package index once and cached (~/.cache/nb2flow-tests); the download is
+opt-in (`pytest -m network`) so it can never stall the default run; skipped, saying why, when it fails.
+The notebooks written here in those styles are in tests/test_real_notebooks.py (default run).
 """
 
 import json
@@ -13,16 +15,26 @@ from pathlib import Path
 
 import pytest
 
-from test_fuzz_cli import invoke
+from helpers import invoke
+
+
+pytestmark = pytest.mark.network
+CACHE = Path.home() / ".cache" / "nb2flow-tests" / "corpus"
 
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     folder = tmp_path_factory.mktemp("corpus")
-    downloads = folder / "dl"
-    for spec in (["papermill==2.7.0", "--no-binary", ":all:"], ["kubeflow-kale==2.3.0"]):
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(downloads), *spec],
-                           capture_output=True, text=True, timeout=300)
+    downloads = CACHE
+    for spec, pattern in ((["papermill==2.7.0", "--no-binary", ":all:"], "papermill-2.7.0.tar.gz"),
+                          (["kubeflow-kale==2.3.0"], "kubeflow_kale-2.3.0-*.whl")):
+        if list(downloads.glob(pattern)):
+            continue
+        try:
+            r = subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps", "-d", str(downloads), *spec],
+                               capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.skip(f"downloading {spec[0]} from the package index took over 300 s")
         if r.returncode != 0:
             pytest.skip(f"cannot download {spec[0]} from the package index: {r.stderr.strip().splitlines()[-1:]}")
     nbs = folder / "nbs"

@@ -4,34 +4,16 @@ Each leaves a run record that says what happened, no half-written value, no orph
 and `--resume` completes the run afterwards.
 """
 
-import json
 import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
+import pytest
 
 from nbutil import cell, write
-from test_run_local import _processes_mentioning, nb2flow, only_run_dir, record
-
-
-def wait_for(predicate, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError("timed out")
-
-
-def step_status(run_dir, task):
-    try:
-        return json.loads((run_dir / "steps" / task / "status.json").read_text())
-    except (OSError, ValueError):
-        return {}
+from helpers import assert_gone, nb2flow, only_run_dir, record, step_status, wait_for
 
 
 def test_step_process_killed_mid_cell_then_resume(tmp_path):
@@ -48,8 +30,7 @@ def test_step_process_killed_mid_cell_then_resume(tmp_path):
     assert "the step process was killed by signal SIGKILL" in err
     rec = record(run_dir)
     assert {n: s["state"] for n, s in rec["steps"].items()} == {"a": "succeeded", "b": "failed", "c": "skipped"}
-    time.sleep(0.3)
-    assert _processes_mentioning(str(run_dir)) == []
+    assert_gone(str(run_dir))
     assert not os.path.exists(f"/proc/{status['kernel_pid']}") or "Z" in Path(f"/proc/{status['kernel_pid']}/stat").read_text().split()[2]
     (tmp_path / "second-try").touch()
     r = nb2flow("run", "--resume", run_dir.name, "-q", cwd=tmp_path)
@@ -93,10 +74,10 @@ def test_ctrl_c_during_start_up_leaves_no_process(tmp_path):
     assert proc.returncode == 130, err
     run_dir = only_run_dir(tmp_path)
     assert record(run_dir)["state"] == "interrupted"
-    time.sleep(0.3)
-    assert _processes_mentioning(str(run_dir)) == []
+    assert_gone(str(run_dir))
 
 
+@pytest.mark.slow
 def test_twenty_runs_at_once_all_succeed_with_their_own_records(tmp_path):
     write(tmp_path / "many.ipynb", cell("v = [1]", "step:a"), cell("v.append(2)", "step:b"), cell("w = sum(v)", "step:c"))
     env = dict(os.environ, NO_COLOR="1")
@@ -149,14 +130,14 @@ def test_symlinks_in_the_run_folder_are_not_followed_out_of_it(tmp_path):
 
 def test_ctrl_c_while_saving_values_leaves_no_half_written_value(tmp_path):
     write(tmp_path / "v.ipynb",
-          cell("import time\nclass Slow:\n    def __reduce__(self):\n        time.sleep(30)\n        return (Slow, ())", "setup"),
+          cell("import time\nclass Slow:\n    def __reduce__(self):\n        open('in-reduce', 'w').close()\n        time.sleep(30)\n        return (Slow, ())", "setup"),
           cell("value = Slow()", "step:make"), cell("n = value", "step:use"))
     env = dict(os.environ, NO_COLOR="1")
     proc = subprocess.Popen([sys.executable, "-m", "nb2flow", "run", "v.ipynb", "--no-progress"], cwd=tmp_path, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     run_dir = wait_for(lambda: next(iter((tmp_path / ".nb2flow" / "runs").glob("*")), None) if (tmp_path / ".nb2flow" / "runs").exists() else None)
-    wait_for(lambda: step_status(run_dir, "make").get("role") == "save")
-    time.sleep(0.5)  # inside pickle.dump now
+    wait_for(lambda: (tmp_path / "in-reduce").exists())  # inside pickle.dump now
+    assert [p.name for p in (run_dir / "values" / "make").iterdir()] == [f"value.pkl.tmp-{step_status(run_dir, 'make')['kernel_pid']}"]
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err
@@ -164,5 +145,4 @@ def test_ctrl_c_while_saving_values_leaves_no_half_written_value(tmp_path):
     assert rec["state"] == "interrupted" and rec["steps"]["make"]["state"] == "interrupted"
     values = run_dir / "values" / "make"
     assert not values.exists() or list(values.iterdir()) == []
-    time.sleep(0.3)
-    assert _processes_mentioning(str(run_dir)) == []
+    assert_gone(str(run_dir))

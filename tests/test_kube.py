@@ -7,21 +7,18 @@ import sys
 
 import pytest
 
-from conftest import SAMPLES, SHARED
+from helpers import JH_CLAIM, JH_NODE, JH_POD, JH_TOKEN, SAMPLES, jupyterhub_pod, run_in_process
 from kubeserver import FakeKube
 
-FIXTURE = SHARED / "fixtures" / "jupyterhub-singleuser-pod.json"
-TOKEN = "f00dfeedf00dfeedf00dfeedf00dfeed"
-POD = "jupyter-dana-lee-example-org---57ecc71d"
+TOKEN = JH_TOKEN
+POD = JH_POD
 
 
 @pytest.fixture
 def kube(tmp_path):
-    if not FIXTURE.is_file():
-        pytest.skip(f"../shared is absent (looked for {FIXTURE}); it holds the JupyterHub pod fixture")
     with FakeKube() as server:
-        server.add("pods", json.loads(FIXTURE.read_text()))
-        server.add("persistentvolumeclaims", {"metadata": {"name": "claim-dana-lee-example-org---57ecc71d", "namespace": "jhub"},
+        server.add("pods", jupyterhub_pod())
+        server.add("persistentvolumeclaims", {"metadata": {"name": JH_CLAIM, "namespace": "jhub"},
                                               "spec": {"accessModes": ["ReadWriteOnce"]}, "status": {"accessModes": ["ReadWriteOnce"]}})
         server.config_path = server.kubeconfig(tmp_path / "kubeconfig")
         yield server
@@ -37,10 +34,10 @@ def home(tmp_path):
     return folder
 
 
-def cli(kube, *args, cwd=None, timeout=120):
-    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=kube.config_path, HOME=str(cwd or os.getcwd()))
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    return subprocess.run([sys.executable, "-m", "nb2flow", *args], capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout)
+def cli(kube, *args, cwd=None):
+    """``nb2flow ARGS`` in this process (the kubernetes client imported once), with the kubeconfig and HOME set."""
+    env = {"NO_COLOR": "1", "KUBECONFIG": kube.config_path, "HOME": str(cwd or os.getcwd()), "KUBERNETES_SERVICE_HOST": None}
+    return run_in_process(list(args), cwd=cwd, env=env)
 
 
 def workflows(kube):
@@ -58,17 +55,17 @@ def test_submit_reads_the_pod_and_pvc_and_creates_the_workflow_strictly(kube, ho
     assert wf["spec"]["arguments"]["parameters"][2] == {"name": "n_estimators", "value": "10"}
     paths = [(m, p) for m, p, q in kube.requests]
     assert ("GET", f"/api/v1/namespaces/jhub/pods/{POD}") in paths
-    assert ("GET", "/api/v1/namespaces/jhub/persistentvolumeclaims/claim-dana-lee-example-org---57ecc71d") in paths
+    assert ("GET", f"/api/v1/namespaces/jhub/persistentvolumeclaims/{JH_CLAIM}") in paths
     post = next(q for m, p, q in kube.requests if m == "POST")
     assert post.get("fieldValidation") == "Strict"
     assert TOKEN not in json.dumps(wf) + r.stderr + r.stdout
     # the PVC said ReadWriteOnce: steps are pinned to the notebook's node
-    assert "user-pool-5c9d7-node-k2x8q" in json.dumps(wf["spec"]["affinity"])
+    assert JH_NODE in json.dumps(wf["spec"]["affinity"])
     assert (home / ".nb2flow" / "bundles").is_dir()
 
 
 def test_rwx_claim_is_not_pinned(kube, home):
-    kube.objects[("persistentvolumeclaims", "jhub", "claim-dana-lee-example-org---57ecc71d")]["status"]["accessModes"] = ["ReadWriteMany"]
+    kube.objects[("persistentvolumeclaims", "jhub", JH_CLAIM)]["status"]["accessModes"] = ["ReadWriteMany"]
     r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 0, r.stderr
     wf = workflows(kube)[r.stdout.strip()]
@@ -128,6 +125,15 @@ def test_compressed_nodes_are_read(kube, home):
     assert any(l.startswith("clean") and "running" in l for l in r.stdout.splitlines()), r.stdout
 
 
+def wait_until(predicate, timeout=30.0):
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
 def _start_watch(kube, home, *flags):
     """Start `run --argo --watch` in the background; return it and the workflow it submitted."""
     import time
@@ -142,16 +148,17 @@ def _start_watch(kube, home, *flags):
 
 
 def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
-    import time
 
-    kube.fail.append(("GET", r"/workflows/analysis-", "drop"))
+    # two drops: the client's own retry meets the second, so nb2flow's retry must run
+    kube.fail += [("GET", r"/workflows/analysis-", "drop"), ("GET", r"/workflows/analysis-", "drop")]
     proc, name = _start_watch(kube, home, "--no-progress")
-    time.sleep(3)
+    wait_until(lambda: not kube.fail and sum(1 for m, p, q in kube.requests if m == "GET" and "/workflows/" in p) >= 3)
     _finish(kube, name, {"load": "Succeeded", "clean": "Succeeded", "train-logreg": "Succeeded", "train-forest": "Succeeded", "compare": "Succeeded"})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert f"workflow {name}: Succeeded" in err
     assert "compare: done" in err
+    assert "lost the connection to the API server; retrying (1)" in err  # nb2flow's own retry ran
     posts = [p for m, p, q in kube.requests if m == "POST"]
     assert len(posts) == 1  # nothing submitted twice
 
@@ -219,6 +226,15 @@ def test_missing_pod_and_unreachable_server(kube, home, tmp_path):
 
 
 def test_name_conflict_on_create(kube, home):
+    kube.fail.append(("POST", r"/workflows$", (409, "workflows.argoproj.io \"analysis-x\" already exists")))
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines()[-1] == (
+        "nb2flow: creating a Workflow: already exists in namespace jhub (409) (choose another --name, or delete the old one first)")
+    assert workflows(kube) == {}
+
+
+def test_schedule_that_exists_but_cannot_be_read_says_permission_denied(kube, home):
     kube.fail.append(("POST", r"/cronworkflows$", (409, "already exists")))
     kube.fail.append(("GET", r"/cronworkflows/analysis$", (403, "forbidden")))
     r = cli(kube, "schedule", "analysis.ipynb", "--cron", "@daily", "--from-pod", POD, "-n", "jhub", cwd=home)

@@ -15,15 +15,14 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES, SHARED
-from test_run_local import SAMPLE_NAMES, _probe_notebook
+from helpers import JH_POD_FILE, SAMPLE_NAMES, SAMPLES, probe_notebook
 
 import nb2flow
 from nb2flow.argo import dump
 from nb2flow.cluster import prepare, resolve_target
 from nb2flow.config import ClusterConfig
 
-FIXTURE = SHARED / "fixtures" / "jupyterhub-singleuser-pod.json"
+FIXTURE = JH_POD_FILE
 SUBST = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 
 
@@ -81,8 +80,6 @@ def replay(manifest: dict, mounts: dict, name: str = "wf-replay") -> dict:
 
 @pytest.fixture
 def volumes(tmp_path):
-    if not FIXTURE.is_file():
-        pytest.skip(f"../shared is absent (looked for {FIXTURE}); it holds the JupyterHub pod fixture")
     home = tmp_path / "home"
     (home / "work").mkdir(parents=True)
     mounts = {"/home/jovyan": home, "/dev/shm": tmp_path / "shm", "/mnt/datasets": tmp_path / "datasets"}
@@ -97,11 +94,11 @@ def emit(notebook: Path, params: dict) -> dict:
     return prepare(pipeline, target, params)[0]
 
 
-@pytest.mark.parametrize("name", ["analysis.ipynb", "kale_pipeline.ipynb"])
+@pytest.mark.parametrize("name", [pytest.param("analysis.ipynb", marks=pytest.mark.slow), "kale_pipeline.ipynb"])
 def test_replayed_workflow_equals_a_local_run(volumes, name):
     work, mounts = volumes
     nb = work / name
-    _probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
+    probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
     manifest = emit(nb, {"probe_path": "probe-argo.pkl"})
     results = replay(manifest, mounts)
     assert set(results.values()) == {0}

@@ -12,31 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SAMPLES
+from helpers import (BLOCKER, SAMPLE_NAMES, SAMPLES, assert_gone, digest, nb2flow, only_run_dir, probe_notebook,
+                     record, split_run, top_to_bottom)
 from nbutil import cell, write
-
-BLOCKER = str(Path(__file__).resolve().parent / "blocker")
-
-
-def nb2flow(*args, cwd, env=None, timeout=180):
-    full_env = dict(os.environ, NO_COLOR="1")
-    full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "nb2flow", *args], capture_output=True, text=True,
-                          cwd=cwd, env=full_env, timeout=timeout)
-
-
-def only_run_dir(folder) -> Path:
-    runs = sorted(Path(folder, ".nb2flow", "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
-def record(run_dir) -> dict:
-    return json.loads(Path(run_dir, "run.json").read_text())
-
-
-def digest(path) -> tuple:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest(), os.stat(path).st_mtime_ns
 
 
 # ------------------------------------------------------------------ the sample, end to end
@@ -116,71 +94,12 @@ def test_merged_output_notebook(analysis_run):
 # ------------------------------------------------------------------ equivalence with papermill
 
 
-def _probe_notebook(src: Path, dst: Path, names: list[str]) -> None:
-    """A copy of ``src`` with a last step that pickles ``names`` to the file given by a parameter."""
-    doc = json.loads(src.read_text())
-    has_params = any("parameters" in c.get("metadata", {}).get("tags", []) or "pipeline-parameters" in c.get("metadata", {}).get("tags", []) for c in doc["cells"])
-    body = "import pickle as _p\nwith open(probe_path, 'wb') as _fh:\n    _p.dump({%s}, _fh)\n" % ", ".join(f"{n!r}: _norm({n})" for n in names)
-    norm = cell(
-        "def _norm(v):\n"
-        "    import pandas, numpy\n"
-        "    if isinstance(v, (pandas.DataFrame, pandas.Series)):\n        return ('pandas', v.to_json())\n"
-        "    if isinstance(v, numpy.ndarray):\n        return ('numpy', v.tolist())\n"
-        "    if hasattr(v, 'get_params') and hasattr(v, 'predict'):\n        return ('model', repr(v), sorted(vars(v)))\n"
-        "    return v\n", "setup")
-    leaves = [c for c in doc["cells"] if any(t.startswith(("step:", "block:", "pipeline-metrics")) for t in c.get("metadata", {}).get("tags", []))]
-    after_tags = []
-    step_names = [t.split(":", 1)[1] for c in leaves for t in c["metadata"]["tags"] if t.startswith(("step:", "block:"))]
-    uses_prev = any(t.startswith("prev:") for c in doc["cells"] for t in c.get("metadata", {}).get("tags", []))
-    if uses_prev:
-        after_tags = [f"prev:{n}" for n in step_names]
-    probe = cell(body, "step:zz_probe", *after_tags)
-    if has_params:
-        # papermill injects after the parameters cell; probe_path is a parameter too
-        for c in doc["cells"]:
-            tags = c.get("metadata", {}).get("tags", [])
-            if "parameters" in tags or "pipeline-parameters" in tags:
-                c["source"] = "".join(c["source"]) + "\nprobe_path = 'probe.pkl'\n"
-                if "parameters" not in tags:
-                    tags.append("parameters")  # so papermill finds Kale's parameters cell too
-        doc["cells"] = doc["cells"][:1] + [norm] + doc["cells"][1:] + [probe]
-    else:
-        doc["cells"] = [cell("probe_path = 'probe.pkl'", "parameters"), norm] + doc["cells"] + [probe]
-    dst.write_text(json.dumps(doc))
-
-
-def _top_to_bottom(nb: Path, probe: Path, cwd: Path) -> dict:
-    import pickle
-
-    import papermill
-
-    papermill.execute_notebook(str(nb), str(cwd / "papermill.out.ipynb"), parameters={"probe_path": str(probe)},
-                               cwd=str(cwd), progress_bar=False, kernel_name="python3")
-    return pickle.loads(probe.read_bytes())
-
-
-def _split(nb: Path, probe: Path, cwd: Path, *extra) -> dict:
-    import pickle
-
-    r = nb2flow("run", nb.name, "-r", "probe_path", str(probe), "-q", *extra, cwd=cwd)
-    assert r.returncode == 0, r.stderr
-    return pickle.loads(probe.read_bytes())
-
-
-SAMPLE_NAMES = {
-    "analysis.ipynb": ["df", "features", "X_train", "X_test", "y_train", "y_test", "logreg", "logreg_accuracy",
-                       "forest", "forest_accuracy", "results", "best", "test_size", "n_estimators"],
-    "linear.ipynb": ["count", "values", "scaled", "summary", "report"],
-    "kale_pipeline.ipynb": ["data", "noisy_data", "mean", "spread", "SEED", "N"],
-}
-
-
 @pytest.mark.parametrize("name", sorted(SAMPLE_NAMES))
 def test_split_run_sees_what_top_to_bottom_sees(tmp_path, name):
     nb = tmp_path / name
-    _probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
-    reference = _top_to_bottom(nb, tmp_path / "reference.pkl", tmp_path)
-    split = _split(nb, tmp_path / "split.pkl", tmp_path)
+    probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
+    reference = top_to_bottom(nb, tmp_path / "reference.pkl", tmp_path)
+    split = split_run(nb, tmp_path / "split.pkl", tmp_path)
     assert split == reference
     assert set(split) == set(SAMPLE_NAMES[name])
 
@@ -188,9 +107,9 @@ def test_split_run_sees_what_top_to_bottom_sees(tmp_path, name):
 @pytest.mark.parametrize("name", ["linear.ipynb", "kale_pipeline.ipynb"])
 def test_script_mode_sees_the_same(tmp_path, name):
     nb = tmp_path / name
-    _probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
-    reference = _top_to_bottom(nb, tmp_path / "reference.pkl", tmp_path)
-    assert _split(nb, tmp_path / "split.pkl", tmp_path, "--mode", "script") == reference
+    probe_notebook(SAMPLES / name, nb, SAMPLE_NAMES[name])
+    reference = top_to_bottom(nb, tmp_path / "reference.pkl", tmp_path)
+    assert split_run(nb, tmp_path / "split.pkl", tmp_path, "--mode", "script") == reference
 
 
 # ------------------------------------------------------------------ parameters
@@ -236,12 +155,26 @@ HOSTILE = [
 ]
 
 
+@pytest.mark.parametrize("value", HOSTILE)
+def test_hostile_values_survive_the_injection_code(value):
+    from nb2flow.argo import argo_json
+    from nb2flow.runner.params import parameters_source, read_params
+
+    ns: dict = {}
+    exec(parameters_source({"name": value, "items": [value, {value: value}]}), ns)
+    assert ns["name"] == value and ns["items"] == [value, {value: value}]
+    assert read_params(None, [f"name={json.dumps(value)}", f"other={argo_json(value)}"]) == {"name": value, "other": value}
+
+
 @pytest.mark.parametrize("mode", ["notebook", "script"])
 def test_hostile_values_round_trip_exactly(echo_nb, mode):
-    for value in HOSTILE:
-        r = nb2flow("run", "echo.ipynb", "-q", "--mode", mode, "-r", "name", value, cwd=echo_nb)
-        assert r.returncode == 0, r.stderr
-        assert seen(echo_nb)["name"] == value
+    import yaml
+
+    (echo_nb / "hostile.yaml").write_text(yaml.safe_dump({"items": HOSTILE, "name": HOSTILE[3]}))
+    r = nb2flow("run", "echo.ipynb", "-q", "--mode", mode, "-f", "hostile.yaml", "-r", "alpha", HOSTILE[2], cwd=echo_nb)
+    assert r.returncode == 0, r.stderr
+    assert seen(echo_nb) | {"alpha": None} == {"alpha": None, "count": 3, "name": HOSTILE[3], "flag": False, "extra": None, "items": HOSTILE}
+    assert seen(echo_nb)["alpha"] == HOSTILE[2]
 
 
 def test_unknown_parameter_is_an_error_with_did_you_mean(echo_nb):
@@ -364,20 +297,6 @@ def test_unpicklable_value_names_variable_type_steps_and_fix(tmp_path):
             "re-create it in step use, or move the cell that creates it to a setup cell") in r.stderr
 
 
-def _processes_mentioning(text: str) -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if not pid.isdigit():
-            continue
-        try:
-            cmd = Path("/proc", pid, "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmd:
-            out.append(f"{pid}: {cmd}")
-    return out
-
-
 def test_ctrl_c_stops_every_step_and_kernel(tmp_path):
     write(
         tmp_path / "cc.ipynb",
@@ -412,8 +331,7 @@ def test_ctrl_c_stops_every_step_and_kernel(tmp_path):
     rec = record(run_dir)
     assert rec["state"] == "interrupted"
     assert {rec["steps"]["a"]["state"], rec["steps"]["b"]["state"]} == {"interrupted"}
-    time.sleep(0.5)
-    assert _processes_mentioning(str(run_dir)) == []
+    assert_gone(str(run_dir))
     for pid in filter(None, kernels):
         assert not Path("/proc", str(pid)).exists() or "zombie" in Path("/proc", str(pid), "status").read_text().lower()
 

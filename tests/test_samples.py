@@ -1,8 +1,9 @@
-"""The sample notebooks: clean under check, and each runs top to bottom as a plain notebook."""
+"""The sample notebooks are clean under check. (That each runs top to bottom is the papermill reference run of
+test_run_local.py::test_split_run_sees_what_top_to_bottom_sees.)"""
 
 import pytest
 
-from conftest import SAMPLES
+from helpers import SAMPLES
 import nb2flow
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.ipynb"))
@@ -16,17 +17,6 @@ def test_there_are_samples():
 def test_sample_checks_clean(path):
     p = nb2flow.load(path)
     assert p.ok and not p.warnings, [f.render(str(path)) for f in p.findings]
-
-
-@pytest.mark.parametrize("path", SAMPLE_FILES, ids=lambda p: p.name)
-def test_sample_runs_top_to_bottom(path):
-    nbformat = pytest.importorskip("nbformat")
-    from nbclient import NotebookClient
-
-    nb = nbformat.read(path, as_version=4)
-    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(SAMPLES)}}).execute()
-    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    assert not errors
 
 
 def test_analysis_shape():

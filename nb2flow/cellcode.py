@@ -20,6 +20,8 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import keyword
+import re
 import warnings
 from dataclasses import dataclass, field
 
@@ -46,6 +48,25 @@ IPYTHON_NAMES = frozenset(
     {"get_ipython", "display", "In", "Out", "_", "__", "___", "_i", "_ii", "_iii", "_oh", "_ih", "_dh", "exit", "quit", "__builtins__", "__name__", "__file__", "__doc__"}
 )
 BUILTIN_NAMES = frozenset(dir(builtins)) | IPYTHON_NAMES
+
+# The line magics of a default IPython kernel (IPython 9, ipykernel 7; aliases such as ls
+# included). With automagic on, as it is by default, a cell of one line that starts with one
+# of these names runs it as a magic (IPython's AutoMagicChecker, applied only to one-line cells
+# by InteractiveShell.transform_cell), unless a variable, a builtin or a keyword of that name
+# shadows it, or the line assigns to it (``ls = 1``).
+AUTOMAGIC = frozenset(
+    """alias alias_magic autoawait autocall automagic autosave bookmark cat cd clear code_wrap colors conda
+    config connect_info cp debug dhist dirs doctest_mode ed edit env gui hist history killbgscripts ldir less
+    lf lk ll load load_ext loadpy logoff logon logstart logstate logstop ls lsmagic lx macro magic mamba man
+    matplotlib micromamba mkdir more mv notebook page pastebin pdb pdef pdoc pfile pinfo pinfo2 pip popd
+    pprint precision prun psearch psource pushd pwd pycat pylab qtconsole quickref recall rehashx reload_ext
+    rep rerun reset reset_selective rm rmdir run save sc set_env store subshell sx system tb time timeit
+    unalias unload_ext uv who who_ls whos xdel xmode""".split()
+)
+# Calls that seed the global generators whose draws a split run must continue from step to step
+SEED_CALL_RE = re.compile(r"(^|\.)random\.seed$")
+# IPython's own split of a line into escape, function and the rest (IPython.core.splitinput.line_split)
+LINE_SPLIT_RE = re.compile(r"^(\s*)([,;/%]|!!?|\?\??)?\s*(%{0,2}[\w\.\*]*)(.*?$|$)")
 
 SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.ListComp, ast.SetComp, ast.DictComp, ast.GeneratorExp)
 
@@ -86,6 +107,8 @@ class CellCode:
     statements: tuple[Statement, ...]
     summaries: dict = field(default_factory=dict, compare=False, hash=False)  # name -> CallSummary
     transformed: bool = False
+    automagic: str | None = None  # the line magic a one-line cell runs without its % (``pip install x``)
+    seeds: bool = False  # seeds the global random generators (random.seed, numpy.random.seed)
 
 
 class CellSyntaxError(Exception):
@@ -97,8 +120,30 @@ class CellSyntaxError(Exception):
         self.line = line
 
 
-def to_python(source: str) -> tuple[str, ast.Module, bool]:
-    """Parse a cell, applying IPython's input transformation only when plain Python fails."""
+def automagic_name(source: str, shadowed=frozenset()) -> str | None:
+    """The magic a default kernel runs for this cell through automagic (``pip install -r x.txt``), else None.
+
+    ``shadowed``: names bound above the cell; a variable of the magic's name turns automagic off.
+    """
+    stripped = source.strip()
+    if not stripped or "\n" in stripped:
+        return None  # quick exit; the exact one-line test is on IPython's transformed cell below
+    pre, esc, ifun, rest = LINE_SPLIT_RE.match(stripped).groups()
+    if esc or ifun not in AUTOMAGIC or rest.lstrip()[:1] in ("=", ","):
+        return None
+    if ifun in shadowed or ifun in BUILTIN_NAMES or keyword.iskeyword(ifun):
+        return None
+    return ifun
+
+
+def to_python(source: str, shadowed=frozenset()) -> tuple[str, ast.Module, bool]:
+    """Parse a cell as a default IPython kernel would run it: plain Python when it parses and
+    is not an automagic line, else after IPython's input transformation."""
+    magic = automagic_name(source, shadowed)
+    if magic is not None:
+        rest = LINE_SPLIT_RE.match(source.strip()).group(4).strip()
+        python = f"get_ipython().run_line_magic({magic!r}, {rest!r})\n"
+        return python, ast.parse(python), True
     try:
         return source, ast.parse(source), False
     except SyntaxError as plain_error:
@@ -121,9 +166,9 @@ def to_python(source: str) -> tuple[str, ast.Module, bool]:
         raise CellSyntaxError(f"cannot parse: {exc}", None) from None
 
 
-def analyze_cell(source: str) -> CellCode:
-    """Analyse one code cell. Raises :class:`CellSyntaxError`."""
-    python, tree, transformed = to_python(source)
+def analyze_cell(source: str, shadowed=frozenset()) -> CellCode:
+    """Analyse one code cell (``shadowed``: names bound above it). Raises :class:`CellSyntaxError`."""
+    python, tree, transformed = to_python(source, shadowed)
     try:
         walker = _ModuleWalker(python)
         walker.run(tree)
@@ -135,7 +180,20 @@ def analyze_cell(source: str) -> CellCode:
         statements=tuple(walker.statements),
         summaries=walker.summaries,
         transformed=transformed,
+        automagic=automagic_name(source, shadowed),
+        seeds=any(isinstance(n, ast.Call) and SEED_CALL_RE.search(_dotted(n.func) or "") for n in ast.walk(tree)),
     )
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``np.random.seed`` for the expression ``np.random.seed``; None for anything but names and attributes."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    if not isinstance(node, ast.Name):
+        return None
+    return ".".join([node.id] + parts[::-1])
 
 
 # --------------------------------------------------------------------------- scopes

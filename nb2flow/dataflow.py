@@ -64,18 +64,22 @@ class _Analysis:
         self.parse_cells()
         self.scan_setup()
         steps = [self.analyze_step(step) for step in self.structure.steps]
-        final = [replace(s, outputs=tuple(sorted(self.outputs.get(s.name, ())))) for s in steps]
+        final = self.carry_random_state([replace(s, outputs=tuple(sorted(self.outputs.get(s.name, ())))) for s in steps])
         self.findings.sort(key=lambda f: (f.cell or 0, f.line or 0, f.severity.value != "error"))
         return replace(with_steps(self.structure, final, _dedupe(self.findings)), code=self.code)
 
     def parse_cells(self) -> None:
+        """Every cell that runs, in notebook order (what is bound above a cell decides IPython's automagic)."""
         s = self.structure
-        owners = [(None, i) for i in s.setup_cells] + [(step.name, i) for step in s.steps for i in step.cells]
-        for owner, i in owners:
+        owners = {i: None for i in s.setup_cells} | {i: step.name for step in s.steps for i in step.cells}
+        bound_above: set[str] = set()
+        for i in sorted(owners):
             try:
-                self.code[i] = analyze_cell(self.nb.cells[i].source)
+                self.code[i] = analyze_cell(self.nb.cells[i].source, frozenset(bound_above))
             except CellSyntaxError as exc:
-                self.findings.append(error("syntax-error", f"syntax error: {exc.msg}", **self.where(i, owner, exc.line)))
+                self.findings.append(error("syntax-error", f"syntax error: {exc.msg}", **self.where(i, owners[i], exc.line)))
+                continue
+            bound_above.update(ev.name for ev in self.code[i].events if ev.op == "bind")
 
     def scan_setup(self) -> None:
         """Set-up and parameters cells run first in every step, in notebook order."""
@@ -99,6 +103,31 @@ class _Analysis:
                     self.setup_star = True
                     self.findings.append(_star_warning(self.where(i)))
             self.summaries.update(cc.summaries)
+
+    def carry_random_state(self, steps: list[Step]) -> list[Step]:
+        """A notebook that seeds the global generators draws its numbers in notebook order: each step
+        continues from the state the step above it left, which therefore must run before it."""
+        seeding = sorted(i for i, cc in self.code.items() if cc.seeds)
+        if not seeding:
+            return steps
+        first_seed = seeding[0]
+        ancestors = self.structure._ancestors
+        out = list(steps)
+        for k in range(1, len(out)):
+            before, step = out[k - 1], out[k]
+            if max(before.cells) < first_seed and first_seed not in self.structure.setup_cells:
+                continue  # nothing seeded yet
+            if before.name in ancestors[step.name]:
+                out[k] = replace(step, rng_from=before.name)
+                out[k - 1] = replace(out[k - 1], saves_rng=True)
+            else:
+                self.findings.append(warning(
+                    "random-state",
+                    f"cell {first_seed + 1} seeds the random generators, and step {step.name} draws after step {before.name} "
+                    f"in the notebook, but may run before it: its random numbers can differ from top to bottom",
+                    hint=f"add {self.structure.after_tag}:{before.name} to step {step.name}, or seed in step {step.name} itself",
+                    **self.where(step.cells[0], step.name)))
+        return out
 
     def provider_of(self, name: str) -> _Mark | None:
         marks = self.history.get(name)
@@ -225,7 +254,7 @@ class _StepScope:
             self.report(name, error(
                 "not-an-ancestor",
                 f"`{name}` comes from step {mark.step} (cell {mark.cell + 1} {verb} it), which does not run before step {self.step.name}",
-                hint=f"add after:{mark.step} to step {self.step.name}", **line_where))
+                hint=f"add {self.a.structure.after_tag}:{mark.step} to step {self.step.name}", **line_where))
         self.check_race(name, mark, line_where)
         return "data"
 
@@ -257,7 +286,7 @@ class _StepScope:
             self.report(name, error(
                 "parallel-assign",
                 f"steps {racers[0]} and {mark.step} may run in parallel and both assign `{name}`, which step {self.step.name} reads: the result would depend on timing",
-                hint=f"add after:{racers[0]} to step {mark.step}, or use different names", **line_where))
+                hint=f"add {self.a.structure.after_tag}:{racers[0]} to step {mark.step}, or use different names", **line_where))
 
     def report(self, name: str, finding: Finding) -> None:
         """One finding per name and step."""

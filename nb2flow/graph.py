@@ -6,6 +6,20 @@ import json
 
 from .pipeline import Pipeline
 
+
+def cell_list(indices) -> str:
+    """Cell numbers as a step really has them: ``cell 5``, ``cells 7-8``, ``cells 8-10, 12, 50-53``."""
+    numbers = sorted(i + 1 for i in indices)
+    runs: list[list[int]] = []
+    for n in numbers:
+        if runs and n == runs[-1][-1] + 1:
+            runs[-1].append(n)
+        else:
+            runs.append([n])
+    text = ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else str(r[0]) for r in runs)
+    return f"cell{'s' if len(numbers) > 1 else ''} {text}"
+
+
 def levels(pipeline: Pipeline) -> dict[str, int]:
     """Each step's depth: 0 for roots, else one more than its deepest parent."""
     depth: dict[str, int] = {}
@@ -51,10 +65,10 @@ def render_text(pipeline: Pipeline, *, show_vars: bool = False) -> str:
             if show_vars:
                 for (prov, cons), names in data.items():
                     if cons == s.name and prov not in s.parents:
-                        parts.append(f"{prov} ({', '.join(names)}, via ancestors)")
+                        how = "via ancestors" if prov in pipeline.ancestors(s.name) else "does not run before it: see nb2flow check"
+                        parts.append(f"{prov} ({', '.join(names)}, {how})")
             arrow = "  <- " + ", ".join(parts) if parts else ""
-            cells = f"cells {s.cells[0] + 1}-{s.cells[-1] + 1}" if len(s.cells) > 1 else f"cell {s.cells[0] + 1}"
-            lines.append(f"{label}{s.name:<{width}}  [{cells}]{arrow}")
+            lines.append(f"{label}{s.name:<{width}}  [{cell_list(s.cells)}]{arrow}")
         if len(group) > 1:
             lines.append(f"     ({len(group)} steps at this level may run in parallel)")
     header = f"{pipeline.notebook.stem}: {len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}; level, step, cells, runs after"

@@ -29,7 +29,8 @@ from .runner.script_mode import script_mark
 
 MODES = ("notebook", "script")
 # line magics that only matter inside a kernel; a plain-python step drops them
-KERNEL_ONLY_MAGIC = re.compile(r"^\s*%(matplotlib|config|load_ext|autoreload|reload_ext)\b.*$", re.M)
+KERNEL_ONLY_MAGICS = ("matplotlib", "config", "load_ext", "autoreload", "reload_ext")
+KERNEL_ONLY_MAGIC = re.compile(rf"^\s*%({'|'.join(KERNEL_ONLY_MAGICS)})\b.*$", re.M)
 
 
 @dataclass(frozen=True)
@@ -68,16 +69,18 @@ def step_cells(pipeline: Pipeline, step: Step) -> list[tuple[Role, int | None, s
     for d in early:
         out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     data = step.data_inputs
-    if data:
-        listing = ", ".join(f"{i.name} (from step {i.provider})" for i in data)
-        out.append((Role.LOAD, None, f"# nb2flow loads: {listing}\n", ()))
+    if data or step.rng_from:
+        listing = [f"{i.name} (from step {i.provider})" for i in data]
+        listing += [f"the random generators' state (from step {step.rng_from})"] if step.rng_from else []
+        out.append((Role.LOAD, None, f"# nb2flow loads: {', '.join(listing)}\n", ()))
     for d in late:
         out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     for i in step.cells:
         cell = nb.cells[i]
         out.append((Role.CODE, cell.number, cell.source, cell.tags))
-    if step.outputs:
-        out.append((Role.SAVE, None, f"# nb2flow saves: {', '.join(step.outputs)}\n", ()))
+    if step.outputs or step.saves_rng:
+        listing = list(step.outputs) + (["the random generators' state"] if step.saves_rng else [])
+        out.append((Role.SAVE, None, f"# nb2flow saves: {', '.join(listing)}\n", ()))
     return out
 
 
@@ -102,6 +105,8 @@ def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
             h.update(f"\x00in\x00{i.name}\x00{result[i.provider]}".encode())
         for p in step.parents:
             h.update(f"\x00after\x00{result[p]}".encode())
+        if step.rng_from:
+            h.update(f"\x00random\x00{result[step.rng_from]}".encode())
         h.update(json.dumps(step.outputs).encode())
         result[step.name] = h.hexdigest()
     return result
@@ -117,16 +122,21 @@ def script_source(pipeline: Pipeline, step: Step) -> str:
         python = source
         if number is not None and role is not Role.DEFINE:
             code = pipeline.code.get(number - 1)
-            if code is not None and code.transformed:
-                stripped = KERNEL_ONLY_MAGIC.sub("", source)
+            if code is not None and code.automagic:  # `pip install x` without the %
+                python, transformed = ("", False) if code.automagic in KERNEL_ONLY_MAGICS else (code.python, True)
+            elif code is not None and code.transformed:
                 from .cellcode import to_python
 
-                python, _, transformed = to_python(stripped)
-                if transformed and "get_ipython()" in python:
-                    raise PipelineError(
-                        "uses IPython syntax (a %magic or !shell command) that plain python cannot run",
-                        path=pipeline.path, cell=number, step=step.name, hint="run with --mode notebook",
-                    )
+                python, _, transformed = to_python(KERNEL_ONLY_MAGIC.sub("", source))
+            else:
+                transformed = False
+            if transformed and "get_ipython()" in python:
+                setup = role in (Role.SETUP, Role.PARAMETERS, Role.INJECTED)
+                raise PipelineError(
+                    "uses IPython syntax (a %magic, !shell command or magic without %) that plain python cannot run"
+                    + (" (a setup cell: every step runs it)" if setup else ""),
+                    path=pipeline.path, cell=number, step=None if setup else step.name, hint="run with --mode notebook",
+                )
         lines.append(script_mark(role, number))
         lines.append(python.rstrip("\n"))
     return "\n".join(lines) + "\n"
@@ -167,6 +177,8 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             "inputs": [{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind} for i in step.inputs if i.provider],
             "outputs": list(step.outputs),
             "consumers": consumers[step.name],
+            "random_state_from": tasks[step.rng_from] if step.rng_from else None,
+            "saves_random_state": step.saves_rng,
             "options": step.options.to_json(),
             "fingerprint": prints[step.name],
         }

@@ -54,7 +54,7 @@ def merged_notebook(pipeline: Pipeline, run_dir: str, parameters: dict) -> dict:
             cells.append({
                 "cell_type": "code", "execution_count": injected.get("execution_count"),
                 "metadata": {"tags": ["injected-parameters"]}, "outputs": injected.get("outputs", []),
-                "source": injected.get("source", ""),
+                "source": "".join(injected.get("source", "")),  # nbformat may store it as lines
             })
     count = 0
     for i, cell in enumerate(cells):

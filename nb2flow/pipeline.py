@@ -52,6 +52,10 @@ class Step:
     inputs: tuple[Input, ...] = ()
     outputs: tuple[str, ...] = ()
     definitions: tuple[Definition, ...] = ()
+    # a notebook that seeds the global random generators: the step continues the generators' state
+    # where the step before it in notebook order left them (rng_from), and saves its own (saves_rng)
+    rng_from: str | None = None
+    saves_rng: bool = False
 
     @property
     def task(self) -> str:
@@ -96,6 +100,7 @@ class Pipeline:
     parameters: tuple[Parameter, ...] = ()
     findings: tuple[Finding, ...] = ()
     code: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # cell index -> CellCode
+    after_tag: str = "after"  # how the notebook says "runs after": after, or Kale's prev
 
     @property
     def path(self) -> str:
@@ -163,6 +168,10 @@ def build_structure(nb: Notebook) -> Pipeline:
     code_cells = [c for c in nb.cells if c.cell_type == "code"]
     has_steps = any(parsed[c.index].is_step_start for c in code_cells)
     kale_mode = any(parsed[c.index].uses_prev for c in code_cells)
+    after_tag = "prev" if kale_mode else "after"
+    # papermill's style, no step tags: the cells above the parameters cell run before it, as set-up
+    first_parameters = next((c.index for c in code_cells if parsed[c.index].role == "parameters"), None)
+    kale_group: str | None = None  # the Kale block (imports/functions, pipeline-parameters, metrics) untagged cells join
 
     steps: list[dict] = []
     setup: list[int] = []
@@ -180,6 +189,13 @@ def build_structure(nb: Notebook) -> Pipeline:
         current = steps[-1] if steps else None
         if tags.role == "skip":
             skipped.append(i)
+            continue
+        if tags.role or tags.is_step_start:
+            kale_group = tags.kale_group
+        elif kale_group is not None:  # Kale: an untagged (or empty step:) cell joins the block above it
+            if tags.after:
+                findings.append(_ignored_prev(tags, i, where))
+            (metrics if kale_group == "metrics" else setup).append(i)
             continue
         if tags.role == "parameters" or tags.injected:
             if tags.role == "parameters" and parameter_cell is None:
@@ -207,11 +223,11 @@ def build_structure(nb: Notebook) -> Pipeline:
                 if tags.kale_block and current is not None and current["name"] == other_name:
                     current["cells"].append(i)  # Kale: a repeated block name continues that block
                     continue
-                same = "the same name" if other_name == tags.step else f"the same Kubernetes name '{task}' as step:{other_name}"
+                same = "the same name" if other_name == tags.step else f"the same Kubernetes name '{task}' as {tags.step_key}:{other_name}"
                 findings.append(
                     error(
                         "duplicate-step",
-                        f"step:{tags.step} has {same}, already used by cell {other_cell}",
+                        f"{tags.step_key}:{tags.step} has {same}, already used by cell {other_cell}",
                         hint="give each step a unique name",
                         step=tags.step,
                         **where(i),
@@ -221,20 +237,23 @@ def build_structure(nb: Notebook) -> Pipeline:
             seen[task] = (tags.step, i + 1)
             steps.append(dict(name=tags.step, cells=[i], tags=tags))
             continue
-        if tags.after or tags.options:
-            what = "after:" if tags.after else ", ".join(f"{k}:" for k in tags.options if k != "gpu_resource")
+        if tags.after and tags.uses_prev and not tags.options:
+            findings.append(_ignored_prev(tags, i, where))  # Kale ignores prev: on a continuation cell too
+        elif tags.after or tags.options:
+            spelled = [f"{tags.after_key}:{n}" for n in tags.after] + list(tags.option_tags)
+            step_key = current["tags"].step_key if current else "step"
             findings.append(
                 error(
                     "tag-not-on-step-start",
-                    f"{what} only applies on a step's first cell (the one tagged step:NAME)",
+                    f"{', '.join(f'`{t}`' for t in spelled)} only applies on a step's first cell (the one tagged {step_key}:NAME)",
                     hint="move the tag to the step's first cell",
                     step=current["name"] if current else None,
                     **where(i),
                 )
             )
         if current is None:
-            if has_steps:
-                setup.append(i)  # untagged code above the first step
+            if has_steps or (first_parameters is not None and i < first_parameters):
+                setup.append(i)  # untagged code above the first step (or above the parameters cell)
             else:
                 steps.append(dict(name=DEFAULT_STEP, cells=[i], tags=CellTags()))
                 findings.append(
@@ -255,9 +274,10 @@ def build_structure(nb: Notebook) -> Pipeline:
         tags: CellTags = s["tags"]
         first = s["cells"][0]
         parents: list[str] = []
+        key = tags.after_key
         if "none" in tags.after:
             if len(tags.after) > 1:
-                findings.append(error("bad-after", "after:none cannot be combined with other after: names", step=s["name"], **where(first)))
+                findings.append(error("bad-after", f"{key}:none cannot be combined with other {key}: names", step=s["name"], **where(first)))
         elif tags.after:
             for name in tags.after:
                 if name in names_above:
@@ -267,14 +287,14 @@ def build_structure(nb: Notebook) -> Pipeline:
                 if name == s["name"]:
                     msg, hint = f"step {name} cannot run after itself", None
                 elif name in all_names:
-                    msg = f"after:{name} names a step defined below (cell {all_names[name] + 1})"
-                    hint = "after: may only name a step above, so no cell runs before one it followed in the notebook"
+                    msg = f"{key}:{name} names a step defined below (cell {all_names[name] + 1})"
+                    hint = f"{key}: may only name a step above, so no cell runs before one it followed in the notebook"
                 else:
                     close = difflib.get_close_matches(name, names_above, n=1, cutoff=0.6)
                     close = close or [n for n in names_above if task_name(n) == task_name(name)]
-                    msg = f"after:{name} names no step above"
-                    hint = f"did you mean after:{close[0]}?" if close else (
-                        f"steps above: {', '.join(names_above)}" if names_above else "this is the first step; use after:none or drop the tag"
+                    msg = f"{key}:{name} names no step above"
+                    hint = f"did you mean {key}:{close[0]}?" if close else (
+                        f"steps above: {', '.join(names_above)}" if names_above else "this is the first step; drop the tag"
                     )
                 findings.append(error("unknown-after", msg, hint=hint, step=s["name"], **where(first)))
         elif not kale_mode and names_above:
@@ -309,7 +329,15 @@ def build_structure(nb: Notebook) -> Pipeline:
         skipped_cells=tuple(skipped),
         parameters=parameters,
         findings=tuple(findings),
+        after_tag=after_tag,
     )
+
+
+def _ignored_prev(tags: CellTags, i: int, where) -> Finding:
+    """Kale reads prev: only on a step's first cell; on any other cell it has no effect."""
+    spelled = ", ".join(f"`{tags.after_key}:{n}`" for n in tags.after)
+    return warning("ignored-prev", f"{spelled} on a cell that continues a block has no effect (Kale ignores it too)",
+                   hint=f"put {tags.after_key}: on the step's first cell, or drop it", **where(i))
 
 
 def parse_parameters(source: str) -> tuple[Parameter, ...]:
@@ -376,6 +404,7 @@ def pipeline_to_json(pipeline: Pipeline) -> dict:
                 "inputs": [{"name": i.name, "from": i.provider, "kind": i.kind} for i in s.inputs],
                 "outputs": list(s.outputs),
                 "recreates": [{"cell": d.cell + 1, "names": list(d.names)} for d in s.definitions],
+                **({"random_state_from": s.rng_from} if s.rng_from else {}),
             }
             for s in pipeline.steps
         ],

@@ -18,6 +18,7 @@ from .errors import UsageError
 
 CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|KEY|CREDENTIAL|(^|_)PAT($|_)|AUTH", re.I)
 HUB_PREFIXES = ("JUPYTERHUB_", "JPY_")
+HUB_CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.I)  # JUPYTERHUB_API_TOKEN, JPY_API_TOKEN
 SIDECARS = frozenset({"istio-proxy", "linkerd-proxy", "envoy", "oauth2-proxy", "cloud-sql-proxy", "vault-agent", "kube-rbac-proxy"})
 SA_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"
 GPU_RESOURCES = ("nvidia.com/gpu", "amd.com/gpu", "gpu.intel.com/i915")
@@ -119,25 +120,25 @@ def _is_credential_volume(volume: dict) -> str | None:
     return None
 
 
-def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, list[str]]:
-    """The env a step may have, and the names dropped (never their values)."""
-    kept, dropped = [], []
+def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, dict[str, list[str]]]:
+    """The env a step may have, and the names left out by reason (never their values):
+    ``credentials``, ``hub`` (JupyterHub's settings for the notebook server), ``secret refs``."""
+    kept: list = []
+    dropped: dict[str, list[str]] = {"credentials": [], "hub": [], "secret refs": []}
     for item in env or []:
         name = item.get("name", "")
-        if name.startswith(HUB_PREFIXES):
-            dropped.append(name)
-            continue
         value_from = item.get("valueFrom")
-        if value_from is not None:
+        if name.startswith(HUB_PREFIXES):
+            dropped["credentials" if HUB_CREDENTIAL.search(name) else "hub"].append(name)
+        elif value_from is not None:
             if "secretKeyRef" in value_from and not keep_secret_refs:
-                dropped.append(name)
-                continue
-            kept.append(copy.deepcopy(item))  # a reference: no secret in it
-            continue
-        if CREDENTIAL_NAME.search(name):
-            dropped.append(name)
-            continue
-        kept.append(copy.deepcopy(item))
+                dropped["secret refs"].append(name)
+            else:
+                kept.append(copy.deepcopy(item))  # a reference: no secret in it
+        elif CREDENTIAL_NAME.search(name):
+            dropped["credentials"].append(name)
+        else:
+            kept.append(copy.deepcopy(item))
     return kept, dropped
 
 
@@ -188,8 +189,11 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         warnings.append(f"not mounted in step pods (credentials): {', '.join(secret_drops)}")
 
     env, dropped_env = filter_env(c.get("env") or [], keep_secret_refs=keep_secret_refs)
-    if dropped_env:
-        warnings.append(f"not copied to step pods (credentials): {', '.join(sorted(dropped_env))}")
+    why = {"credentials": "credentials", "hub": "JupyterHub's settings for the notebook server",
+           "secret refs": "Secret references; secret_refs: drop"}
+    for reason, names in dropped_env.items():
+        if names:
+            warnings.append(f"not copied to step pods ({why[reason]}): {', '.join(sorted(names))}")
     refs = [e["name"] for e in env if "secretKeyRef" in (e.get("valueFrom") or {})]
     if refs:
         warnings.append(f"kept as Secret references (no value copied): {', '.join(refs)}; set secret_refs: drop to leave them out")

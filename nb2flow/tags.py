@@ -40,6 +40,7 @@ FLAG_TAGS = {
     "skip": "skip",
     "pipeline-metrics": "metrics",
 }
+KALE_GROUPS = {"imports": "setup", "functions": "setup", "pipeline-parameters": "parameters", "pipeline-metrics": "metrics"}
 KEYED_TAGS = ("step", "block", "after", "prev", "cpu", "memory", "gpu", "retry", "timeout", "image", "limit")
 OPTION_KEYS = ("cpu", "memory", "gpu", "retry", "timeout", "image")
 # Tags other Jupyter tools give meaning to; nb2flow keeps them on the cell and says nothing.
@@ -98,8 +99,26 @@ class CellTags:
     after: tuple[str, ...] = ()
     uses_prev: bool = False  # Kale's prev: was used
     role: str | None = None  # parameters | setup | skip | metrics
+    role_tag: str | None = None  # the tag that gave the role, as spelled (imports, pipeline-parameters, ...)
     injected: bool = False  # papermill's injected-parameters cell from an earlier run
     options: dict = field(default_factory=dict)
+    option_tags: tuple[str, ...] = ()  # the option tags as spelled (cpu:2, limit:cpu:2, ...)
+
+    @property
+    def step_key(self) -> str:
+        """``step`` or Kale's ``block``, as the notebook spells it."""
+        return "block" if self.kale_block else "step"
+
+    @property
+    def after_key(self) -> str:
+        """``after`` or Kale's ``prev``, as the notebook spells it."""
+        return "prev" if self.uses_prev else "after"
+
+    @property
+    def kale_group(self) -> str | None:
+        """The Kale block that untagged cells below this one join (Kale's nbprocessor.parse_notebook):
+        ``setup`` after imports/functions, ``parameters`` after pipeline-parameters, ``metrics``."""
+        return KALE_GROUPS.get(self.role_tag)
 
     @property
     def is_step_start(self) -> bool:
@@ -162,8 +181,9 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
     step = None
     kale_block = continues = uses_prev = injected = False
     after: list[str] = []
-    role = None
+    role = role_tag = None
     options: dict = {}
+    option_tags: list[str] = []
 
     def bad(code: str, msg: str, hint: str | None = None) -> None:
         findings.append(error(code, msg, hint=hint, **where))
@@ -174,7 +194,7 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
             new_role = FLAG_TAGS[tag]
             if role and role != new_role:
                 bad("conflicting-tags", f"tags give this cell two roles: {role} and {new_role}")
-            role = new_role
+            role, role_tag = new_role, tag
         elif tag == "injected-parameters":
             injected = True
         elif tag in FOREIGN_TAGS:
@@ -213,9 +233,11 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
             uses_prev = uses_prev or key == "prev"
         elif sep and key in OPTION_KEYS:
             _parse_option(key, value, tag, options, bad)
+            option_tags.append(tag)
         elif sep and key in KALE_ONLY:
             findings.append(warning("kale-tag", f"Kubeflow Kale's {tag!r} has no effect in nb2flow", hint=KALE_ONLY[key], **where))
         elif sep and key == "limit":
+            option_tags.append(tag)
             resource, _, amount = value.rpartition(":")
             if resource in GPU_RESOURCE_KEYS:
                 _parse_option("gpu", amount, tag, options, bad)
@@ -237,8 +259,10 @@ def parse_cell_tags(cell: Cell) -> tuple[CellTags, list[Finding]]:
         after=tuple(after),
         uses_prev=uses_prev,
         role=role,
+        role_tag=role_tag,
         injected=injected,
         options=options,
+        option_tags=tuple(option_tags),
     )
     if cell.cell_type != "code":
         findings.extend(_non_code_findings(cell, tags))

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "sample_notebooks"
 SHARED = ROOT.parent / "shared"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+NOTEBOOKS = Path(__file__).resolve().parent / "notebooks"  # notebooks written here, one style or behaviour each
 
 
 BLOCKER = str(Path(__file__).resolve().parent / "blocker")

@@ -130,13 +130,13 @@ def _check(program, tmp_path_factory, mode):
     assert split == reference
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(program=programs())
 def test_generated_notebooks_match_papermill(program, tmp_path_factory):
     _check(program, tmp_path_factory, "notebook")
 
 
-@settings(max_examples=4, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much, HealthCheck.too_slow])
+@settings(max_examples=3, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.filter_too_much, HealthCheck.too_slow])
 @given(program=programs())
 def test_generated_notebooks_match_papermill_script_mode(program, tmp_path_factory):
     _check(program, tmp_path_factory, "script")

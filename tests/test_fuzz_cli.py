@@ -111,13 +111,13 @@ def folder(tmp_path_factory):
 SETTINGS = dict(deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow, HealthCheck.data_too_large])
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(byte_mutants())
 def test_byte_mutations(folder, data):
     check_all_commands(data, folder)
 
 
-@settings(max_examples=100, **SETTINGS)
+@settings(max_examples=80, **SETTINGS)
 @given(structural_mutants())
 def test_structural_mutations(folder, data):
     check_all_commands(data, folder)

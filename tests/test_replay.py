@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import JH_POD_FILE, SAMPLE_NAMES, SAMPLES, probe_notebook
+from helpers import JH_POD_FILE, NOTEBOOKS, SAMPLE_NAMES, SAMPLES, probe_notebook
 
 import nb2flow
 from nb2flow.argo import dump
@@ -136,3 +136,14 @@ def test_hostile_cell_contents_stay_out_of_the_manifest_and_run_exactly(volumes)
     assert "$(id)" not in text and "&a *a" not in text and "inputs.parameters.step}} $(" not in text
     assert replay(manifest, mounts, name="wf-cells") == {"a": 0, "b": 0}
     assert json.loads((work / "cells.json").read_text()) == {"s": "{{workflow.name}} {{inputs.parameters.step}} $(id) `x`", "t": "\n---\n...\n&a *a\n"}
+
+
+def test_kale_pipeline_parameters_take_the_workflows_values(volumes):
+    """Argo passes the run's values as --param; they land after Kale's pipeline-parameters cell."""
+    work, mounts = volumes
+    name = "kale-parameters-functions.ipynb"
+    (work / name).write_bytes((NOTEBOOKS / name).read_bytes())
+    manifest = emit(work / name, {"n": 5, "label": "run"})
+    assert {p["name"]: p["value"] for p in manifest["spec"]["arguments"]["parameters"]} == {"n": "5", "label": '"run"'}
+    assert set(replay(manifest, mounts, name="wf-kale").values()) == {0}
+    assert json.loads((work / "result.json").read_text()) == {"n": 5, "label": "run", "data": [0, 2, 4, 6, 8], "mean": 4}

@@ -398,8 +398,8 @@ def test_script_mode_rejects_magics_with_the_cell(tmp_path):
     write(tmp_path / "m.ipynb", cell("%matplotlib inline\nx = 1", "step:a"), cell("!echo hi\ny = x", "step:b"))
     r = nb2flow("run", "m.ipynb", "-q", "--mode", "script", cwd=tmp_path)
     assert r.returncode == 2
-    assert r.stderr.strip() == ("nb2flow: m.ipynb: cell 2 (step:b): uses IPython syntax (a %magic or !shell command) "
-                                "that plain python cannot run (run with --mode notebook)")
+    assert r.stderr.strip() == ("nb2flow: m.ipynb: cell 2 (step:b): uses IPython syntax (a %magic, !shell command or magic "
+                                "without %) that plain python cannot run (run with --mode notebook)")
     assert nb2flow("run", "m.ipynb", "-q", cwd=tmp_path).returncode == 0
 
 

@@ -147,8 +147,8 @@ def test_bad_option_values(tag, message):
 def test_options_and_after_only_on_a_steps_first_cell():
     p = load_cells(cell("x = 1", "step:a"), cell("y = 2", "memory:1Gi"), cell("z = 3", "after:a"))
     assert rendered(p) == [
-        "nb.ipynb: cell 2 (step:a) `y = 2`: error: memory: only applies on a step's first cell (the one tagged step:NAME) (move the tag to the step's first cell)",
-        "nb.ipynb: cell 3 (step:a) `z = 3`: error: after: only applies on a step's first cell (the one tagged step:NAME) (move the tag to the step's first cell)",
+        "nb.ipynb: cell 2 (step:a) `y = 2`: error: `memory:1Gi` only applies on a step's first cell (the one tagged step:NAME) (move the tag to the step's first cell)",
+        "nb.ipynb: cell 3 (step:a) `z = 3`: error: `after:a` only applies on a step's first cell (the one tagged step:NAME) (move the tag to the step's first cell)",
     ]
 
 

@@ -21,16 +21,21 @@ def _runner_import(bundle_root: str) -> str:
 
 
 def load_source(step) -> str:
-    """The load cell: the values this step reads, from their providers' folders."""
-    return ("# nb2flow: load the values this step reads from earlier steps\n" + _runner_import(step.bundle.root)
-            + f"_nb2flow.load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})\n")
+    """The load cell: the values this step reads, from their providers' folders (and the random state)."""
+    source = ("# nb2flow: load the values this step reads from earlier steps\n" + _runner_import(step.bundle.root)
+              + f"_nb2flow.load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})\n")
+    if step.random_state_from:
+        source += f"_nb2flow.load_random_state({step.random_state_from!r})\n"
+    return source + "del _nb2flow\n"
 
 
 def save_source(step) -> str:
-    """The save cell: the values later steps read."""
-    return ("# nb2flow: save the values later steps read\n" + _runner_import(step.bundle.root)
-            + f"_nb2flow.save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})\n"
-            + "del _nb2flow\n")
+    """The save cell: the values later steps read (and the random state the next step continues from)."""
+    source = ("# nb2flow: save the values later steps read\n" + _runner_import(step.bundle.root)
+              + f"_nb2flow.save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})\n")
+    if step.saves_random_state:
+        source += f"_nb2flow.save_random_state({step.run.random_state(step.task)!r})\n"
+    return source + "del _nb2flow\n"
 
 
 def inject_parameters(nb, params: dict, nbformat) -> None:

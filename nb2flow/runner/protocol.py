@@ -182,6 +182,10 @@ class RunLayout:
     def values(self, task: str) -> str:
         return os.path.join(self.values_root, task)
 
+    def random_state(self, task: str) -> str:
+        """The global random generators' state a step ended with (no Python name starts with a dot)."""
+        return os.path.join(self.values(task), ".random-state.pkl")
+
 
 @dataclass(frozen=True)
 class BundleLayout:

@@ -12,7 +12,7 @@ import types
 from .params import injection_index, parameters_source
 from .protocol import ExitStatus, Role, StepState
 from .tracebacks import script_traceback
-from .values import load_values, save_values
+from .values import load_random_state, load_values, save_random_state, save_values
 
 SCRIPT_MARK_RE = re.compile(r"^# %% \[nb2flow (\w+)(?: cell (\d+))?\]\s*$", re.M)
 
@@ -33,7 +33,74 @@ def split_script(text: str) -> list:
     return chunks
 
 
+class _Capture:
+    """A stream that keeps what a chunk prints (for the executed notebook), appends it to
+    ``output.log`` and passes it on to the process's own stream (the pod log)."""
+
+    def __init__(self, name: str, log, echo) -> None:
+        self.name, self.log, self.echo = name, log, echo
+        self.parts: list = []
+        self.encoding = getattr(echo, "encoding", "utf-8")
+
+    def write(self, text: str) -> int:
+        self.parts.append(text)
+        for stream in (self.log, self.echo):
+            try:
+                stream.write(text)
+            except (OSError, ValueError):
+                pass
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in (self.log, self.echo):
+            try:
+                stream.flush()
+            except (OSError, ValueError):
+                pass
+
+    def isatty(self) -> bool:
+        return False
+
+    def take(self) -> str:
+        text, self.parts = "".join(self.parts), []
+        return text
+
+
+def _executed_cell(role, cell_number, source: str, count: int, outputs: list) -> dict:
+    return {"cell_type": "code", "execution_count": count, "id": f"nb2flow-{count:04d}",
+            "metadata": {"nb2flow": {"role": role.value, **({"cell": cell_number} if cell_number is not None else {})}},
+            "outputs": outputs, "source": source}
+
+
+def _stream_outputs(out: _Capture, err: _Capture) -> list:
+    return [{"output_type": "stream", "name": c.name, "text": text} for c in (out, err) if (text := c.take())]
+
+
 def run_script(step) -> int:
+    """Run the step script's chunks; write ``output.log`` and an executed notebook as notebook mode does
+    (streams and errors only: rich displays need a kernel)."""
+    import json
+
+    from .files import write_atomic
+
+    log = open(step.run.output_log(step.task), "a", encoding="utf-8")
+    out, err = _Capture("stdout", log, sys.stdout), _Capture("stderr", log, sys.stderr)
+    saved = sys.stdout, sys.stderr
+    executed: list = []
+    sys.stdout, sys.stderr = out, err
+    try:
+        return _run_chunks(step, executed, out, err)
+    finally:
+        sys.stdout, sys.stderr = saved
+        log.close()
+        doc = {"cells": executed, "metadata": {"nb2flow": {"step": step.name, "mode": "script"}}, "nbformat": 4, "nbformat_minor": 5}
+        try:
+            write_atomic(step.run.executed(step.task), json.dumps(doc, indent=1, ensure_ascii=False))
+        except OSError:
+            pass
+
+
+def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
     with open(step.bundle.script(step.task), encoding="utf-8") as fh:
         chunks = split_script(fh.read())
     if step.params:
@@ -49,20 +116,27 @@ def run_script(step) -> int:
     ns = module.__dict__
     os.chdir(step.cwd)
     sys.path.insert(0, step.cwd)
+    current = None
     try:
-        for role, cell_number, source in chunks:
+        for count, (role, cell_number, source) in enumerate(chunks, 1):
             if not step.ready_for(role):
                 return step.cancelled()
             step.status.update(cell=cell_number, role=role.value)
+            current = _executed_cell(role, cell_number, source, count, [])
+            executed.append(current)
             if role == Role.LOAD:
                 load_values(ns, step.load_entries(), step.run.values_root)
-                continue
-            if role == Role.SAVE:
+                if step.random_state_from:
+                    load_random_state(step.random_state_from)
+            elif role == Role.SAVE:
                 save_values(ns, step.spec["outputs"], step.values_dir, step.name, step.spec["consumers"])
-                continue
-            filename = f"<cell {cell_number}>" if cell_number else f"<nb2flow {role.value}>"
-            linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
-            exec(compile(source, filename, "exec"), ns)
+                if step.saves_random_state:
+                    save_random_state(step.run.random_state(step.task))
+            else:
+                filename = f"<cell {cell_number}>" if cell_number else f"<nb2flow {role.value}>"
+                linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+                exec(compile(source, filename, "exec"), ns)
+            current["outputs"] = _stream_outputs(out, err)
         step.status.finish(StepState.SUCCEEDED)
         return ExitStatus.OK
     except KeyboardInterrupt:
@@ -73,5 +147,9 @@ def run_script(step) -> int:
             step.status.finish(StepState.SUCCEEDED)
             return ExitStatus.OK
         cell_number, tb = script_traceback(exc)
+        if current is not None:
+            current["outputs"] = _stream_outputs(out, err) + [
+                {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": tb}]
+            err.log.write("\n".join(tb) + "\n")
         step.fail(cell_number or step.status.data.get("cell"), type(exc).__name__, str(exc), tb)
         return ExitStatus.FAILED

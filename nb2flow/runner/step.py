@@ -69,6 +69,16 @@ class StepRun:
     def values_dir(self) -> str:
         return self.run.values(self.task)
 
+    @property
+    def random_state_from(self) -> str | None:
+        """The file with the random state this step continues from (None: it starts from its own seed)."""
+        task = self.spec.get("random_state_from")
+        return self.run.random_state(task) if task else None
+
+    @property
+    def saves_random_state(self) -> bool:
+        return bool(self.spec.get("saves_random_state"))
+
     def fail(self, cell_number, ename, evalue, tb_lines, state=StepState.FAILED) -> None:
         self.status.finish(state, cell=cell_number,
                            error={"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines})

@@ -113,6 +113,32 @@ def load_values(namespace: dict, entries: list, values_root: str) -> None:
         namespace[name] = load_value(base)
 
 
+def save_random_state(path: str) -> None:
+    """The state of ``random`` and, when imported, ``numpy.random``'s global generator."""
+    import random
+    import sys
+
+    from .files import write_atomic
+
+    states = {"random": random.getstate()}
+    if "numpy" in sys.modules:
+        states["numpy"] = sys.modules["numpy"].random.get_state()
+    write_atomic(path, pickle.dumps(states, protocol=5))
+
+
+def load_random_state(path: str) -> None:
+    """Continue the global generators where an earlier step left them."""
+    import random
+
+    with open(path, "rb") as fh:
+        states = pickle.load(fh)
+    random.setstate(states["random"])
+    if "numpy" in states:
+        import numpy
+
+        numpy.random.set_state(states["numpy"])
+
+
 def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
     """Save the values later steps read; a value that cannot travel fails with the fix."""
     check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))

@@ -150,10 +150,17 @@ def stop_kernel(step, client) -> None:
     import signal
 
     try:
+        from jupyter_core.utils import ensure_async, run_sync
+
+        if client.kc is not None:
+            client.kc.stop_channels()
         if client.km is not None:
-            client._cleanup_kernel()  # nbclient's own: stop channels, shut the kernel down now
+            async def shutdown():
+                await ensure_async(client.km.shutdown_kernel(now=True))
+
+            run_sync(shutdown)()
     except Exception:
-        pass
+        pass  # the process group is killed below whatever state the kernel is in
     if step.kernel_pid:
         try:
             os.killpg(step.kernel_pid, signal.SIGKILL)  # the kernel runs in its own session

@@ -64,7 +64,34 @@ AUTOMAGIC = frozenset(
     unalias unload_ext uv who who_ls whos xdel xmode""".split()
 )
 # Calls that seed the global generators whose draws a split run must continue from step to step
-SEED_CALL_RE = re.compile(r"(^|\.)random\.seed$")
+SEED_CALL_RE = re.compile(r"(^|\.)random\.seed$|^torch\.(cuda\.)?manual_seed(_all)?$")
+# Functions that, called as a statement, change none of their arguments (display, logging, saving).
+# Any other call used as a statement may change what is passed to it (random.shuffle(lst),
+# np.copyto(a, b), a notebook function appending to its argument): those names count as changed.
+READ_ONLY_CALL_RE = re.compile(
+    r"^(print|len|repr|str|int|float|bool|type|isinstance|issubclass|id|hash|sorted|sum|min|max|any|all|abs|round"
+    r"|list|tuple|dict|set|frozenset|format|getattr|hasattr|vars|dir|help|display|HTML|Markdown|Image|pprint)$"
+    r"|^(plt|matplotlib|mpl|sns|seaborn|logging|warnings|IPython\.display|display|tqdm|time|json|pickle|joblib|os\.path)\."
+    r"|^(np|numpy)\.(save|savez|savez_compressed|savetxt|testing\..*)$|^(pd|pandas)\.testing\.|^os\.(makedirs|mkdir)$"
+)
+# Statements that configure the process or a library, which every later cell sees top to bottom:
+# a step re-runs those of the cells above it (as it re-creates definitions). By the dotted name
+# they call or assign into, as notebooks spell it.
+CONFIG_CALL_RE = re.compile(
+    r"^os\.(chdir|putenv|unsetenv|environ\.(update|setdefault|pop|clear))$"
+    r"|^sys\.(path\.(append|insert|extend|remove|clear)|setrecursionlimit)$"
+    r"|^(pd|pandas)\.(set_option|reset_option)$|^(np|numpy)\.(set_printoptions|seterr)$"
+    r"|^(plt|matplotlib\.pyplot|mpl|matplotlib)\.(rc|rcdefaults|use|style\.use|rcParams\.update)$"
+    r"|^(sns|seaborn)\.(set|set_theme|set_style|set_context|set_palette)$"
+    r"|^warnings\.(filterwarnings|simplefilter|resetwarnings)$|^logging\.(basicConfig|disable|captureWarnings)$"
+    r"|^(sklearn\.)?set_config$|^torch\.(manual_seed|set_default_dtype|set_num_threads|set_printoptions|use_deterministic_algorithms)$"
+    r"|^(tf|tensorflow)\.(random\.set_seed|config\..*)$"
+)
+CONFIG_TARGET_RE = re.compile(r"^(os\.environ|sys\.path|(pd|pandas)\.options|(plt|mpl|matplotlib)\.rcParams)(\.|$)")
+# Magics that configure the kernel or the process (%cd, %env, %matplotlib inline, %config ...)
+CONFIG_MAGICS = frozenset({"cd", "env", "set_env", "config", "matplotlib", "load_ext", "reload_ext", "autoreload", "precision", "xmode"})
+# IPython's output and input history: per kernel, so per step
+OUTPUT_HISTORY_RE = re.compile(r"^(_{1,3}|Out|_oh|In|_ih|_i{1,3}|_i?\d+)$")
 # IPython's own split of a line into escape, function and the rest (IPython.core.splitinput.line_split)
 LINE_SPLIT_RE = re.compile(r"^(\s*)([,;/%]|!!?|\?\??)?\s*(%{0,2}[\w\.\*]*)(.*?$|$)")
 
@@ -73,11 +100,13 @@ SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.L
 
 @dataclass(frozen=True)
 class Event:
-    op: str  # read | bind | mutate | delete | star
+    op: str  # read | bind | mutate | delete | star | pass (name passed to a call used as a statement)
     name: str
     line: int
     kind: str | None = None  # for bind: data | module | function | class
     stmt: int = 0  # index of the top-level statement
+    callee: str | None = None  # for pass: the function called (dotted, as written)
+    position: int | str | None = None  # for pass: the argument's position, or its keyword
 
 
 @dataclass(frozen=True)
@@ -86,6 +115,7 @@ class CallSummary:
 
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
+    changes_args: frozenset = frozenset()  # positions and names of the parameters it changes in place
 
 
 @dataclass(frozen=True)
@@ -96,6 +126,7 @@ class Statement:
     start: int  # 1-based first line (decorators included)
     end: int
     source: str
+    config: bool = False  # configures the process or a library (os.environ, os.chdir, sys.path, options)
 
 
 @dataclass(frozen=True)
@@ -109,6 +140,7 @@ class CellCode:
     transformed: bool = False
     automagic: str | None = None  # the line magic a one-line cell runs without its % (``pip install x``)
     seeds: bool = False  # seeds the global random generators (random.seed, numpy.random.seed)
+    sets_output: bool = False  # ends with an expression, so IPython sets `_` (and Out[N]) to its value
 
 
 class CellSyntaxError(Exception):
@@ -182,7 +214,44 @@ def analyze_cell(source: str, shadowed=frozenset()) -> CellCode:
         transformed=transformed,
         automagic=automagic_name(source, shadowed),
         seeds=any(isinstance(n, ast.Call) and SEED_CALL_RE.search(_dotted(n.func) or "") for n in ast.walk(tree)),
+        sets_output=bool(tree.body) and _sets_output(tree.body[-1]),
     )
+
+
+def _sets_output(stmt: ast.stmt) -> bool:
+    """A last statement whose value IPython's display hook keeps as ``_`` (not a print or a magic)."""
+    if not isinstance(stmt, ast.Expr):
+        return False
+    call = stmt.value
+    if isinstance(call, ast.Call):
+        name = _dotted(call.func) or ""
+        if name in ("print", "display") or name.endswith((".run_line_magic", ".run_cell_magic", ".system", ".getoutput")):
+            return False
+    return True
+
+
+def is_config_statement(stmt: ast.stmt) -> bool:
+    """A statement that configures the process or a library (see CONFIG_CALL_RE, CONFIG_TARGET_RE)."""
+    if isinstance(stmt, (ast.Assign, ast.AugAssign, ast.AnnAssign, ast.Delete)):
+        targets = stmt.targets if isinstance(stmt, (ast.Assign, ast.Delete)) else [stmt.target]
+        for t in targets:
+            while isinstance(t, ast.Subscript):
+                t = t.value
+            if CONFIG_TARGET_RE.match(_dotted(t) or ""):
+                return True
+        return False
+    if not (isinstance(stmt, ast.Expr) and isinstance(stmt.value, ast.Call)):
+        return False
+    call = stmt.value
+    name = _dotted(call.func) or ""
+    if CONFIG_CALL_RE.match(name):
+        return True
+    func = call.func  # logging.getLogger(...).setLevel(...)
+    if isinstance(func, ast.Attribute) and func.attr == "setLevel" and isinstance(func.value, ast.Call):
+        return (_dotted(func.value.func) or "") == "logging.getLogger"
+    if name.endswith(".run_line_magic") and call.args and isinstance(call.args[0], ast.Constant):
+        return call.args[0].value in CONFIG_MAGICS
+    return False
 
 
 def _dotted(node: ast.AST) -> str | None:
@@ -236,6 +305,7 @@ class _ScopeInfo:
     def __init__(self) -> None:
         self.reads: set[str] = set()
         self.writes: set[str] = set()  # globals assigned via `global` or mutated in place
+        self.changes_args: set = set()  # a function's parameters (position and name) it changes in place
 
 
 def scope_free_names(node: ast.AST) -> _ScopeInfo:
@@ -247,6 +317,7 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
     loads: set[str] = set()
     stores: set[str] = set()
     mutated: set[str] = set()
+    passed: set[tuple[str, str]] = set()  # (callee's root, name) passed to a call used as a statement
     nested: list[_ScopeInfo] = []
 
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -310,6 +381,9 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
             root, method = _method_call(n.value)
             if root and method not in READ_ONLY_METHODS and not method.startswith("to_"):
                 mutated.add(root)
+            callee = _dotted(n.value.func)
+            if callee and not READ_ONLY_CALL_RE.match(callee):
+                passed.update((callee.split(".")[0], r) for a in n.value.args + [k.value for k in n.value.keywords] if (r := _root_name(a)))
         if isinstance(n, ast.Call):
             root, method = _method_call(n)
             if root and (method in MUTATING_METHODS or _has_inplace(n)):
@@ -336,6 +410,14 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
     info.writes |= {n for n in stores if n in declared_global}
     info.writes |= {n for n in mutated if n not in local and n not in declared_nonlocal}
     info.reads |= {n for n in mutated if n not in local and n not in declared_nonlocal}
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        # passed to a function or module function (not to a method of a local value: lst.append(x))
+        changed = mutated | {name for callee, name in passed if callee not in local and callee not in stores}
+        positional = [a.arg for a in node.args.posonlyargs + node.args.args]
+        for i, name in enumerate(positional):
+            if name in changed:
+                info.changes_args |= {i, name}
+        info.changes_args |= {a.arg for a in node.args.kwonlyargs if a.arg in changed}
     return info
 
 
@@ -360,7 +442,7 @@ class _ModuleWalker(ast.NodeVisitor):
             start = min([stmt.lineno] + [d.lineno for d in decorators])
             end = stmt.end_lineno or stmt.lineno
             self.statements.append(
-                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]))
+                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]), is_config_statement(stmt))
             )
 
     # events
@@ -382,7 +464,7 @@ class _ModuleWalker(ast.NodeVisitor):
                 self.visit(target.slice)
             root = _root_name(target)
             if root:
-                self._emit("mutate", root, target)
+                self._emit("mutate", root, target, "store")  # an item or attribute assigned: Counter.count += 1
 
     def _visit_scope_now(self, node: ast.AST) -> _ScopeInfo:
         info = scope_free_names(node)
@@ -411,7 +493,7 @@ class _ModuleWalker(ast.NodeVisitor):
             info = scope_free_names(node.value)
             for target in node.targets:
                 for name in _bound_names(target):
-                    self.summaries[name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+                    self.summaries[name] = CallSummary(frozenset(info.reads), frozenset(info.writes), frozenset(info.changes_args))
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         if isinstance(node.target, ast.Name):
@@ -487,7 +569,7 @@ class _ModuleWalker(ast.NodeVisitor):
         for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
             self.visit(d)
         info = scope_free_names(node)
-        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes), frozenset(info.changes_args))
         self._emit("bind", node.name, node, "function")
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -533,9 +615,19 @@ class _ModuleWalker(ast.NodeVisitor):
     def visit_Expr(self, node: ast.Expr) -> None:
         self.visit(node.value)
         if isinstance(node.value, ast.Call):
-            root, method = _method_call(node.value)
-            if root and method not in READ_ONLY_METHODS and not method.startswith("to_") and method not in MUTATING_METHODS and not _has_inplace(node.value):
+            call = node.value
+            root, method = _method_call(call)
+            if root and method not in READ_ONLY_METHODS and not method.startswith("to_") and method not in MUTATING_METHODS and not _has_inplace(call):
                 self._emit("mutate", root, node)
+            callee = _dotted(call.func)
+            if callee and not READ_ONLY_CALL_RE.match(callee) and not callee.endswith((".run_line_magic", ".run_cell_magic")):
+                # a call used as a statement may change what is passed to it (random.shuffle(lst))
+                passed = [(i, a.value if isinstance(a, ast.Starred) else a) for i, a in enumerate(call.args)]
+                passed += [(kw.arg, kw.value) for kw in call.keywords if kw.arg]
+                for position, arg in passed:
+                    name = _root_name(arg)
+                    if name:
+                        self.events.append(Event("pass", name, getattr(arg, "lineno", 0) or 0, None, self.stmt, callee, position))
 
     def visit_Call(self, node: ast.Call) -> None:
         magic = self._magic_code(node)

@@ -209,7 +209,7 @@ def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", inte
                     raise
                 errors += 1
                 reporter.message(f"lost the connection to the API server; retrying ({errors})")
-                time.sleep(interval)
+                time.sleep(min(interval, 1.0))
                 continue
             if not reporter.started:
                 reporter.start(name, f"{namespace}/{name}", step_views(workflow))

@@ -16,10 +16,11 @@ errors, a star import (warned: its names are invisible). Pure: no I/O.
 
 from __future__ import annotations
 
+import ast
 from collections import defaultdict
 from dataclasses import dataclass, replace
 
-from .cellcode import BUILTIN_NAMES, CallSummary, CellCode, CellSyntaxError, analyze_cell
+from .cellcode import BUILTIN_NAMES, OUTPUT_HISTORY_RE, CallSummary, CellCode, CellSyntaxError, analyze_cell
 from .findings import Finding, error, warning
 from .pipeline import Definition, Input, Pipeline, Step, with_steps
 
@@ -149,14 +150,46 @@ class _Analysis:
     def bound_later(self, name: str, after_index: int) -> int | None:
         return _bound_later(self.structure, self.code, name, after_index)
 
+    def config_above(self, step: Step) -> list[_Mark]:
+        """Statements of other steps' cells above this step that configure the process or a library
+        (os.environ, os.chdir, sys.path, pd.set_option, %matplotlib ...): top to bottom, this step sees them."""
+        owner = {i: s.name for s in self.structure.steps for i in s.cells}
+        marks = []
+        for i in sorted(owner):
+            if i >= step.cells[0] or owner[i] == step.name or i not in self.code:
+                continue
+            marks += [_Mark("config", "config", owner[i], i, st.index) for st in self.code[i].statements if st.config]
+        return marks
+
+    def output_cells_above(self, index: int) -> list[int]:
+        """Code cells above ``index``, nearest first, that end in an expression (IPython keeps its value as ``_``)."""
+        out = []
+        for c in reversed(self.nb.cells[:index]):
+            if c.cell_type != "code":
+                continue
+            code = self.code.get(c.index)
+            if code is not None:
+                sets = code.sets_output
+            else:  # a skip cell: it runs top to bottom, never in a split run
+                try:
+                    body = ast.parse(c.source).body
+                    sets = bool(body) and isinstance(body[-1], ast.Expr)
+                except (SyntaxError, ValueError):
+                    sets = False
+            if sets:
+                out.append(c.index)
+        return out
+
     def analyze_step(self, step: Step) -> Step:
         scope = _StepScope(self, step)
+        for mark in self.config_above(step):
+            scope.need_definition(mark, self.where(mark.cell, step.name), 1)
         scope.walk_cells()
         scope.recreate_ancestor_definitions()
         for name, mark in scope.pending:
             last = self.history[name][-1] if self.history[name] else None
-            if mark.op == "mutate" and last is not None and last.step == step.name and last.op == "bind":
-                continue
+            if mark.op == "mutate" and last is not None and last.step == step.name and last.op == "bind" and last.kind == mark.kind:
+                continue  # bound and changed in this step: the binding step provides it either way
             self.history[name].append(mark)
         return replace(step, inputs=tuple(scope.inputs.values()),
                        definitions=tuple(sorted(scope.definitions.values(), key=lambda d: (d.cell, d.stmt))))
@@ -190,13 +223,17 @@ class _StepScope:
                 if ev.op == "read":
                     self.read(ev.name, lw)
                 elif ev.op == "mutate":
-                    self.mutate(ev.name, lw)
+                    self.mutate(ev.name, lw, store=ev.kind == "store")
+                elif ev.op == "pass":
+                    self.passed(ev, lw)
                 elif ev.op == "bind":
                     self.own.add(ev.name)
                     self.local[ev.name] = ev.kind or "data"
                     self.expanded.discard(ev.name)  # a new definition: follow its calls again
                     self.pending.append((ev.name, _Mark("bind", ev.kind or "data", self.step.name, i, ev.stmt)))
                 elif ev.op == "delete":
+                    if ev.name not in self.own:
+                        self.read(ev.name, lw)  # `del x` needs x: load it from the step that made it
                     self.own.add(ev.name)
                     self.local.pop(ev.name, None)
                     self.pending.append((ev.name, _Mark("delete", "data", self.step.name, i, ev.stmt)))
@@ -262,6 +299,9 @@ class _StepScope:
         """A name no earlier step bound: set-up, a builtin, a star import, or hidden state."""
         if name in self.a.setup_kind:
             return self.a.setup_kind[name]
+        if OUTPUT_HISTORY_RE.match(name):
+            self.check_output_history(name, line_where)
+            return None
         if name in BUILTIN_NAMES:
             return None
         star = self.a.star_marks[-1] if self.a.star_marks else None
@@ -288,6 +328,42 @@ class _StepScope:
                 f"steps {racers[0]} and {mark.step} may run in parallel and both assign `{name}`, which step {self.step.name} reads: the result would depend on timing",
                 hint=f"add {self.a.structure.after_tag}:{racers[0]} to step {mark.step}, or use different names", **line_where))
 
+    def check_output_history(self, name: str, line_where: dict) -> None:
+        """IPython's output history is per kernel: a step sees only what its own cells displayed."""
+        cell = line_where["cell"] - 1
+        fix = "assign the value to a name in the cell that computes it (result = ...) and read that name"
+        if name not in ("_", "__", "___"):
+            self.report(name, error("output-history", f"`{name}` is IPython's input/output history, which each step's kernel keeps"
+                                    " on its own (execution counts differ too)", hint=fix, **line_where))
+            return
+        sources = self.a.output_cells_above(cell)[: len(name)]
+        outside = [i for i in sources if i not in self.step.cells]
+        if outside:
+            where = outside[0]
+            in_step = next((s.name for s in self.a.structure.steps if where in s.cells), None)
+            what = f"in step {in_step}" if in_step else ("a skip cell" if where in self.a.structure.skipped_cells else "a set-up cell")
+            self.report(name, error(
+                "output-history", f"`{name}` is the value of cell {where + 1}'s last expression ({what}), which this step's kernel never shows",
+                hint=f"assign it in cell {where + 1} (result = ...) and read result", **line_where))
+
+    def passed(self, ev, line_where: dict) -> None:
+        """A name passed to a call used as a statement, which may change it (random.shuffle(lst))."""
+        root = ev.callee.split(".")[0]
+        kind = self.local.get(root) or (self.inputs[root].kind if root in self.inputs else self.a.setup_kind.get(root))
+        if kind in ("data", "class"):
+            return  # a method of a value (lst.append(x)) changes that value, not x; a class makes an instance
+        if kind == "function" and root == ev.callee:
+            summary = self.summary_of(root)
+            if summary is not None and ev.position not in summary.changes_args:
+                return  # the notebook's function leaves that argument alone
+        self.mutate(ev.name, line_where)
+
+    def summary_of(self, name: str) -> CallSummary | None:
+        if name in self.inputs and self.inputs[name].provider is not None:
+            mark = self.a.provider_of(name)
+            return self.a.code[mark.cell].summaries.get(name) if mark else None
+        return self.local_summary.get(name)
+
     def report(self, name: str, finding: Finding) -> None:
         """One finding per name and step."""
         if name not in self.reported:
@@ -298,11 +374,7 @@ class _StepScope:
         kind = self.resolve(name, line_where, depth)
         if kind in ("function", "class") and depth < 50 and name not in self.expanded:
             self.expanded.add(name)
-            summary = self.local_summary.get(name)
-            if name in self.inputs and self.inputs[name].provider is not None:
-                mark = self.a.provider_of(name)
-                summary = self.a.code[mark.cell].summaries.get(name) if mark else summary
-            self.expand_call(summary, line_where, depth)
+            self.expand_call(self.summary_of(name), line_where, depth)
 
     def expand_call(self, summary: CallSummary | None, line_where: dict, depth: int) -> None:
         """A call to a notebook function reads and changes what its body does."""
@@ -313,9 +385,12 @@ class _StepScope:
         for w in sorted(summary.writes):
             self.mutate(w, line_where, depth + 1)
 
-    def mutate(self, name: str, line_where: dict, depth: int = 0) -> None:
+    def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False) -> None:
+        """``name`` may change here. A class or function whose attributes are assigned (Counter.count += 1)
+        is a value from then on: later steps load it as it is, instead of re-running its definition."""
         kind = self.resolve(name, line_where, depth)
-        if kind == "data" or (kind is None and name in self.own):
+        if kind == "data" or (kind is None and name in self.own) or (store and kind in ("class", "function")):
+            self.local[name] = "data"
             self.pending.append((name, _Mark("mutate", "data", self.step.name, line_where["cell"] - 1, 0)))
 
 

@@ -1,8 +1,9 @@
 """Property: a generated notebook split into steps sees the same values as papermill top to bottom.
 
 Notebooks are drawn at random: cells that assign, change in place, read, import modules,
-define and call functions (some changing globals) and classes, cut into steps at random
-places with random ``after:`` edges. Layouts ``check`` rejects for a timing race are
+define and call functions (some changing globals or their arguments) and classes, change a
+class attribute, pass a value to a module function that changes it, delete a value, set and
+read environment variables, cut into steps at random places with random ``after:`` edges. Layouts ``check`` rejects for a timing race are
 discarded; a missing ``after:`` is added as ``check`` suggests, as a user would.
 """
 
@@ -26,13 +27,14 @@ VARS = ["v0", "v1", "v2", "v3"]
 @st.composite
 def programs(draw):
     """A list of cell sources over list-valued globals v0..v3."""
-    cells = ["import math\nv0, v1, v2, v3 = [0], [1], [2], [3]"]
-    functions, mutators, classes, modules = [], [], [], []
+    cells = ["import bisect\nimport math\nimport os\nv0, v1, v2, v3 = [0], [1], [2], [3]"]
+    functions, mutators, classes, modules, changers, env = [], [], [], [], [], []
     for n in range(draw(st.integers(3, 9))):
         a, b = draw(st.sampled_from(VARS)), draw(st.sampled_from(VARS))
         k = draw(st.integers(0, 9))
         kind = draw(st.sampled_from(["assign", "append", "subscript", "augassign", "def", "call", "import", "use-module",
-                                     "global-def", "global-call", "class", "use-class", "read", "comprehension"]))
+                                     "global-def", "global-call", "class", "use-class", "read", "comprehension",
+                                     "insort", "arg-def", "arg-call", "class-attr", "del", "set-env", "read-env"]))
         if kind == "assign":
             src = f"{a} = {b} + [{k}]"
         elif kind == "append":
@@ -60,7 +62,24 @@ def programs(draw):
             src = f"class C{n}:\n    def __init__(self, seq):\n        self.v = list(seq) + [{k}]\n    def total(self):\n        return sum(self.v) + math.floor({k} / 2)"
             classes.append(f"C{n}")
         elif kind == "use-class" and classes:
-            src = f"{a} = [{draw(st.sampled_from(classes))}({b}).total()]"
+            c = draw(st.sampled_from(classes))
+            src = f"{a} = [{c}({b}).total() + getattr({c}, 'bonus', 0)]"
+        elif kind == "insort":
+            src = f"bisect.insort({a}, {k})"
+        elif kind == "arg-def":
+            src = f"def h{n}(seq):\n    seq.append({k})"
+            changers.append(f"h{n}")
+        elif kind == "arg-call" and changers:
+            src = f"{draw(st.sampled_from(changers))}({a})"
+        elif kind == "class-attr" and classes:
+            src = f"{draw(st.sampled_from(classes))}.bonus = {k}"
+        elif kind == "del":
+            src = f"del {a}\n{a} = [{k}]"
+        elif kind == "set-env":
+            src = f"os.environ['NB2FLOW_P{k}'] = '{k}'"
+            env.append(k)
+        elif kind == "read-env" and env:
+            src = f"{a} = {a} + [int(os.environ.get('NB2FLOW_P{draw(st.sampled_from(env))}', '-1'))]"
         elif kind == "comprehension":
             src = f"{a} = [x * {k} for x in {b}]"
         else:

@@ -77,6 +77,8 @@ def dump_value(value, path_base: str) -> str:
     try:
         with open(tmp, "wb") as fh:
             try:
+                if _defined_in_notebook(value):  # plain pickle would store only its name, not the changed class
+                    raise pickle.PicklingError("a class or function of the notebook travels by value")
                 pickle.dump(value, fh, protocol=5)
             except (pickle.PicklingError, TypeError, AttributeError) as plain_error:
                 fh.seek(0)
@@ -91,6 +93,11 @@ def dump_value(value, path_base: str) -> str:
         unlink(tmp)
         raise
     return final
+
+
+def _defined_in_notebook(value) -> bool:
+    """A class or function the notebook itself defined (its module is the kernel's ``__main__``)."""
+    return isinstance(value, (type, types.FunctionType)) and getattr(value, "__module__", None) == "__main__"
 
 
 def load_value(path_base: str):
@@ -123,6 +130,8 @@ def save_random_state(path: str) -> None:
     states = {"random": random.getstate()}
     if "numpy" in sys.modules:
         states["numpy"] = sys.modules["numpy"].random.get_state()
+    if "torch" in sys.modules:
+        states["torch"] = sys.modules["torch"].get_rng_state()
     write_atomic(path, pickle.dumps(states, protocol=5))
 
 
@@ -137,6 +146,10 @@ def load_random_state(path: str) -> None:
         import numpy
 
         numpy.random.set_state(states["numpy"])
+    if "torch" in states:
+        import torch
+
+        torch.set_rng_state(states["torch"])
 
 
 def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 
 SA_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
+NO_TOKEN_HINT = ("JupyterHub mounts none by default: an admin sets singleuser.serviceAccountName "
+                 "(and applies the Role `nb2flow rbac` prints)")
 
 
 def in_pod() -> bool:
@@ -17,8 +21,30 @@ def in_cluster() -> bool:
     return in_pod() and os.path.isfile(os.path.join(SA_DIR, "token"))
 
 
-def choose_backend(*, local: bool = False, argo: bool = False) -> tuple[str, str]:
-    """(``local`` or ``argo``, one line saying why)."""
+def service_account() -> tuple[str | None, str | None]:
+    """(namespace, name) of this pod's service account, from its token's claims (no API call needed).
+
+    The token is a JWT signed by the cluster; nb2flow reads its claims only to name the account in
+    messages and in ``nb2flow rbac``, never to decide anything about trust.
+    """
+    try:
+        with open(os.path.join(SA_DIR, "token"), encoding="ascii") as fh:
+            payload = fh.read().strip().split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    except (OSError, IndexError, ValueError, UnicodeError):
+        return None, None
+    sa = (claims.get("kubernetes.io") or {}).get("serviceaccount") or {}
+    if sa.get("name"):
+        return (claims.get("kubernetes.io") or {}).get("namespace"), sa["name"]
+    sub = str(claims.get("sub", ""))  # system:serviceaccount:NAMESPACE:NAME
+    parts = sub.split(":")
+    if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
+        return parts[2], parts[3]
+    return None, None
+
+
+def choose_backend(*, local: bool = False, argo: bool = False, setting: str = "auto", source: str | None = None) -> tuple[str, str]:
+    """(``local`` or ``argo``, one line saying why). Flags win over the ``backend`` setting."""
     if local and argo:
         from .errors import UsageError
 
@@ -27,6 +53,14 @@ def choose_backend(*, local: bool = False, argo: bool = False) -> tuple[str, str
         return "local", "running on this machine (--local)"
     if argo:
         return "argo", "submitting to Argo Workflows (--argo)"
+    where = f" in {source}" if source else ""
+    if setting == "local":
+        return "local", f"running on this machine (backend: local{where})"
+    if setting == "argo":
+        return "argo", f"submitting to Argo Workflows (backend: argo{where})"
     if in_cluster():
-        return "argo", "submitting to Argo Workflows (inside a pod with a service account; --local runs here)"
+        return "argo", ("submitting to Argo Workflows: this is a pod with a service account "
+                        "(--local, or backend: local in nb2flow.yaml, runs here instead)")
+    if in_pod():
+        return "local", f"running on this machine: this pod has no service-account token ({NO_TOKEN_HINT})"
     return "local", "running on this machine (no Kubernetes credentials found)"

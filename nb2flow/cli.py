@@ -125,7 +125,14 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         notebook = notebook or earlier["notebook"]
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
-    backend, reason = choose_backend(local=local or bool(resume), argo=argo or watch)
+    from .config import load_config
+
+    settings = load_config(notebook)
+    backend, reason = choose_backend(local=local or bool(resume), argo=argo, setting=settings.backend,
+                                     source=_setting_source(settings, "backend"))
+    if watch and backend == "local" and not local:
+        backend, reason = choose_backend(argo=True)
+        reason = reason.replace("(--argo)", "(--watch)")
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
                                          default=(earlier or {}).get("parameters"))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
@@ -418,20 +425,37 @@ def delete(name, namespace, context) -> int:
 
 
 @cli.command()
-@click.option("-n", "--namespace", default=None, help="Namespace [default: this pod's, else the kubeconfig's].")
-@click.option("--service-account", "service_account", default=None, help="The notebook's service account [default: this pod's].")
+@click.option("-n", "--namespace", default=None, help="Namespace [default: this pod's, or the --pod-spec pod's].")
+@click.option("--service-account", "service_account", default=None, help="The notebook's service account [default: this pod's, or the --pod-spec pod's].")
+@click.option("--pod-spec", "pod_spec", default=None, metavar="FILE", type=click.Path(dir_okay=False), help="Take both from a pod (`kubectl get pod -o json`).")
 @click.option("--runner", default=None, help="The account step pods run as, if not the notebook's.")
-def rbac(namespace, service_account, runner) -> int:
+def rbac(namespace, service_account, pod_spec, runner) -> int:
     """Print the Role and RoleBinding nb2flow needs (apply with kubectl apply -f -)."""
     import yaml
 
-    from .backend import SA_DIR
-    from .cluster import rbac_manifests
+    from .backend import SA_DIR, service_account as own_account
+    from .cluster import pod_from_file, rbac_manifests
 
-    if namespace is None and os.path.isfile(os.path.join(SA_DIR, "namespace")):
-        with open(os.path.join(SA_DIR, "namespace")) as fh:
-            namespace = fh.read().strip()
-    docs = rbac_manifests(namespace or "default", service_account or "default", runner)
+    where = "given"
+    if pod_spec:
+        pod = pod_from_file(pod_spec)
+        namespace = namespace or pod.get("metadata", {}).get("namespace")
+        service_account = service_account or pod.get("spec", {}).get("serviceAccountName") or "default"
+        where = f"the pod in {os.path.basename(pod_spec)}"
+    else:
+        token_ns, token_sa = own_account()
+        if namespace is None and os.path.isfile(os.path.join(SA_DIR, "namespace")):
+            with open(os.path.join(SA_DIR, "namespace")) as fh:
+                namespace = fh.read().strip()
+        namespace = namespace or token_ns
+        if service_account is None and token_sa:
+            service_account, where = token_sa, "this pod's"
+    if not namespace or not service_account:
+        raise UsageError("which account? no service-account token here to take it from",
+                         hint="pass --service-account NAME -n NAMESPACE, or --pod-spec FILE.json")
+    click.echo(f"nb2flow: the Role and RoleBinding for service account {namespace}/{service_account} ({where}); "
+               "an admin applies them with kubectl apply -f -", err=True)
+    docs = rbac_manifests(namespace, service_account, runner)
     click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
     return ExitStatus.OK
 
@@ -443,6 +467,20 @@ def _kube(namespace, context):
     config = load_config(None).with_flags(namespace=namespace, context=context)
     kube = Kube(context=config.context)
     return kube, config.namespace or kube.default_namespace
+
+
+def _setting_source(config, key: str) -> str | None:
+    """The settings file that set ``key`` (the last one read that mentions it), for messages."""
+    import yaml
+
+    for path in reversed(config.sources):
+        try:
+            with open(path, encoding="utf-8") as fh:
+                if key in (yaml.safe_load(fh) or {}):
+                    return os.path.basename(path)
+        except (OSError, yaml.YAMLError, TypeError):
+            continue
+    return None
 
 
 def _table(rows) -> str:

@@ -43,7 +43,8 @@ class Target:
         return self.pod.namespace
 
 
-def _pod_from_file(path: str) -> dict:
+def pod_from_file(path: str) -> dict:
+    """A Pod from a `kubectl get pod -o json` dump; bad input is a one-line error."""
     try:
         with open(path, encoding="utf-8") as fh:
             pod = json.load(fh)
@@ -62,7 +63,7 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     kube = None
     pod = None
     if pod_spec:
-        pod = _pod_from_file(pod_spec)
+        pod = pod_from_file(pod_spec)
     elif from_pod:
         kube = Kube(context=config.context)
         pod = kube.get_pod(config.namespace or kube.default_namespace, from_pod)
@@ -180,7 +181,8 @@ def step_views(workflow: dict) -> list[StepView]:
         started, finished = parse_time(node.get("startedAt")), parse_time(node.get("finishedAt"))
         elapsed = ((finished or now) - started) if started else None
         attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
-        note = node.get("message") if state is StepState.FAILED else None
+        # why it failed, or why it waits (Argo copies the scheduler's reason: "Unschedulable: 0/5 nodes ...")
+        note = node.get("message") if state in (StepState.FAILED, StepState.PENDING) else None
         views.append(StepView(task, state, None, None, elapsed, attempts, note))
     return views
 

@@ -16,6 +16,7 @@ from .tags import parse_duration
 from .yamlfile import load_mapping
 
 KEYS = {
+    "backend": "where `nb2flow run` runs without --local/--argo: auto (default: Argo inside a pod with a service-account token, else here), local, or argo",
     "namespace": "namespace for workflows (default: the notebook pod's, else the kubeconfig's)",
     "context": "kubeconfig context, outside a cluster",
     "container": "the notebook container's name, when the pod has several and nb2flow cannot tell",
@@ -44,6 +45,7 @@ CONFIG_NAMES = ("nb2flow.yaml", "nb2flow.yml")
 
 @dataclass(frozen=True)
 class ClusterConfig:
+    backend: str = "auto"
     namespace: str | None = None
     context: str | None = None
     container: str | None = None
@@ -121,6 +123,8 @@ def _coerce(key: str, value, path: str):
         except ValueError:
             raise UsageError(f"{path}: {key}: {value!r} is not a duration (e.g. 24h, 7d)") from None
         return str(value)
+    if key == "backend" and value not in ("auto", "local", "argo"):
+        raise UsageError(f"{path}: backend must be auto, local or argo")
     if key == "secret_refs" and value not in ("keep", "drop"):
         raise UsageError(f"{path}: secret_refs must be keep or drop")
     if not isinstance(value, (str, int, float)):

@@ -12,7 +12,7 @@ import gzip
 import json
 import os
 
-from .backend import SA_DIR, in_pod
+from .backend import NO_TOKEN_HINT, SA_DIR, in_pod, service_account
 from .errors import (ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound, ClusterRejected,
                      ClusterUnreachable)
 
@@ -29,12 +29,13 @@ class Kube:
         if in_pod() and not kubeconfig and not context:
             if not os.path.isfile(os.path.join(SA_DIR, "token")):
                 raise ClusterError(
-                    "no Kubernetes credentials in this pod: no service-account token is mounted (JupyterHub's default)",
-                    hint="ask your admin to set singleuser.serviceAccountName (see `nb2flow rbac`), or use --local",
+                    f"no Kubernetes credentials in this pod: no service-account token is mounted at {SA_DIR}",
+                    hint=f"{NO_TOKEN_HINT}; `nb2flow run --local` runs here meanwhile",
                 )
             config.load_incluster_config(client_configuration=cfg)
             self.default_namespace = _read(os.path.join(SA_DIR, "namespace")) or "default"
             self.pod_name = os.environ.get("HOSTNAME")
+            self.in_cluster = True
         else:
             # read KUBECONFIG now: the kubernetes package reads it once, at import, and a long-lived
             # process (a kernel with the IPython extension) may change it
@@ -51,6 +52,7 @@ class Kube:
             except Exception:
                 self.default_namespace = "default"
             self.pod_name = None
+            self.in_cluster = False
         cfg.retries = 1
         self.host = cfg.host
         self.api = client.ApiClient(cfg)
@@ -67,6 +69,12 @@ class Kube:
         except ApiException as exc:
             raise self._translate(exc, what, namespace, resource) from None
         except (Urllib3Error, OSError) as exc:
+            if _ssl_error(exc):
+                ca = os.path.join(SA_DIR, "ca.crt") if self.in_cluster else "the kubeconfig's certificate-authority"
+                raise ClusterUnreachable(
+                    f"the API server at {self.host} presented a certificate that {ca} does not vouch for ({_ssl_error(exc)})",
+                    hint="a proxy or a wrong KUBERNETES_SERVICE_HOST in between? ask your admin; nothing was sent",
+                ) from None
             raise ClusterUnreachable(
                 f"cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})",
                 hint="JupyterHub's network policy often blocks notebook pods from the API server: ask your admin to allow egress to it",
@@ -86,8 +94,11 @@ class Kube:
             return ClusterDenied(f"{what}: the API server does not accept these credentials (401)",
                                  hint="your token may have expired; see `nb2flow rbac`", http_status=status)
         if status == 403:
+            sa_ns, sa = service_account() if self.in_cluster else (None, None)
+            who = f"service account {sa_ns}/{sa}" if sa else "your account"
             return ClusterDenied(f"{what}: permission denied{ns} (403): {message}",
-                                 hint="the service account needs the Role `nb2flow rbac` prints", http_status=status)
+                                 hint=f"{who} needs the Role `nb2flow rbac` prints: an admin runs `nb2flow rbac | kubectl apply -f -`",
+                                 http_status=status)
         if status == 404:
             if resource in ("workflows", "cronworkflows") and ("the server could not find the requested resource" in message or not message or "page not found" in message.lower()):
                 return ClusterNotFound(f"{what}: Argo Workflows is not installed in this cluster (no {resource}.argoproj.io resource)",
@@ -167,6 +178,25 @@ def workflow_nodes(workflow: dict) -> dict:
         except (ValueError, OSError):
             raise ClusterError("cannot read the workflow's compressedNodes") from None
     return {}
+
+
+def _ssl_error(exc: BaseException) -> str | None:
+    """The TLS verification failure behind a connection error (urllib3 wraps it), if that is what it is."""
+    import ssl
+
+    seen: set[int] = set()
+    todo: list = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, ssl.SSLCertVerificationError):
+            return e.verify_message or str(e)
+        if isinstance(e, ssl.SSLError):
+            return e.reason or str(e)
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+    return None
 
 
 def _read(path: str) -> str | None:

@@ -89,13 +89,14 @@ class PlainReporter(QuietReporter):
         self.t0 = time.monotonic()
         self._print(f"run {run_id}: {len(views)} step{'s' if len(views) != 1 else ''}")
         for v in views:
-            self.last[v.name] = (v.state, v.attempt)
             if v.state is StepState.REUSED:
                 self._print(f"{v.name}: reused from the earlier run")
+            if v.state in (StepState.PENDING, StepState.REUSED) and not v.note:
+                self.last[v.name] = (v.state, v.attempt, v.note)  # nothing to say yet; anything else is said by update()
 
     def update(self, views) -> None:
         for v in views:
-            key = (v.state, v.attempt)
+            key = (v.state, v.attempt, v.note)  # a new reason to wait is news too
             if self.last.get(v.name) != key:
                 self.last[v.name] = key
                 text = _describe(v)

@@ -28,7 +28,8 @@ def _match_labels(obj: dict, selector: str) -> bool:
 
 
 class FakeKube:
-    def __init__(self, token: str = "test-token") -> None:
+    def __init__(self, token: str = "test-token", *, tls: tuple | None = None) -> None:
+        """``tls``: (certificate file, key file) to serve HTTPS, as a real API server does."""
         self.token = token
         self.objects: dict[tuple, dict] = {}  # (plural, namespace, name) -> object
         self.logs: dict[tuple, str] = {}  # (namespace, pod) -> text
@@ -78,7 +79,8 @@ class FakeKube:
                 if queued is not None:
                     code, *rest = queued if isinstance(queued, tuple) else (queued,)
                     return self._status(code, rest[0] if rest else f"injected {code}", rest[1] if len(rest) > 1 else None)
-                if self.headers.get("Authorization") != f"Bearer {server.token}":
+                scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
+                if scheme.lower() != "bearer" or credentials != server.token:  # the scheme is case-insensitive (RFC 7235)
                     return self._status(401, "Unauthorized")
                 body = json.loads(raw) if raw else None
                 m = ARGO.match(url.path)
@@ -158,7 +160,14 @@ class FakeKube:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.httpd.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        if tls:
+            import ssl
+
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+        self.port = self.httpd.server_address[1]
+        self.url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self) -> "FakeKube":

@@ -260,4 +260,4 @@ def test_no_credentials_in_the_pod(tmp_path, home):
     env = dict(os.environ, NO_COLOR="1", KUBERNETES_SERVICE_HOST="10.0.0.1", HOME=str(tmp_path))
     r = subprocess.run([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo"], cwd=home, capture_output=True, text=True, env=env)
     assert r.returncode == 2
-    assert "no Kubernetes credentials in this pod: no service-account token is mounted (JupyterHub's default)" in r.stderr
+    assert "no Kubernetes credentials in this pod: no service-account token is mounted at /var/run/secrets/kubernetes.io/serviceaccount" in r.stderr

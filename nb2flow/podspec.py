@@ -192,7 +192,9 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
     why = {"credentials": "credentials", "hub": "JupyterHub's settings for the notebook server",
            "secret refs": "Secret references; secret_refs: drop"}
     for reason, names in dropped_env.items():
-        if names:
+        if reason == "hub" and len(names) > 3:
+            warnings.append(f"not copied to step pods ({why[reason]}): {len(names)} JUPYTERHUB_* variables")
+        elif names:
             warnings.append(f"not copied to step pods ({why[reason]}): {', '.join(sorted(names))}")
     refs = [e["name"] for e in env if "secretKeyRef" in (e.get("valueFrom") or {})]
     if refs:

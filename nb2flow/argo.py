@@ -35,10 +35,21 @@ NOTEBOOK_LABEL = "nb2flow.io/notebook"
 OWNER_LABEL = "nb2flow.io/owner"
 
 
+ARGO_PARAMETER_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # Argo: workflow/validate/validate.go, paramRegex
+
+
+def argo_parameter_name(name: str) -> str:
+    """A Python parameter name as Argo accepts it: ``α`` becomes ``_x3b1_`` (the step gets the Python name)."""
+    if ARGO_PARAMETER_NAME_RE.match(name):
+        return name
+    return "".join(c if ARGO_PARAMETER_NAME_RE.match(c) else f"_x{ord(c):x}_" for c in name)
+
+
 def argo_json(value) -> str:
-    """JSON for a parameter value in which no ``{`` or ``}`` occurs inside strings."""
+    """JSON for a parameter value in which no ``{`` or ``}`` occurs inside strings, ASCII only
+    (non-ASCII and control characters escaped), so Argo's substitution keeps it exact."""
     if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False).replace("{", "\\u007b").replace("}", "\\u007d")
+        return json.dumps(value, ensure_ascii=True).replace("{", "\\u007b").replace("}", "\\u007d")
     if isinstance(value, bool) or value is None or isinstance(value, int):
         return json.dumps(value)
     if isinstance(value, float):
@@ -52,8 +63,8 @@ def argo_json(value) -> str:
     raise TypeError(type(value).__name__)
 
 
-def workflow_parameters(pipeline: Pipeline, overrides: dict) -> list[dict]:
-    """``spec.arguments.parameters``: every parameter whose value can travel as JSON."""
+def workflow_parameters(pipeline: Pipeline, overrides: dict) -> list[tuple[str, dict]]:
+    """(Python name, ``spec.arguments.parameters`` entry) for every parameter whose value can travel as JSON."""
     out = []
     for p in pipeline.parameters:
         if p.name in overrides:
@@ -63,7 +74,7 @@ def workflow_parameters(pipeline: Pipeline, overrides: dict) -> list[dict]:
         else:
             continue  # an expression default stays in the parameters cell
         try:
-            out.append({"name": p.name, "value": argo_json(value)})
+            out.append((p.name, {"name": argo_parameter_name(p.name), "value": argo_json(value)}))
         except TypeError:
             continue
     return out
@@ -88,19 +99,31 @@ def _variant_key(step: Step) -> tuple:
     return (o.cpu, o.memory, o.gpu, o.gpu_resource, o.retry, o.timeout, o.image)
 
 
-def step_command(python: str, bundle: str, run_root: str, workdir: str, param_names: list[str]) -> list[str]:
-    """The step command with Argo's placeholders: the run folder per workflow, the step, the parameters."""
+def step_command(python: str, bundle: str, run_root: str, workdir: str, param_names: dict) -> list[str]:
+    """The step command with Argo's placeholders: the run folder per workflow, the step, the parameters
+    (``param_names``: Python name -> Argo name)."""
     return protocol.step_command(
         python, bundle, posixpath.join(run_root, "{{workflow.name}}"), "{{inputs.parameters.step}}",
-        params={name: f"{{{{workflow.parameters.{name}}}}}" for name in param_names}, cwd=workdir, join=posixpath.join,
+        params={name: f"{{{{workflow.parameters.{argo}}}}}" for name, argo in param_names.items()}, cwd=workdir,
+        join=posixpath.join,
     )
 
 
+def _step_env(env, step: Step) -> list:
+    """The notebook's env for a step: without a GPU, ``NVIDIA_VISIBLE_DEVICES=void``, since most GPU
+    images set ``all`` and a container would otherwise see every GPU of its node."""
+    out = [e for e in env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"]
+    if not step.options.gpu:
+        out.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
+    return out
+
+
 def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
-                  workdir: str, parameters: dict, labels: dict) -> dict:
+                  workdir: str, parameters: dict, labels: dict, fail_fast: bool = False, parallelism: int | None = None) -> dict:
     """The ``spec`` shared by a Workflow and a CronWorkflow's ``workflowSpec``."""
-    params = workflow_parameters(pipeline, parameters)
-    command = step_command(config.python, bundle, run_root, workdir, [p["name"] for p in params])
+    named = workflow_parameters(pipeline, parameters)
+    params = [entry for _, entry in named]
+    command = step_command(config.python, bundle, run_root, workdir, {name: entry["name"] for name, entry in named})
     variants: dict[tuple, str] = {}
     templates = []
     for step in pipeline.steps:
@@ -110,14 +133,14 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         name = "step" if not variants else f"step-{len(variants)}"
         variants[key] = name
         container = {"image": step.options.image or pod.image, "command": command, "workingDir": workdir}
-        _put(container, imagePullPolicy=pod.image_pull_policy, env=pod.env, envFrom=pod.env_from,
+        _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, step), envFrom=pod.env_from,
              volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
              securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}
         if step.options.retry:
             template["retryStrategy"] = {"limit": str(step.options.retry), "retryPolicy": "OnFailure"}
         if step.options.timeout:
-            template["timeout"] = step.options.timeout
+            template["timeout"] = f"{int(step.options.timeout_seconds)}s"  # Go's time.ParseDuration has no days
         templates.append(template)
     tasks = []
     for step in pipeline.steps:
@@ -126,16 +149,23 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         if step.parents:
             task["dependencies"] = [task_name(p) for p in step.parents]
         tasks.append(task)
+    annotations = dict(config.pod_annotations)
+    if pod.istio_sidecar:  # Istio's sidecar never exits, so a step pod with one would never complete
+        annotations.setdefault("sidecar.istio.io/inject", "false")
+    security = copy.deepcopy(pod.pod_security_context)
+    if security and "fsGroup" in security:  # else the kubelet chowns the whole home volume for every step pod
+        security.setdefault("fsGroupChangePolicy", "OnRootMismatch")
     spec: dict = {
         "entrypoint": "pipeline",
-        "templates": [{"name": "pipeline", "dag": {"tasks": tasks}}] + templates,
-        "podMetadata": {"labels": dict(labels)},
+        # failFast false: a failed step lets independent steps finish, as a local run does (Argo's DAG default stops them)
+        "templates": [{"name": "pipeline", "dag": {"tasks": tasks, "failFast": fail_fast}}] + templates,
+        "podMetadata": {"labels": dict(labels), **({"annotations": annotations} if annotations else {})},
         "activeDeadlineSeconds": int(parse_duration(config.active_deadline)),
         "ttlStrategy": {"secondsAfterCompletion": int(parse_duration(config.ttl_after_finished))},
         "podGC": {"strategy": config.pod_gc},
     }
     _put(spec, arguments={"parameters": params} if params else None, serviceAccountName=pod.service_account,
-         securityContext=pod.pod_security_context, nodeSelector=pod.node_selector, tolerations=pod.tolerations,
+         parallelism=parallelism, securityContext=security, nodeSelector=pod.node_selector, tolerations=pod.tolerations,
          affinity=pod.affinity, imagePullSecrets=pod.image_pull_secrets, volumes=pod.volumes)
     return spec
 
@@ -167,7 +197,8 @@ def annotations(pipeline: Pipeline, notebook_in_pod: str, bundle: str) -> dict:
 
 
 def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
-                      workdir: str, parameters: dict, notebook_in_pod: str) -> dict:
+                      workdir: str, parameters: dict, notebook_in_pod: str, fail_fast: bool = False,
+                      parallelism: int | None = None) -> dict:
     """A Workflow that runs the pipeline once."""
     labels = common_labels(pipeline, pod, config)
     stem = k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)
@@ -181,25 +212,80 @@ def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfi
             "annotations": annotations(pipeline, notebook_in_pod, bundle),
         },
         "spec": workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                              parameters=parameters, labels=labels),
+                              parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism),
     }
 
 
-CRON_FIELD = r"(\*|\?|[0-9A-Za-z,\-*/LW#]+)"
-CRON_RE = re.compile(rf"^(@(yearly|annually|monthly|weekly|daily|midnight|hourly)|@every \S+|{CRON_FIELD}( {CRON_FIELD}){{4,5}})$")
+# Argo validates a CronWorkflow's schedules with robfig/cron v3's ParseStandard
+# (argoproj/argo-workflows workflow/validate/validate.go, ValidateCronWorkflow): five fields,
+# `*`/`?`, ranges, lists, steps, month and weekday names, the @descriptors and CRON_TZ=/TZ=;
+# no seconds field, no L, W or #. And the v4 CRD's pattern for spec.schedules admits no
+# CRON_TZ= prefix and @every with Go units only (manifests/base/crds/full/argoproj.io_cronworkflows.yaml).
+CRON_FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day of month", 1, 31, None),
+               ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
+               ("day of week", 0, 6, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
+CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
+
+
+def cron_problem(spec: str) -> str | None:
+    """Why Argo's cron parser refuses ``spec`` (None when it accepts it)."""
+    text = spec.strip()
+    if text.startswith(("CRON_TZ=", "TZ=")):  # robfig reads it; the v4 CRD's pattern for schedules does not
+        return "a time zone prefix is not accepted in schedules; use --timezone"
+    if text.startswith("@"):
+        if text in CRON_DESCRIPTORS:
+            return None
+        if text.startswith("@every ") and re.fullmatch(r"([0-9]+(ns|us|µs|ms|s|m|h))+", text[7:].strip()):
+            return None  # the CRD's pattern: Go duration units, no days
+        return f"{text.split()[0] if text.startswith('@every') is False else text!r} is not @yearly, @monthly, @weekly, @daily, @hourly or @every DURATION (e.g. @every 6h)"
+    fields = text.split()
+    if len(fields) != 5:
+        return f"expected exactly 5 fields (minute hour day-of-month month day-of-week), found {len(fields)}"
+    for value, (what, low, high, names) in zip(fields, CRON_FIELDS):
+        for part in value.lower().split(","):
+            problem = _cron_part_problem(part, low, high, names)
+            if problem:
+                return f"{what} {value!r}: {problem}"
+    return None
+
+
+def _cron_part_problem(part: str, low: int, high: int, names) -> str | None:
+    span, _, step = part.partition("/")
+    if step and not (step.isdigit() and int(step) > 0):
+        return f"step {step!r} must be a positive number"
+    if span in ("*", "?"):
+        return None
+    bounds = span.split("-")
+    if len(bounds) > 2 or not all(bounds):
+        return f"{span!r} is not a number, a name or a range"
+    values = []
+    for b in bounds:
+        if b.isdigit():
+            values.append(int(b))
+        elif names and b in names:
+            values.append(names.index(b) + (low if low else 0))
+        else:
+            return f"{b!r} is not a number{' or a name' if names else ''} (L, W and # are not supported)"
+    if any(v < low or v > high for v in values):
+        return f"{span!r} is outside {low}-{high}"
+    if len(values) == 2 and values[0] > values[1]:
+        return f"range {span!r} runs backwards"
+    return None
 
 
 def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, name: str, schedule: str,
                   timezone: str | None, bundle: str, run_root: str, workdir: str, parameters: dict,
-                  notebook_in_pod: str) -> dict:
+                  notebook_in_pod: str, fail_fast: bool = False, parallelism: int | None = None) -> dict:
     """A CronWorkflow (``schedules:``, as Argo v3.6+ and v4 read it)."""
-    if not CRON_RE.match(schedule.strip()):
-        raise UsageError(f"--cron {schedule!r} is not a cron schedule", hint='e.g. --cron "0 3 * * *" (at 03:00 every day)')
+    problem = cron_problem(schedule)
+    if problem:
+        raise UsageError(f"--cron {schedule!r} is not a schedule Argo runs: {problem}",
+                         hint='five fields, e.g. --cron "0 3 * * *" (at 03:00 every day)')
     if timezone:
         _check_timezone(timezone)
     labels = common_labels(pipeline, pod, config)
     spec = workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                         parameters=parameters, labels=labels)
+                         parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism)
     cron = {"schedules": [schedule.strip()], "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 300,
             "workflowMetadata": {"labels": dict(labels)}, "workflowSpec": spec}
     if timezone:

@@ -139,8 +139,11 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if not quiet:
         click.echo(f"nb2flow: {reason}", err=True)
     if backend == "argo":
-        return _run_argo(pipeline, params, watch=watch, progress=progress, pod_spec=pod_spec, from_pod=from_pod,
-                         namespace=namespace, context=context, workdir=workdir)
+        if python:
+            raise UsageError("--python names an interpreter on this machine; step pods run `python:` from nb2flow.yaml (default python3)")
+        return _run_argo(pipeline, params, watch=watch, progress=progress, mode=mode or "notebook", fail_fast=fail_fast,
+                         parallelism=jobs, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context,
+                         workdir=workdir)
     options = RunOptions(
         mode=mode or (earlier or {}).get("mode", "notebook"), jobs=jobs, fail_fast=fail_fast, parameters=params,
         progress=progress, python=python or sys.executable, resume=run_dir if resume else None,
@@ -288,11 +291,11 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
     return target
 
 
-def _run_argo(pipeline, params, *, watch, progress, **where) -> int:
+def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, **where) -> int:
     from .cluster import prepare, submit, ui_link, watch as watch_workflow
 
     target = _target(pipeline.path, need_kube=True, **where)
-    manifest, _ = prepare(pipeline, target, params)
+    manifest, _ = prepare(pipeline, target, params, mode=mode, fail_fast=fail_fast, parallelism=parallelism)
     created = submit(target.kube, manifest)
     name = created["metadata"]["name"]
     click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)

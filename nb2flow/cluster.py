@@ -115,17 +115,19 @@ def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
     return f"{file_slug(pipeline.notebook.stem, 40)}-{digest}"
 
 
-def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: dict | None = None) -> tuple[dict, str]:
+def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: dict | None = None, mode: str = "notebook",
+            fail_fast: bool = False, parallelism: int | None = None) -> tuple[dict, str]:
     """Write the step files (a snapshot named by their content) and build the manifest."""
     from .materialize import fingerprints
 
-    ident = bundle_id(pipeline, fingerprints(pipeline, "notebook"))
+    ident = bundle_id(pipeline, fingerprints(pipeline, mode))
     local_bundle = os.path.join(target.local_dir, BUNDLES_DIR, ident)
-    materialize(pipeline, local_bundle, mode="notebook", cwd=target.workdir)
+    materialize(pipeline, local_bundle, mode=mode, cwd=target.workdir)
     bundle = posixpath.join(target.workdir, BUNDLES_DIR, ident)
     run_root = posixpath.join(target.workdir, RUNS_DIR)
     notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))
-    common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod)
+    common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod,
+                  fail_fast=fail_fast, parallelism=parallelism)
     if schedule:
         manifest = cron_manifest(pipeline, target.pod, target.config, name=schedule["name"], schedule=schedule["cron"],
                                  timezone=schedule.get("timezone"), **common)
@@ -264,5 +266,14 @@ def rbac_manifests(namespace: str, service_account: str, runner: str | None = No
          "metadata": {"name": f"nb2flow-runner-{runner or service_account}"[:63], "namespace": namespace},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-runner"},
          "subjects": [{"kind": "ServiceAccount", "name": runner or service_account, "namespace": namespace}]},
+        # Step pods are as isolated as the notebook: no ingress, and no cloud metadata endpoint (Zero-to-JupyterHub
+        # blocks it for notebook pods with an init container that nb2flow rightly does not copy; its singleuser
+        # NetworkPolicy does not select step pods)
+        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+         "metadata": {"name": "nb2flow-steps", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+                  "policyTypes": ["Ingress", "Egress"], "ingress": [],
+                  "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
+                             {"to": [{"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}}]}]}},
     ]
     return docs

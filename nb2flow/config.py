@@ -32,6 +32,7 @@ KEYS = {
     "pod_gc": "Argo podGC strategy (default: OnPodSuccess)",
     "argo_ui": "base URL of the Argo UI, for links (e.g. https://argo.example.org)",
     "labels": "extra labels for workflows and their pods",
+    "pod_annotations": "annotations for step pods (e.g. sidecar.istio.io/inject: \"false\", which nb2flow sets itself when the notebook pod has Istio's sidecar)",
     "volumes": "explicit volumes (a list of Kubernetes Volume objects), without a notebook pod",
     "volume_mounts": "explicit volumeMounts for those volumes",
     "image_pull_secrets": "explicit imagePullSecrets (a list of {name: ...})",
@@ -61,6 +62,7 @@ class ClusterConfig:
     pod_gc: str = "OnPodSuccess"
     argo_ui: str | None = None
     labels: dict = field(default_factory=dict)
+    pod_annotations: dict = field(default_factory=dict)
     volumes: tuple = ()
     volume_mounts: tuple = ()
     image_pull_secrets: tuple = ()
@@ -113,7 +115,7 @@ def _coerce(key: str, value, path: str):
         if not isinstance(value, list):
             raise UsageError(f"{path}: {key} must be a list")
         return tuple(value)
-    if key in ("labels", "node_selector", "resources"):
+    if key in ("labels", "node_selector", "resources", "pod_annotations"):
         if not isinstance(value, dict):
             raise UsageError(f"{path}: {key} must be a mapping")
         return {str(k): (v if key == "resources" else str(v)) for k, v in value.items()}

@@ -355,7 +355,8 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
     what = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
     message = f"`{first}`: {what}" if first else what
     others = len(result.failures) - 1
-    hint = f"run folder {result.run_dir}" + (f"; {others} more step(s) failed" if others else "")
+    hint = (f"{error['hint']}; " if error.get("hint") else "") + f"run folder {result.run_dir}" + (
+        f"; {others} more step(s) failed" if others else "")
     cls = KernelDied if state is StepState.KERNEL_DIED else StepFailed
     raise cls(message, path=pipeline.path, cell=cell, step=name, hint=hint,
               ename=error.get("ename"), evalue=error.get("evalue"), traceback=tuple(error.get("traceback") or ()))

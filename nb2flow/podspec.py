@@ -48,6 +48,7 @@ class PodSettings:
     node_name: str | None = None
     pod_name: str | None = None
     container: str | None = None
+    istio_sidecar: bool = False  # the notebook pod has Istio's sidecar (Kubeflow): step pods must opt out
     warnings: tuple = ()
 
 
@@ -211,6 +212,14 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
 
     labels = meta.get("labels") or {}
     owner = labels.get("hub.jupyter.org/username") or (meta.get("annotations") or {}).get("hub.jupyter.org/username")
+    istio = "sidecar.istio.io/status" in (meta.get("annotations") or {}) or any(
+        x.get("name") == "istio-proxy" for x in spec.get("containers") or [])
+    poddefaults = sorted(k for k in (meta.get("annotations") or {}) if k.startswith("poddefault.admission.kubeflow.org/"))
+    if poddefaults:
+        names = ", ".join(k.split("/", 1)[1].removeprefix("poddefault-") for k in poddefaults)
+        warnings.append(f"PodDefaults of the notebook pod ({names}) are not applied to step pods: nb2flow does not copy the "
+                        "labels that select them, so the credentials they inject stay with the notebook; add a label "
+                        "under labels: in nb2flow.yaml for a step that needs one")
     return PodSettings(
         image=image or pinned_image(pod, c),
         namespace=meta.get("namespace") or "default",
@@ -232,6 +241,7 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         node_name=node,
         pod_name=meta.get("name"),
         container=c.get("name"),
+        istio_sidecar=istio,
         warnings=tuple(warnings),
     )
 

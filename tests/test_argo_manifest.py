@@ -97,11 +97,11 @@ def pod_file(tmp_path, mutate=None) -> str:
     return str(path)
 
 
-def manifest_for(notebook, pod_json, *, params=None, schedule=None, **config):
+def manifest_for(notebook, pod_json, *, params=None, schedule=None, run=None, **config):
     config.setdefault("workdir", "/home/jovyan/work")
     pipeline = nb2flow.load(notebook)
     target = resolve_target(str(notebook), ClusterConfig(**config), pod_spec=pod_json)
-    manifest, bundle = prepare(pipeline, target, params or {}, schedule=schedule)
+    manifest, bundle = prepare(pipeline, target, params or {}, schedule=schedule, **(run or {}))
     return pipeline, target, manifest
 
 
@@ -132,7 +132,7 @@ def test_fixture_manifest_is_valid_and_copies_what_a_step_needs(validators, anal
     assert [v["mountPath"] for v in step["volumeMounts"]] == ["/dev/shm", "/mnt/datasets", "/home/jovyan"]
     assert [v["name"] for v in spec["volumes"]] == ["dshm", "shared-datasets", JH_HOME_VOLUME]
     assert spec["serviceAccountName"] == "notebook-workflows"
-    assert spec["securityContext"] == {"fsGroup": 100}
+    assert spec["securityContext"] == {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"}  # no chown of the home volume per pod
     assert spec["nodeSelector"] == {"node.kubernetes.io/instance-type": "m6i.2xlarge"}
     assert len(spec["tolerations"]) == 4
     assert "initContainers" not in json.dumps(m)
@@ -201,7 +201,8 @@ def test_sidecar_pod_uses_the_notebook_container(validators, analysis, tmp_path)
     c = m["spec"]["templates"][1]["container"]
     assert target.pod.container == "notebook"
     assert c["image"].startswith("quay.io/jupyterhub/k8s-singleuser-sample@sha256:")
-    assert "privileged" not in json.dumps(m) and "istio" not in json.dumps(m)
+    assert "privileged" not in json.dumps(m) and "istio" not in json.dumps(m["spec"]["templates"])
+    assert m["spec"]["podMetadata"]["annotations"] == {"sidecar.istio.io/inject": "false"}  # its sidecar would never exit
 
 
 def test_step_options_resources_gpu_retry_timeout_image(validators, tmp_path):
@@ -226,7 +227,7 @@ def test_step_options_resources_gpu_retry_timeout_image(validators, tmp_path):
     big = templates[tasks["big"]]
     assert big["container"]["resources"]["requests"] == {"cpu": "4", "memory": "16Gi"}
     assert big["container"]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
-    assert big["retryStrategy"] == {"limit": "3", "retryPolicy": "OnFailure"} and big["timeout"] == "1h"
+    assert big["retryStrategy"] == {"limit": "3", "retryPolicy": "OnFailure"} and big["timeout"] == "3600s"
     assert templates[tasks["gpu"]]["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert templates[tasks["other"]]["container"]["image"] == "ghcr.io/org/special:2.0"
 
@@ -282,7 +283,7 @@ def test_cron_workflow(validators, analysis, tmp_path):
     assert m["spec"]["schedules"] == ["0 3 * * *"] and "schedule" not in m["spec"]
     assert m["spec"]["timezone"] == "Asia/Seoul"
     assert m["spec"]["workflowSpec"]["entrypoint"] == "pipeline"
-    for bad, msg in ((dict(cron="every day"), "is not a cron schedule"), (dict(cron="0 3 * * *", timezone="Mars/Base"), "is not an IANA time zone")):
+    for bad, msg in ((dict(cron="every day"), "is not a schedule Argo runs: expected exactly 5 fields"), (dict(cron="0 3 * * *", timezone="Mars/Base"), "is not an IANA time zone")):
         with pytest.raises(Nb2flowError, match=msg):
             manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", **bad})
 
@@ -318,3 +319,70 @@ def test_export_cli_prints_yaml_and_warnings(tmp_path, analysis):
     r = subprocess.run([sys.executable, "-m", "nb2flow", "export", str(analysis), "--pod-spec", str(tmp_path / "none.json")],
                        capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.strip().endswith("none.json: cannot read: No such file or directory")
+
+
+# ------------------------------------------------------------------ what a real cluster refuses or breaks
+
+
+def test_timeouts_are_go_durations_and_parameter_names_what_argo_accepts(validators, tmp_path):
+    nb = write(tmp_path / "p.ipynb", cell("α = 1\nplain = 'x'", "parameters"), cell("y = α", "step:long", "timeout:2d"))
+    _, _, m = manifest_for(nb, pod_file(tmp_path), params={"plain": "ünï\x01"})
+    validate(validators, m)
+    step = next(t for t in m["spec"]["templates"] if t["name"] == "step")
+    assert step["timeout"] == "172800s"  # Go's time.ParseDuration knows no d
+    params = {p["name"]: p["value"] for p in m["spec"]["arguments"]["parameters"]}
+    assert params == {"_x3b1_": "1", "plain": '"\\u00fcn\\u00ef\\u0001"'}  # ASCII only; exact after JSON decoding
+    command = step["container"]["command"]
+    assert "α={{workflow.parameters._x3b1_}}" in command and json.loads(params["plain"]) == "ünï\x01"
+
+
+def test_kubeflow_pod_steps_opt_out_of_istio_and_see_no_gpu_without_a_tag(validators, tmp_path):
+    from helpers import KF_POD_FILE
+
+    nb = write(tmp_path / "k.ipynb", cell("x = 1", "step:prep"), cell("y = x", "step:train", "gpu:1"))
+    _, target, m = manifest_for(nb, str(KF_POD_FILE), workdir="/home/jovyan", pod_annotations={"team": "churn"})
+    validate(validators, m)
+    spec = m["spec"]
+    assert spec["podMetadata"]["annotations"] == {"team": "churn", "sidecar.istio.io/inject": "false"}
+    assert "istio" not in json.dumps(spec["templates"])  # the sidecar container is never copied
+    by_task = {t["name"]: t["template"] for t in spec["templates"][0]["dag"]["tasks"]}
+    templates = {t["name"]: t for t in spec["templates"]}
+    prep_env = {e["name"]: e.get("value") for e in templates[by_task["prep"]]["container"]["env"]}
+    train_env = {e["name"]: e.get("value") for e in templates[by_task["train"]]["container"]["env"]}
+    assert prep_env["NVIDIA_VISIBLE_DEVICES"] == "void" and "NVIDIA_VISIBLE_DEVICES" not in train_env
+    assert "nvidia.com/gpu" not in json.dumps(templates[by_task["prep"]]["container"]["resources"])
+    assert spec["securityContext"] == {"fsGroup": 100, "fsGroupChangePolicy": "OnRootMismatch"}
+    assert any("PodDefaults of the notebook pod (access-ml-pipeline) are not applied" in w for w in target.pod.warnings)
+    assert "pipelines.kubeflow.org" not in json.dumps(m)  # the Pipelines token volume stays with the notebook
+
+
+def test_a_failed_step_lets_independent_steps_finish_unless_fail_fast(validators, analysis, tmp_path):
+    _, _, m = manifest_for(analysis, pod_file(tmp_path))
+    assert m["spec"]["templates"][0]["dag"]["failFast"] is False and "parallelism" not in m["spec"]
+    _, _, m = manifest_for(analysis, pod_file(tmp_path), run={"fail_fast": True, "parallelism": 2, "mode": "script"})
+    validate(validators, m)
+    assert m["spec"]["templates"][0]["dag"]["failFast"] is True and m["spec"]["parallelism"] == 2
+    bundle = tmp_path / ".nb2flow" / "bundles"
+    assert any(bundle.glob("*/steps/load.py"))  # --mode script reaches the pods
+
+
+@pytest.mark.parametrize("cron, problem", [
+    ("0 0 3 * * *", "expected exactly 5 fields (minute hour day-of-month month day-of-week), found 6"),
+    ("0 3 L * *", "day of month 'L': 'l' is not a number (L, W and # are not supported)"),
+    ("0 3 * * 1#2", "day of week '1#2': '1#2' is not a number or a name (L, W and # are not supported)"),
+    ("0 3 * * 7", "day of week '7': '7' is outside 0-6"),
+    ("*/0 * * * *", "minute '*/0': step '0' must be a positive number"),
+    ("CRON_TZ=Asia/Seoul 0 3 * * *", "a time zone prefix is not accepted in schedules; use --timezone"),
+    ("@every 1d", "'@every 1d' is not @yearly, @monthly, @weekly, @daily, @hourly or @every DURATION (e.g. @every 6h)"),
+])
+def test_cron_schedules_argo_would_never_run_are_refused_when_scheduling(analysis, tmp_path, cron, problem):
+    with pytest.raises(Nb2flowError) as info:
+        manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", "cron": cron})
+    assert info.value.message == f"--cron {cron!r} is not a schedule Argo runs: {problem}"
+
+
+@pytest.mark.parametrize("cron", ["0 3 * * *", "*/15 9-17 * * MON-FRI", "0 3 ? * sun", "@daily", "@every 6h", "0 3 1,15 jan-jun *"])
+def test_cron_schedules_argo_runs_are_accepted(validators, analysis, tmp_path, cron):
+    _, _, m = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", "cron": cron})
+    validate(validators, m)
+    assert m["spec"]["schedules"] == [cron]

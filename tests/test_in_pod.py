@@ -201,3 +201,12 @@ def test_backend_local_setting_keeps_runs_here_in_a_pod_with_credentials(tmp_pat
     assert "b: done" in r.stderr and workflows(kube) == {}
     r = pod.run("run", "tiny.ipynb", "--argo")  # a flag still wins
     assert r.returncode == 0 and workflows(kube), r.stderr
+
+
+def test_a_module_the_image_lacks_says_what_happened_and_the_fix(tmp_path, pki, kube):
+    pod = make_pod(tmp_path, pki, kube.port, token=None)  # no token: the run goes here, in the pod
+    write(pod.home / "missing.ipynb", cell("import nb2flow_surely_not_installed", "step:a"))
+    r = pod.run("run", "missing.ipynb", "-q")
+    assert r.returncode == 1
+    assert ("ModuleNotFoundError: No module named 'nb2flow_surely_not_installed' (a step pod starts from the notebook's image:"
+            " a package pip-installed into the running notebook server is not in it; install it under the home volume") in r.stderr

@@ -234,6 +234,13 @@ def test_name_conflict_on_create(kube, home):
     assert workflows(kube) == {}
 
 
+def test_flags_argo_cannot_honour_are_refused(kube, home):
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--python", "/usr/bin/python3", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and workflows(kube) == {}
+    assert r.stderr.strip().splitlines()[-1] == ("nb2flow: --python names an interpreter on this machine; step pods run `python:` "
+                                                 "from nb2flow.yaml (default python3)")
+
+
 def test_schedule_that_exists_but_cannot_be_read_says_permission_denied(kube, home):
     kube.fail.append(("POST", r"/cronworkflows$", (409, "already exists")))
     kube.fail.append(("GET", r"/cronworkflows/analysis$", (403, "forbidden")))
@@ -247,7 +254,10 @@ def test_rbac_prints_role_and_binding():
     r = subprocess.run([sys.executable, "-m", "nb2flow", "rbac", "-n", "jhub", "--service-account", "notebook-workflows", "--runner", "argo-runner"],
                        capture_output=True, text=True)
     docs = list(yaml.safe_load_all(r.stdout))
-    assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "Role", "RoleBinding"]
+    assert [d["kind"] for d in docs] == ["Role", "RoleBinding", "Role", "RoleBinding", "NetworkPolicy"]
+    policy = docs[4]["spec"]
+    assert policy["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "nb2flow"}} and policy["ingress"] == []
+    assert policy["egress"][0]["to"][0]["ipBlock"]["except"] == ["169.254.169.254/32"]  # no cloud metadata endpoint
     verbs = {tuple(rule["resources"]): rule["verbs"] for rule in docs[0]["rules"]}
     assert set(verbs[("workflows", "cronworkflows")]) >= {"create", "get", "list", "watch", "patch", "delete"}
     assert verbs[("pods",)] == ["get", "list", "watch"] and verbs[("pods/log",)] == ["get"]

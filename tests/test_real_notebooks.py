@@ -180,3 +180,14 @@ def test_small_things_read_right():
     p = load_cells(cell("x = 1", "step:a"), path="an analysis with a long name that is cut right at - this.ipynb")
     ident = bundle_id(p, {"a": "0" * 64})
     assert "--" not in ident and ident.startswith("an-analysis-with-a-long-name-that-is-cut")
+
+
+def test_script_mode_refusal_of_a_setup_cell_blames_no_step():
+    from nb2flow.errors import PipelineError
+    from nb2flow.materialize import script_source
+
+    p = load_cells(cell("!echo hello", "setup"), cell("x = 1", "step:a"))
+    with pytest.raises(PipelineError) as info:
+        script_source(p, p.step("a"))
+    assert info.value.render() == ("nb.ipynb: cell 1: uses IPython syntax (a %magic, !shell command or magic without %) that plain"
+                                   " python cannot run (a setup cell: every step runs it) (run with --mode notebook)")

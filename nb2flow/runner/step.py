@@ -13,6 +13,10 @@ from .params import read_params
 from .protocol import BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
 from .status import Status
 
+MISSING_MODULE_HINT = (
+    "a step pod starts from the notebook's image: a package pip-installed into the running notebook server "
+    "is not in it; install it under the home volume (pip install --user, PYTHONUSERBASE on the volume) "
+    "or install it in a %pip cell of the notebook")
 TASK_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -80,8 +84,10 @@ class StepRun:
         return bool(self.spec.get("saves_random_state"))
 
     def fail(self, cell_number, ename, evalue, tb_lines, state=StepState.FAILED) -> None:
-        self.status.finish(state, cell=cell_number,
-                           error={"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines})
+        error = {"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines}
+        if ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST"):
+            error["hint"] = MISSING_MODULE_HINT
+        self.status.finish(state, cell=cell_number, error=error)
 
     def cancelled(self) -> int:
         self.status.finish(StepState.CANCELLED)

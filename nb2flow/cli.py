@@ -361,9 +361,16 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     if dry_run:
         click.echo(dump(manifest), nl=False)
         return ExitStatus.OK
-    _, created = create_schedule(target.kube, manifest)
+    made, created = create_schedule(target.kube, manifest)
+    from .cluster import schedule_spec_error
+
+    problem = schedule_spec_error(target.kube, target.namespace, name)
+    if problem:
+        raise StepFailed(f"schedule {name} was {'created' if created else 'updated'}, but Argo's controller will not run it: {problem}",
+                         hint=f"fix the schedule and run nb2flow schedule again, or nb2flow unschedule {name}")
     tz = f" ({timezone})" if timezone else ""
-    click.echo(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}; step files {os.path.relpath(bundle)}", err=True)
+    older = " (Argo before v3.6: spec.schedule)" if "schedule" in (made.get("spec") or {}) else ""
+    click.echo(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}{older}; step files {os.path.relpath(bundle)}", err=True)
     return ExitStatus.OK
 
 

@@ -18,7 +18,7 @@ from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
 from .backend import in_pod
-from .errors import ClusterConflict, ClusterUnreachable
+from .errors import ClusterConflict, ClusterRejected, ClusterUnreachable
 from .kube import Kube, workflow_nodes
 from .materialize import materialize
 from .names import file_slug
@@ -78,18 +78,22 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     if pod is not None:
         claims = [v["persistentVolumeClaim"]["claimName"] for v in pod.get("spec", {}).get("volumes") or [] if "persistentVolumeClaim" in v]
         rwo: set | None
+        single_pod: set = set()
         if kube is not None and claims:
             rwo = set()
             for claim in claims:
                 modes = kube.pvc_access_modes(pod["metadata"].get("namespace") or kube.default_namespace, claim)
                 if modes is None or "ReadWriteOnce" in modes or "ReadWriteOncePod" in modes:
                     rwo.add(claim)
+                if modes and "ReadWriteOncePod" in modes:
+                    single_pod.add(claim)
         elif config.rwx_claims:
             rwo = set(claims) - set(config.rwx_claims)
         else:
             rwo = None  # offline and not told: assume ReadWriteOnce (JupyterHub's default home volume)
         settings = pod_settings(pod, container=config.container, service_account=config.service_account,
                                 keep_secret_refs=config.secret_refs == "keep", rwo_claims=rwo, image=config.image)
+        settings = replace(settings, single_pod_claims=tuple(sorted(single_pod)))
     elif config.image:
         settings = PodSettings(
             image=config.image, namespace="default", image_pull_secrets=tuple(config.image_pull_secrets),
@@ -150,13 +154,38 @@ def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
     """Create the CronWorkflow, or update the one of that name. Returns (object, created)."""
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
-        return kube.create("cronworkflows", ns, manifest), True
-    except ClusterConflict:
-        pass
-    current = kube.get("cronworkflows", ns, name)
-    body = dict(manifest)
-    body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
-    return kube.replace("cronworkflows", ns, name, body), False
+        try:
+            return kube.create("cronworkflows", ns, manifest), True
+        except ClusterConflict:
+            pass
+        current = kube.get("cronworkflows", ns, name)
+        body = dict(manifest)
+        body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
+        return kube.replace("cronworkflows", ns, name, body), False
+    except ClusterRejected as exc:
+        older = single_schedule_form(manifest)
+        if older is None or "schedules" not in exc.message:
+            raise
+        return schedule(kube, older)  # Argo before v3.6 (Kubeflow Pipelines ships such releases)
+
+
+def schedule_spec_error(kube: Kube, namespace: str, name: str, wait: float = 1.0) -> str | None:
+    """The spec error Argo's cron controller reports on a CronWorkflow it will not run (read back after ``wait``)."""
+    time.sleep(wait)
+    current = kube.get("cronworkflows", namespace, name)
+    for condition in (current.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "SpecError" and str(condition.get("status", "True")) == "True":
+            return condition.get("message") or "a spec error"
+    return None
+
+
+def single_schedule_form(manifest: dict) -> dict | None:
+    """The CronWorkflow as Argo v3.4 and v3.5 read it: ``spec.schedule``, one string (None: not possible)."""
+    spec = manifest["spec"]
+    if "schedules" not in spec or len(spec["schedules"]) != 1:
+        return None
+    older = dict(manifest, spec={("schedule" if k == "schedules" else k): (v[0] if k == "schedules" else v) for k, v in spec.items()})
+    return older
 
 
 def step_views(workflow: dict) -> list[StepView]:

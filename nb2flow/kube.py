@@ -107,9 +107,9 @@ class Kube:
         if status == 409:
             return ClusterConflict(f"{what}: already exists{ns} (409)", hint="choose another --name, or delete the old one first",
                                    http_status=status)
-        if status == 422:
+        if status in (400, 422):  # 400: strict field validation's "unknown field"; 422: invalid values
             fields = "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}" for c in causes) or message
-            return ClusterRejected(f"{what}: the API server rejected the manifest (422): {fields}", http_status=status)
+            return ClusterRejected(f"{what}: the API server rejected the manifest ({status}): {fields}", http_status=status)
         return ClusterError(f"{what}: the API server answered {status}: {message or exc.reason}", http_status=status)
 
     # --------------------------------------------------------------- core objects

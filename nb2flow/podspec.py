@@ -49,6 +49,7 @@ class PodSettings:
     pod_name: str | None = None
     container: str | None = None
     istio_sidecar: bool = False  # the notebook pod has Istio's sidecar (Kubeflow): step pods must opt out
+    single_pod_claims: tuple = ()  # claims that are ReadWriteOncePod (no step pod can mount them)
     warnings: tuple = ()
 
 
@@ -284,3 +285,12 @@ def check_on_volume(path: str, settings: PodSettings) -> None:
         )
     if m.get("readOnly"):
         raise UsageError(f"{path} is on the read-only volume {m.get('name')} ({m.get('mountPath')})", hint="move the notebook to a writable volume")
+    volume = next((v for v in settings.volumes if v.get("name") == m.get("name")), {})
+    if "emptyDir" in volume or "hostPath" in volume:
+        what = "an emptyDir volume, which every step pod gets empty" if "emptyDir" in volume else "a hostPath volume, a folder of one node"
+        raise UsageError(f"{path} is on {m.get('name')}, {what}: the steps would not find the step files or each other's values",
+                         hint="keep the notebook on a persistent volume (a PVC, e.g. your home folder)")
+    claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+    if claim and claim in settings.single_pod_claims:
+        raise UsageError(f"{path} is on claim {claim}, which is ReadWriteOncePod: only the notebook's pod may mount it",
+                         hint="ask your admin for a ReadWriteOnce or ReadWriteMany home volume, or run with --local")

@@ -28,8 +28,11 @@ def _match_labels(obj: dict, selector: str) -> bool:
 
 
 class FakeKube:
-    def __init__(self, token: str = "test-token", *, tls: tuple | None = None) -> None:
-        """``tls``: (certificate file, key file) to serve HTTPS, as a real API server does."""
+    def __init__(self, token: str = "test-token", *, tls: tuple | None = None, argo_version: str = "4.1") -> None:
+        """``tls``: (certificate file, key file) to serve HTTPS, as a real API server does. ``argo_version``:
+        the CronWorkflow CRD installed, 4.x (``spec.schedules``) or 3.4/3.5 (``spec.schedule``)."""
+        self.argo_version = argo_version
+        self.on_create = None  # a controller's reaction to a new object: f(plural, object)
         self.token = token
         self.objects: dict[tuple, dict] = {}  # (plural, namespace, name) -> object
         self.logs: dict[tuple, str] = {}  # (namespace, pod) -> text
@@ -95,6 +98,12 @@ class FakeKube:
 
             def _argo(self, method, ns, plural, name, body, query):
                 key = (plural, ns, name)
+                if plural == "cronworkflows" and method in ("POST", "PUT") and query.get("fieldValidation") == "Strict":
+                    # each CRD knows one of the two fields; strict field validation refuses the other
+                    unknown = "schedules" if server.argo_version.startswith("3.") else "schedule"
+                    if unknown in (body.get("spec") or {}):
+                        return self._status(400, f'CronWorkflow in version "v1alpha1" cannot be handled as a CronWorkflow: '
+                                                 f'strict decoding error: unknown field "spec.{unknown}"')
                 with server.lock:
                     if method == "POST":
                         meta = body.setdefault("metadata", {})
@@ -107,6 +116,8 @@ class FakeKube:
                         meta["resourceVersion"] = "1"
                         meta["uid"] = secrets.token_hex(8)
                         server.objects[key] = body
+                        if server.on_create:
+                            server.on_create(plural, body)
                         return self._send(201, body)
                     if name is None and method == "GET":
                         items = [o for (p, n, _), o in server.objects.items() if p == plural and n == ns and _match_labels(o, query.get("labelSelector", ""))]

@@ -386,3 +386,22 @@ def test_cron_schedules_argo_runs_are_accepted(validators, analysis, tmp_path, c
     _, _, m = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "n", "cron": cron})
     validate(validators, m)
     assert m["spec"]["schedules"] == [cron]
+
+
+@pytest.mark.parametrize("volume, what", [
+    ({"emptyDir": {}}, "an emptyDir volume, which every step pod gets empty"),
+    ({"hostPath": {"path": "/srv/home"}}, "a hostPath volume, a folder of one node"),
+])
+def test_a_notebook_on_a_volume_steps_cannot_share_is_refused(analysis, tmp_path, volume, what):
+    from helpers import JH_HOME_VOLUME
+
+    def swap(pod):
+        for v in pod["spec"]["volumes"]:
+            if v["name"] == JH_HOME_VOLUME:
+                v.pop("persistentVolumeClaim")
+                v.update(volume)
+
+    with pytest.raises(Nb2flowError) as info:
+        manifest_for(analysis, pod_file(tmp_path, swap))
+    assert info.value.message == (f"/home/jovyan/work is on {JH_HOME_VOLUME}, {what}: the steps would not find the step files"
+                                  " or each other's values")

@@ -234,6 +234,42 @@ def test_name_conflict_on_create(kube, home):
     assert workflows(kube) == {}
 
 
+def test_schedule_on_argo_before_3_6_uses_the_single_schedule_field(tmp_path, home):
+    with FakeKube(argo_version="3.5") as server:
+        server.add("pods", jupyterhub_pod())
+        server.config_path = server.kubeconfig(tmp_path / "kubeconfig")
+        r = cli(server, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--from-pod", POD, "-n", "jhub", cwd=home)
+        assert r.returncode == 0, r.stderr
+        spec = server.objects[("cronworkflows", "jhub", "analysis")]["spec"]
+        assert spec["schedule"] == "0 3 * * *" and "schedules" not in spec
+        assert "(Argo before v3.6: spec.schedule)" in r.stderr
+        first = [q for m, p, q in server.requests if m == "POST"]
+        assert len(first) == 2  # schedules refused (400, unknown field), then schedule accepted
+
+
+def test_a_schedule_argos_controller_reports_as_wrong_is_an_error(kube, home):
+    def controller(plural, obj):
+        if plural == "cronworkflows":
+            obj["status"] = {"conditions": [{"type": "SpecError", "status": "True",
+                                             "message": "invalid timezone \"Asia/Seoul\": unknown time zone Asia/Seoul"}]}
+
+    kube.on_create = controller
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--timezone", "Asia/Seoul", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines()[-1] == (
+        "nb2flow: schedule analysis was created, but Argo's controller will not run it: invalid timezone \"Asia/Seoul\": unknown time"
+        " zone Asia/Seoul (fix the schedule and run nb2flow schedule again, or nb2flow unschedule analysis)")
+
+
+def test_a_read_write_once_pod_claim_is_refused(kube, home):
+    kube.objects[("persistentvolumeclaims", "jhub", JH_CLAIM)]["status"]["accessModes"] = ["ReadWriteOncePod"]
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and workflows(kube) == {}
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"nb2flow: /home/jovyan/work is on claim {JH_CLAIM}, which is ReadWriteOncePod: only the notebook's pod may mount it"
+        " (ask your admin for a ReadWriteOnce or ReadWriteMany home volume, or run with --local)")
+
+
 def test_flags_argo_cannot_honour_are_refused(kube, home):
     r = cli(kube, "run", "analysis.ipynb", "--argo", "--python", "/usr/bin/python3", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 2 and workflows(kube) == {}

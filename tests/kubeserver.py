@@ -33,6 +33,7 @@ class FakeKube:
         the CronWorkflow CRD installed, 4.x (``spec.schedules``) or 3.4/3.5 (``spec.schedule``)."""
         self.argo_version = argo_version
         self.on_create = None  # a controller's reaction to a new object: f(plural, object)
+        self.admission = True  # refuse what a real API server refuses (admission.py)
         self.token = token
         self.objects: dict[tuple, dict] = {}  # (plural, namespace, name) -> object
         self.logs: dict[tuple, str] = {}  # (namespace, pod) -> text
@@ -96,6 +97,28 @@ class FakeKube:
                     return self._core(method, m.group(1), m.group(2), m.group(3), bool(m.group(4)), query)
                 return self._status(404, "the server could not find the requested resource")
 
+            def _admit(self, plural, body, query):
+                """What a real API server refuses at admission; True when it answered."""
+                from admission import field_problems, meta_problems
+
+                meta = body.get("metadata") or {}
+                problems = meta_problems(meta)
+                if problems:
+                    self._status(422, f"{body.get('kind', plural)} {meta.get('name') or meta.get('generateName', '')!r} is invalid: "
+                                      + "; ".join(problems), [{"field": p.split(":")[0], "message": p} for p in problems])
+                    return True
+                if server.argo_version.startswith("3."):
+                    return False  # the v4 CRDs in ../shared do not describe Argo 3.x's objects
+                unknown, invalid = field_problems(plural, body, query.get("fieldValidation") == "Strict")
+                if unknown:
+                    self._status(400, f'{body.get("kind", plural)} in version "v1alpha1" cannot be handled as a {body.get("kind")}: '
+                                      f'strict decoding error: ' + ", ".join(f'unknown field "{u}"' for u in unknown))
+                    return True
+                if invalid:
+                    self._status(422, f"{body.get('kind', plural)} is invalid", invalid)
+                    return True
+                return False
+
             def _argo(self, method, ns, plural, name, body, query):
                 key = (plural, ns, name)
                 if plural == "cronworkflows" and method in ("POST", "PUT") and query.get("fieldValidation") == "Strict":
@@ -104,6 +127,8 @@ class FakeKube:
                     if unknown in (body.get("spec") or {}):
                         return self._status(400, f'CronWorkflow in version "v1alpha1" cannot be handled as a CronWorkflow: '
                                                  f'strict decoding error: unknown field "spec.{unknown}"')
+                if method in ("POST", "PUT") and server.admission and self._admit(plural, body, query):
+                    return
                 with server.lock:
                     if method == "POST":
                         meta = body.setdefault("metadata", {})
@@ -116,6 +141,7 @@ class FakeKube:
                         meta["resourceVersion"] = "1"
                         meta["uid"] = secrets.token_hex(8)
                         server.objects[key] = body
+                        server.controller_validates(plural, body)
                         if server.on_create:
                             server.on_create(plural, body)
                         return self._send(201, body)
@@ -188,6 +214,19 @@ class FakeKube:
     def __exit__(self, *exc) -> None:
         self.httpd.shutdown()
         self.httpd.server_close()
+
+    def controller_validates(self, plural: str, obj: dict) -> None:
+        """What Argo's controllers do first with a new object: run Argo's validation rules (argo_rules.py)
+        and fail a workflow with "Error", or mark a CronWorkflow with a SpecError condition."""
+        from argo_rules import workflow_problems
+
+        problems = workflow_problems(obj) if obj.get("kind") in ("Workflow", "CronWorkflow") else []
+        if not problems:
+            return
+        if plural == "workflows":
+            obj["status"] = {"phase": "Error", "message": f"invalid spec: {problems[0]}"}
+        else:
+            obj["status"] = {"conditions": [{"type": "SpecError", "status": "True", "message": problems[0]}]}
 
     def add(self, plural: str, obj: dict) -> dict:
         meta = obj["metadata"]

@@ -56,7 +56,11 @@ def strict(schema):
 
 
 def validate(validators, manifest: dict) -> None:
-    """The manifest passes Argo's schema and CRD (where ../shared is here; the test's own checks run anyway)."""
+    """The manifest passes Argo's own validation rules (argo_rules.py), and Argo's schema and CRD where
+    ../shared is here (the test's own checks run anyway)."""
+    from argo_rules import workflow_problems
+
+    assert workflow_problems(manifest) == []
     if validators is None:
         return
     json_v, crd_v = validators[manifest["kind"]]
@@ -405,3 +409,45 @@ def test_a_notebook_on_a_volume_steps_cannot_share_is_refused(analysis, tmp_path
         manifest_for(analysis, pod_file(tmp_path, swap))
     assert info.value.message == (f"/home/jovyan/work is on {JH_HOME_VOLUME}, {what}: the steps would not find the step files"
                                   " or each other's values")
+
+
+def test_the_argo_rules_checker_refuses_what_argo_refuses():
+    """The checker fails where Argo would: each case is a manifest Argo's validation rejects."""
+    from argo_rules import workflow_problems
+
+    def wf(tasks, templates=(), args=()):
+        base = [{"name": "pipeline", "dag": {"tasks": tasks}},
+                {"name": "step", "inputs": {"parameters": [{"name": "step"}]}, "container": {"image": "x", "command": ["{{inputs.parameters.step}}"]}}]
+        return {"kind": "Workflow", "spec": {"entrypoint": "pipeline", "templates": base + list(templates),
+                                             "arguments": {"parameters": list(args)}}}
+
+    arg = {"arguments": {"parameters": [{"name": "step", "value": "a"}]}, "template": "step"}
+    ok = wf([dict(arg, name="a"), dict(arg, name="b", dependencies=["a"])])
+    assert workflow_problems(ok) == []
+    cases = {
+        "name cannot begin with a digit": wf([dict(arg, name="1-load"), dict(arg, name="b", dependencies=["1-load"])]),
+        "dependency 'nope' not defined": wf([dict(arg, name="a", dependencies=["nope"])]),
+        "dependency cycle detected": wf([dict(arg, name="a", dependencies=["b"]), dict(arg, name="b", dependencies=["a"])]),
+        "is invalid: Parameter/Artifact name": wf([dict(arg, name="a")], args=[{"name": "α", "value": "1"}]),
+        "unknown unit in duration": wf([dict(arg, name="a")], templates=[{"name": "t", "timeout": "2d", "container": {"image": "x"}}]),
+        "failed to resolve {{workflow.parameters.n}}": wf([dict(arg, name="a")], templates=[{"name": "t", "container": {"image": "x", "args": ["{{workflow.parameters.n}}"]}}]),
+        "template 'ghost' undefined": wf([dict(arg, name="a", template="ghost")]),
+        "'my task' is invalid": wf([dict(arg, name="my task")]),
+    }
+    for expected, manifest in cases.items():
+        problems = workflow_problems(manifest)
+        assert any(expected in p for p in problems), (expected, problems)
+    cron = {"kind": "CronWorkflow", "metadata": {"name": "x" * 53}, "spec": {"schedules": ["0 0 3 * * *"], "workflowSpec": ok["spec"]}}
+    problems = workflow_problems(cron)
+    assert any("must not be more than 52 characters" in p for p in problems) and any("is malformed" in p for p in problems)
+
+
+def test_argos_own_examples_pass_the_argo_rules_checker(validators):
+    from argo_rules import workflow_problems
+
+    if validators is None:
+        pytest.skip(f"../shared is absent (looked for {SHARED}); it holds Argo's example workflows")
+    for path in sorted((SHARED / "schemas" / "argo-examples").glob("*.yaml")):
+        for doc in yaml.safe_load_all(path.read_text()):
+            if doc and doc.get("kind") == "Workflow" and all("dag" in t or "container" in t for t in doc["spec"]["templates"]):
+                assert workflow_problems(doc) == [], path.name

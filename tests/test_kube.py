@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import JH_CLAIM, JH_NODE, JH_POD, JH_TOKEN, SAMPLES, jupyterhub_pod, run_in_process
+from helpers import JH_CLAIM, JH_NODE, JH_POD, JH_TOKEN, SAMPLES, SHARED, jupyterhub_pod, run_in_process
 from kubeserver import FakeKube
 
 TOKEN = JH_TOKEN
@@ -307,3 +307,47 @@ def test_no_credentials_in_the_pod(tmp_path, home):
     r = subprocess.run([sys.executable, "-m", "nb2flow", "run", "analysis.ipynb", "--argo"], cwd=home, capture_output=True, text=True, env=env)
     assert r.returncode == 2
     assert "no Kubernetes credentials in this pod: no service-account token is mounted at /var/run/secrets/kubernetes.io/serviceaccount" in r.stderr
+
+
+def test_the_test_server_refuses_what_a_real_one_refuses(kube):
+    """The double is as strict as the API server: bad names, labels and unknown fields are refused."""
+    import urllib.request
+
+    def post(body, strict=True):
+        url = f"{kube.url}/apis/argoproj.io/v1alpha1/namespaces/jhub/workflows" + ("?fieldValidation=Strict" if strict else "")
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": f"Bearer {kube.token}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req) as resp:
+                return resp.status, json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read())
+
+    good = {"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "metadata": {"generateName": "ok-"},
+            "spec": {"entrypoint": "main", "templates": [{"name": "main", "container": {"image": "python:3.11"}}]}}
+    assert post(good)[0] == 201
+    for meta in ({"generateName": "My Analysis (v2)-"}, {"generateName": "한글 분석-"}, {"name": "a" * 254},
+                 {"generateName": "ok-", "labels": {"nb2flow.io/notebook": "my analysis"}},
+                 {"generateName": "ok-", "labels": {"bad key!": "x"}}, {"generateName": "ok-", "labels": {"k": "x" * 64}}):
+        status, answer = post(dict(good, metadata=meta))
+        assert status == 422, (meta, answer)
+    if (SHARED / "schemas").is_dir():
+        status, answer = post(dict(good, spec=dict(good["spec"], entrypiont="main")))
+        assert status == 400 and 'unknown field "spec.entrypiont"' in answer["message"]
+        assert post(dict(good, spec=dict(good["spec"], entrypiont="main")), strict=False)[0] == 201  # pruned, not refused
+
+
+@pytest.mark.parametrize("notebook", ["My Analysis (v2).ipynb", "한글 분석.ipynb"])
+def test_notebooks_with_names_kubernetes_refuses_are_submitted_and_scheduled(kube, home, notebook):
+    from nbutil import cell, write
+
+    write(home / notebook, cell("x = 1", "step:1_load"), cell("y = x", "step:Train_A"))
+    r = cli(kube, "run", notebook, "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    wf = workflows(kube)[r.stdout.strip()]
+    tasks = wf["spec"]["templates"][0]["dag"]["tasks"]
+    assert [t["name"] for t in tasks] == ["step-1-load", "train-a"] and tasks[1]["dependencies"] == ["step-1-load"]
+    r = cli(kube, "schedule", notebook, "--cron", "@daily", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    names = [k[2] for k in kube.objects if k[0] == "cronworkflows"]
+    assert len(names) == 1 and len(names[0]) <= 52

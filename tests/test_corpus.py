@@ -47,7 +47,7 @@ def corpus(tmp_path_factory):
         for name in wheel.namelist():
             if name.startswith("kale/tests/assets/notebooks/") and name.endswith(".ipynb"):
                 (nbs / ("kale-" + Path(name).name)).write_bytes(wheel.read(name))
-    (nbs / "nb2flow.yaml").write_text(f"image: python:3.11\nworkdir: {nbs}\nvolumes: [{{name: w, emptyDir: {{}}}}]\nvolume_mounts: [{{name: w, mountPath: {nbs}}}]\n")
+    (nbs / "nb2flow.yaml").write_text(f"image: python:3.11\nworkdir: {nbs}\nvolumes: [{{name: w, persistentVolumeClaim: {{claimName: w}}}}]\nvolume_mounts: [{{name: w, mountPath: {nbs}}}]\n")
     return nbs
 
 

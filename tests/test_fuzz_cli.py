@@ -104,7 +104,7 @@ def check_all_commands(data: bytes, folder: Path) -> None:
 def folder(tmp_path_factory):
     f = tmp_path_factory.mktemp("fuzz")
     # explicit step-pod settings so export runs offline
-    (f / "nb2flow.yaml").write_text(f"image: python:3.11\nworkdir: {f}\nvolumes: [{{name: w, emptyDir: {{}}}}]\nvolume_mounts: [{{name: w, mountPath: {f}}}]\n")
+    (f / "nb2flow.yaml").write_text(f"image: python:3.11\nworkdir: {f}\nvolumes: [{{name: w, persistentVolumeClaim: {{claimName: w}}}}]\nvolume_mounts: [{{name: w, mountPath: {f}}}]\n")
     return f
 
 

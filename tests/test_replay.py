@@ -147,3 +147,57 @@ def test_kale_pipeline_parameters_take_the_workflows_values(volumes):
     assert {p["name"]: p["value"] for p in manifest["spec"]["arguments"]["parameters"]} == {"n": "5", "label": '"run"'}
     assert set(replay(manifest, mounts, name="wf-kale").values()) == {0}
     assert json.loads((work / "result.json").read_text()) == {"n": 5, "label": "run", "data": [0, 2, 4, 6, 8], "mean": 4}
+
+
+# ------------------------------------------------------------------ pods, replayed faithfully (podreplay.py)
+
+
+def _pod_replay_or_skip():
+    from podsim import unshare_problem
+    from podreplay import interpreter_problem
+
+    problem = unshare_problem() or interpreter_problem(1000, 0)
+    if problem:
+        pytest.skip(f"no pod-faithful replay here: {problem}")
+
+
+def test_pods_run_the_steps_from_the_home_volume_as_the_notebook_user(tmp_path):
+    """Each task as its pod: volumes at their mountPaths, the container's env and workingDir, uid 1000 and fsGroup 100."""
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    claim = tmp_path / "claim"  # the home volume, mounted at /home/jovyan in the pod
+    (claim / "work").mkdir(parents=True)
+    nb = write(claim / "work" / "p.ipynb", cell("n = 2", "parameters"),
+               cell("import os\nvalues = [n, os.getuid(), os.getcwd(), os.environ.get('MLFLOW_TRACKING_URI')]", "step:make"),
+               cell("import json\nprint('writing', values)\nwith open('out.json', 'w') as fh:\n    json.dump({'values': values, 'token': os.environ.get('JUPYTERHUB_API_TOKEN')}, fh)", "step:write"))
+    manifest = manifest_from_yaml(dump(emit(Path(nb), {"n": 5})))
+    kubelet_fs_group(claim, 100)
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-pods")
+    assert {t: r.exit_code for t, r in results.items()} == {"make": 0, "write": 0}, [r.log for r in results.values()]
+    out = json.loads((claim / "work" / "out.json").read_text())
+    assert out == {"values": [5, 1000, "/home/jovyan/work", "http://mlflow.mlops.svc.cluster.local:5000"], "token": None}
+    run_dir = claim / "work" / ".nb2flow" / "runs" / "wf-pods"
+    assert json.loads((run_dir / "steps" / "write" / "status.json").read_text())["state"] == "succeeded"
+    assert (run_dir / "values" / "make" / "values.pkl").stat().st_uid == 1000
+
+
+def test_step_files_written_off_the_volume_fail_every_pod_as_on_a_cluster(tmp_path):
+    """The replay is strict: a bundle written where the pods cannot see it fails them, as a real cluster does."""
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    laptop, claim = tmp_path / "laptop" / "work", tmp_path / "claim"
+    laptop.mkdir(parents=True)
+    (claim / "work").mkdir(parents=True)
+    nb = write(laptop / "p.ipynb", cell("x = 1", "step:a"))
+    manifest = manifest_from_yaml(dump(emit(Path(nb), {})))  # the bundle lands in laptop/, not on the volume
+    kubelet_fs_group(claim, 100)
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-off")
+    assert results["a"].exit_code != 0 and "nb2flow_step.py" in results["a"].log

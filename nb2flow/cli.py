@@ -294,7 +294,12 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
 def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, **where) -> int:
     from .cluster import prepare, submit, ui_link, watch as watch_workflow
 
+    from .cluster import STEP_FILES_HINT, step_files_unseen
+
     target = _target(pipeline.path, need_kube=True, **where)
+    unseen = step_files_unseen(target)
+    if unseen:  # never a workflow whose every step fails
+        raise UsageError(unseen, hint=STEP_FILES_HINT)
     manifest, _ = prepare(pipeline, target, params, mode=mode, fail_fast=fail_fast, parallelism=parallelism)
     created = submit(target.kube, manifest)
     name = created["metadata"]["name"]
@@ -328,9 +333,14 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
     from .cluster import prepare
 
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
+    from .cluster import STEP_FILES_HINT, step_files_unseen
+
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
     manifest, bundle = prepare(pipeline, target, params)
     click.echo(f"nb2flow: step files in {os.path.relpath(bundle)}", err=True)
+    unseen = step_files_unseen(target)
+    if unseen:
+        click.echo(f"nb2flow: warning: {unseen}: copy {os.path.relpath(bundle)} there before applying the manifest ({STEP_FILES_HINT})", err=True)
     click.echo(dump(manifest, fmt), nl=False)
     return ExitStatus.OK
 
@@ -357,6 +367,11 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
     name = k8s_name(name or pipeline.notebook.stem, max_len=CRON_NAME_MAX, unique=True)
+    from .cluster import STEP_FILES_HINT, step_files_unseen
+
+    unseen = step_files_unseen(target)
+    if unseen and not dry_run:
+        raise UsageError(unseen, hint=STEP_FILES_HINT)
     manifest, bundle = prepare(pipeline, target, params, schedule={"name": name, "cron": cron, "timezone": timezone})
     if dry_run:
         click.echo(dump(manifest), nl=False)

@@ -114,6 +114,19 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     return Target(pod=settings, config=config, workdir=workdir, local_dir=local_dir, kube=kube)
 
 
+def step_files_unseen(target: Target) -> str | None:
+    """Why step pods would not see the step files nb2flow writes here (None when they will): outside the
+    notebook's pod, this folder is not the pod's volume unless the user says so (shared_workdir)."""
+    if in_pod() or target.config.shared_workdir:
+        return None
+    return (f"the step files would be written to {target.local_dir}, on this machine, but the step pods read them from "
+            f"{target.workdir} on the notebook pod's volume")
+
+
+STEP_FILES_HINT = ("run nb2flow in the notebook's pod (its terminal), or, if this folder is that volume mounted here, "
+                   "set shared_workdir: true in nb2flow.yaml")
+
+
 def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
     digest = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:12]
     return f"{file_slug(pipeline.notebook.stem, 40)}-{digest}"

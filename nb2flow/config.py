@@ -23,6 +23,7 @@ KEYS = {
     "image": "image for step pods instead of the notebook's (explicit settings without a pod)",
     "service_account": "service account step pods run as (default: the notebook's)",
     "workdir": "the notebook's folder as step pods see it (default: the notebook's absolute folder)",
+    "shared_workdir": "true when, outside the notebook's pod, this folder is the pod's volume mounted here (else run and schedule refuse: the step pods could not see the step files)",
     "python": "interpreter in the image that runs nb2flow_step.py (default: python3)",
     "secret_refs": "keep (default) or drop env variables that reference Secrets (valueFrom.secretKeyRef)",
     "rwx_claims": "PVC names that are ReadWriteMany, offline (others are taken as ReadWriteOnce and steps are pinned to the notebook's node)",
@@ -53,6 +54,7 @@ class ClusterConfig:
     image: str | None = None
     service_account: str | None = None
     workdir: str | None = None
+    shared_workdir: bool = False
     python: str = "python3"
     secret_refs: str = "keep"
     rwx_claims: tuple = ()
@@ -125,6 +127,10 @@ def _coerce(key: str, value, path: str):
         except ValueError:
             raise UsageError(f"{path}: {key}: {value!r} is not a duration (e.g. 24h, 7d)") from None
         return str(value)
+    if key == "shared_workdir":
+        if not isinstance(value, bool):
+            raise UsageError(f"{path}: shared_workdir must be true or false")
+        return value
     if key == "backend" and value not in ("auto", "local", "argo"):
         raise UsageError(f"{path}: backend must be auto, local or argo")
     if key == "secret_refs" and value not in ("keep", "drop"):

@@ -30,7 +30,8 @@ def home(tmp_path):
     folder = tmp_path / "work"
     folder.mkdir()
     (folder / "analysis.ipynb").write_bytes((SAMPLES / "analysis.ipynb").read_bytes())
-    (folder / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nargo_ui: https://argo.example.org\n")
+    # a laptop whose folder is the pod's home volume, mounted here
+    (folder / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\nargo_ui: https://argo.example.org\n")
     return folder
 
 
@@ -351,3 +352,17 @@ def test_notebooks_with_names_kubernetes_refuses_are_submitted_and_scheduled(kub
     assert r.returncode == 0, r.stderr
     names = [k[2] for k in kube.objects if k[0] == "cronworkflows"]
     assert len(names) == 1 and len(names[0]) <= 52
+
+
+def test_outside_the_pod_step_files_the_pods_cannot_see_are_refused(kube, home):
+    (home / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\n")
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and workflows(kube) == {}
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"nb2flow: the step files would be written to {home}, on this machine, but the step pods read them from /home/jovyan/work on"
+        " the notebook pod's volume (run nb2flow in the notebook's pod (its terminal), or, if this folder is that volume mounted here,"
+        " set shared_workdir: true in nb2flow.yaml)")
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "@daily", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and not [k for k in kube.objects if k[0] == "cronworkflows"]
+    r = cli(kube, "export", "analysis.ipynb", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0 and "nb2flow: warning: the step files would be written to" in r.stderr

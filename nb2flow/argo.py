@@ -25,7 +25,7 @@ from .config import ClusterConfig
 from .errors import UsageError
 from .pipeline import Pipeline, Step
 from .names import GENERATE_NAME_MAX, k8s_name, label_value
-from .podspec import PodSettings
+from .podspec import PodSettings, schedule_affinity
 from .runner import protocol
 from .tags import parse_duration, task_name
 
@@ -119,8 +119,11 @@ def _step_env(env, step: Step) -> list:
 
 
 def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
-                  workdir: str, parameters: dict, labels: dict, fail_fast: bool = False, parallelism: int | None = None) -> dict:
-    """The ``spec`` shared by a Workflow and a CronWorkflow's ``workflowSpec``."""
+                  workdir: str, parameters: dict, labels: dict, fail_fast: bool = False, parallelism: int | None = None,
+                  scheduled: bool = False) -> dict:
+    """The ``spec`` shared by a Workflow and a CronWorkflow's ``workflowSpec`` (``scheduled``: never tied to
+    the node the notebook runs on now)."""
+    run_affinity = schedule_affinity(pod) if scheduled else None
     named = workflow_parameters(pipeline, parameters)
     params = [entry for _, entry in named]
     command = step_command(config.python, bundle, run_root, workdir, {name: entry["name"] for name, entry in named})
@@ -137,6 +140,8 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
              volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
              securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}
+        if run_affinity:
+            template["affinity"] = copy.deepcopy(run_affinity)
         if step.options.retry:
             template["retryStrategy"] = {"limit": str(step.options.retry), "retryPolicy": "OnFailure"}
         if step.options.timeout:
@@ -166,7 +171,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
     }
     _put(spec, arguments={"parameters": params} if params else None, serviceAccountName=pod.service_account,
          parallelism=parallelism, securityContext=security, nodeSelector=pod.node_selector, tolerations=pod.tolerations,
-         affinity=pod.affinity, imagePullSecrets=pod.image_pull_secrets, volumes=pod.volumes)
+         affinity=(pod.base_affinity if scheduled else pod.affinity), imagePullSecrets=pod.image_pull_secrets, volumes=pod.volumes)
     return spec
 
 
@@ -285,7 +290,7 @@ def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         _check_timezone(timezone)
     labels = common_labels(pipeline, pod, config)
     spec = workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                         parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism)
+                         parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism, scheduled=True)
     cron = {"schedules": [schedule.strip()], "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 300,
             "workflowMetadata": {"labels": dict(labels)}, "workflowSpec": spec}
     if timezone:

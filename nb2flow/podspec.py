@@ -50,6 +50,9 @@ class PodSettings:
     container: str | None = None
     istio_sidecar: bool = False  # the notebook pod has Istio's sidecar (Kubeflow): step pods must opt out
     single_pod_claims: tuple = ()  # claims that are ReadWriteOncePod (no step pod can mount them)
+    rwo_claims: tuple = ()  # ReadWriteOnce claims the steps mount (a one-off run is pinned to the notebook's node)
+    base_affinity: dict | None = None  # the notebook pod's own affinity, without the pin
+    notebook_selector: dict | None = None  # labels that find the notebook's pod, for schedules
     warnings: tuple = ()
 
 
@@ -203,13 +206,15 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         warnings.append(f"kept as Secret references (no value copied): {', '.join(refs)}; set secret_refs: drop to leave them out")
 
     affinity = copy.deepcopy(spec.get("affinity")) or None
+    base_affinity = copy.deepcopy(affinity)
     claims = [v["persistentVolumeClaim"]["claimName"] for v in volumes if "persistentVolumeClaim" in v]
     node = spec.get("nodeName")
     rwo = [cl for cl in claims if rwo_claims is None or cl in rwo_claims]
     if rwo and node:
         affinity = pin_to_node(affinity, node)
         how = "" if rwo_claims is not None else " (assumed: set rwx_claims in nb2flow.yaml for claims that are ReadWriteMany)"
-        warnings.append(f"steps run on the notebook's node {node}: {', '.join(rwo)} is ReadWriteOnce{how}")
+        warnings.append(f"{', '.join(rwo)} is ReadWriteOnce{how}: a run now goes to the notebook's node {node}; "
+                        "a scheduled run keeps its pods on one node, the notebook server's while it runs")
 
     labels = meta.get("labels") or {}
     owner = labels.get("hub.jupyter.org/username") or (meta.get("annotations") or {}).get("hub.jupyter.org/username")
@@ -243,8 +248,41 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         pod_name=meta.get("name"),
         container=c.get("name"),
         istio_sidecar=istio,
+        rwo_claims=tuple(rwo),
+        base_affinity=base_affinity,
+        notebook_selector=_notebook_selector(meta),
         warnings=tuple(warnings),
     )
+
+
+def _notebook_selector(meta: dict) -> dict | None:
+    """Labels that find the notebook's pod again after a restart (JupyterHub's, or a StatefulSet's)."""
+    labels = meta.get("labels") or {}
+    if labels.get("hub.jupyter.org/username") and labels.get("component") == "singleuser-server":
+        return {"hub.jupyter.org/username": labels["hub.jupyter.org/username"], "component": "singleuser-server",
+                "hub.jupyter.org/servername": labels.get("hub.jupyter.org/servername", "")}
+    if labels.get("statefulset.kubernetes.io/pod-name"):
+        return {"statefulset.kubernetes.io/pod-name": labels["statefulset.kubernetes.io/pod-name"]}
+    return None
+
+
+def schedule_affinity(settings: "PodSettings") -> dict | None:
+    """Affinity for a scheduled run's pods when the home volume is ReadWriteOnce: all pods of one run on
+    one node (so they never fight over the volume), preferably the notebook server's node while it runs
+    (where the volume is attached), any node once it is culled; never pinned to the node the notebook
+    happened to run on when scheduling. A pod that matches its own required term schedules as the first
+    of its group; Argo substitutes {{workflow.name}} in a template's fields."""
+    if not settings.rwo_claims:
+        return None
+    affinity = copy.deepcopy(settings.base_affinity) or {}
+    host = "kubernetes.io/hostname"
+    pod_affinity = affinity.setdefault("podAffinity", {})
+    pod_affinity.setdefault("requiredDuringSchedulingIgnoredDuringExecution", []).append(
+        {"labelSelector": {"matchLabels": {"workflows.argoproj.io/workflow": "{{workflow.name}}"}}, "topologyKey": host})
+    if settings.notebook_selector:
+        pod_affinity.setdefault("preferredDuringSchedulingIgnoredDuringExecution", []).append(
+            {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": dict(settings.notebook_selector)}, "topologyKey": host}})
+    return affinity
 
 
 def pin_to_node(affinity: dict | None, node: str) -> dict:

@@ -6,6 +6,7 @@ that breaks one fails at once with "Error"). Every manifest the tests produce go
 
 from __future__ import annotations
 
+import json
 import re
 
 from nb2flow.argo import cron_problem
@@ -131,7 +132,7 @@ def check_references(spec: dict) -> list:
             continue
         scope = GLOBALS | params | {f"inputs.parameters.{p['name']}" for p in (t.get("inputs") or {}).get("parameters") or []}
         scope |= {"pod.name"} | ({"retries"} if t.get("retryStrategy") else set())
-        text = repr(t.get("container")) + repr(t.get("script")) + repr(t.get("timeout"))
+        text = json.dumps(t)  # validateLeaf resolves every {{...}} in the whole template (resolveAllVariables)
         for ref in PLACEHOLDER.findall(text):
             if ref not in scope and not ref.startswith(("workflow.labels.", "workflow.annotations.")):
                 problems.append(f"templates.{t['name']}: failed to resolve {{{{{ref}}}}}")

@@ -451,3 +451,19 @@ def test_argos_own_examples_pass_the_argo_rules_checker(validators):
         for doc in yaml.safe_load_all(path.read_text()):
             if doc and doc.get("kind") == "Workflow" and all("dag" in t or "container" in t for t in doc["spec"]["templates"]):
                 assert workflow_problems(doc) == [], path.name
+
+
+def test_a_schedule_is_never_tied_to_the_node_the_notebook_runs_on_now(validators, analysis, tmp_path):
+    pipeline, target, now = manifest_for(analysis, pod_file(tmp_path))
+    assert JH_NODE in json.dumps(now["spec"]["affinity"])  # a run now goes where the volume is attached
+    _, _, cron = manifest_for(analysis, pod_file(tmp_path), schedule={"name": "nightly", "cron": "0 3 * * *"})
+    validate(validators, cron)
+    spec = cron["spec"]["workflowSpec"]
+    assert JH_NODE not in json.dumps(cron)
+    assert spec["affinity"] == jupyterhub_pod()["spec"]["affinity"]  # the notebook pod's own, unpinned
+    step = next(t for t in spec["templates"] if t["name"] == "step")
+    pod_affinity = step["affinity"]["podAffinity"]
+    assert pod_affinity["requiredDuringSchedulingIgnoredDuringExecution"] == [
+        {"labelSelector": {"matchLabels": {"workflows.argoproj.io/workflow": "{{workflow.name}}"}}, "topologyKey": "kubernetes.io/hostname"}]
+    near = pod_affinity["preferredDuringSchedulingIgnoredDuringExecution"][0]
+    assert near["podAffinityTerm"]["labelSelector"]["matchLabels"]["component"] == "singleuser-server"

@@ -35,7 +35,7 @@ NOTEBOOK_LABEL = "nb2flow.io/notebook"
 OWNER_LABEL = "nb2flow.io/owner"
 
 
-ARGO_PARAMETER_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # Argo: workflow/validate/validate.go, paramRegex
+ARGO_PARAMETER_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # Argo v4.1.2 workflow/validate/validate.go:1691
 
 
 def argo_parameter_name(name: str) -> str:

@@ -1,8 +1,8 @@
 """Argo's own validation rules that its CRD does not express, ported as a checker: one function per
-rule, each citing the Argo source it follows (argoproj/argo-workflows, workflow/validate/validate.go,
-v4.1.x; the same rules run in the workflow controller before a workflow's first pod, so a workflow
-that breaks one fails at once with "Error"). Every manifest the tests produce goes through
-:func:`workflow_problems`."""
+rule, each citing the Argo source it follows: argoproj/argo-workflows at tag v4.1.2,
+workflow/validate/validate.go (line numbers at that tag). The same rules run in the workflow
+controller before a workflow's first pod, so a workflow that breaks one fails at once with "Error".
+Every manifest the tests produce goes through :func:`workflow_problems`."""
 
 from __future__ import annotations
 
@@ -11,22 +11,24 @@ import re
 
 from nb2flow.argo import cron_problem
 
-# validate.go: workflowFieldNameFmt / workflowFieldMaxLength (isValidWorkflowFieldName)
+# validate.go:1711-1720 workflowFieldNameFmt, workflowFieldMaxLength (isValidWorkflowFieldName)
 WORKFLOW_FIELD_NAME = re.compile(r"^[a-zA-Z0-9][-a-zA-Z0-9]*$")
 WORKFLOW_FIELD_MAX = 128
-# validate.go: paramOrArtifactNameRegex (isValidParamOrArtifactName)
-PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+[-a-zA-Z0-9_]*$")
+# validate.go:1691 paramOrArtifactNameRegex (isValidParamOrArtifactName)
+PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 # Go's time.ParseDuration, which the controller applies to a template's timeout
+# (workflow/controller/operator.go:2682 -> pkg/apis/workflow/v1alpha1/utils.go:9 ParseStringToDuration)
 GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 PLACEHOLDER = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 # global variables every workflow has (validate.go: newTemplateValidationCtx, and common.GlobalVar*)
 GLOBALS = {"workflow.name", "workflow.namespace", "workflow.uid", "workflow.serviceAccountName", "workflow.creationTimestamp",
            "workflow.priority", "workflow.mainEntrypoint", "workflow.duration", "workflow.status", "workflow.failures"}
-CRON_NAME_MAX = 52  # validate.go: maxCharsInCronWorkflowName
+CRON_NAME_MAX = 52  # validate.go:105 maxCharsInCronWorkflowName
 
 
 def check_field_names(templates: list) -> list:
-    """validateWorkflowFieldNames(wf.Spec.Templates) and of each DAG's tasks: unique, non-empty, the regex, at most 128."""
+    """validate.go:1350 validateWorkflowFieldNames (of spec.templates, and of each DAG's tasks): unique
+    (:1391), non-empty, workflowFieldNameRegex, at most 128 characters."""
     problems = []
     groups = [("spec.templates", templates)]
     groups += [(f"templates.{t['name']}.tasks", t["dag"]["tasks"]) for t in templates if "dag" in t]
@@ -45,8 +47,8 @@ def check_field_names(templates: list) -> list:
 
 
 def check_task_names_and_dependencies(templates: list) -> list:
-    """validateDAG: no task name that begins with a digit when dependencies are used, every dependency
-    defined, and no cycle (validateNoCycles)."""
+    """validate.go:1433 validateDAG: no task name that begins with a digit when dependencies are used
+    (:1469), every dependency defined (:1500), no cycle (:1625 verifyNoCycles)."""
     problems = []
     for t in templates:
         if "dag" not in t:
@@ -79,8 +81,8 @@ def check_task_names_and_dependencies(templates: list) -> list:
 
 
 def check_parameter_names(spec: dict) -> list:
-    """validateArguments / validateInputs: parameter names match paramOrArtifactNameRegex, and a workflow
-    argument has a value."""
+    """validate.go:993 validateArguments (and validateInputs): parameter names match
+    paramOrArtifactNameRegex, and a workflow argument has a value."""
     problems = []
     for i, p in enumerate((spec.get("arguments") or {}).get("parameters") or []):
         if not PARAM_NAME.match(p.get("name", "")):
@@ -96,7 +98,8 @@ def check_parameter_names(spec: dict) -> list:
 
 
 def check_durations(templates: list) -> list:
-    """validateTemplate: a timeout is only on leaf templates, is not a bare number, and is a Go duration."""
+    """validate.go:562-570 validateTemplate: a timeout only on leaf templates, not a bare number; and the
+    controller's time.ParseDuration (Go units, no days)."""
     problems = []
     for t in templates:
         timeout = t.get("timeout")
@@ -112,8 +115,8 @@ def check_durations(templates: list) -> list:
 
 
 def check_references(spec: dict) -> list:
-    """validateLeaf / resolveAllVariables: every {{...}} in a container template resolves to an input,
-    a workflow parameter or a global; every task's template exists; the entrypoint exists."""
+    """validate.go:855 validateLeaf -> :797 resolveAllVariables: every {{...}} in a leaf template resolves
+    to an input, a workflow parameter or a global; every task's template exists; the entrypoint exists."""
     problems = []
     names = {t["name"] for t in spec.get("templates") or []}
     if spec.get("entrypoint") not in names:
@@ -140,7 +143,8 @@ def check_references(spec: dict) -> list:
 
 
 def check_cron(cron: dict) -> list:
-    """ValidateCronWorkflow: the name at most 52 characters, every schedule parses with cron.ParseStandard."""
+    """validate.go ValidateCronWorkflow: the name at most 52 characters, every schedule parses with
+    robfig/cron's ParseStandard (:449)."""
     problems = []
     name = cron["metadata"].get("name", "")
     if len(name) > CRON_NAME_MAX:

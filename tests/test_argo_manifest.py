@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from admission import strict
 from helpers import JH_HOME_VOLUME, JH_NODE, JH_POD_FILE, JH_TOKEN, SAMPLES, SHARED, jupyterhub_pod
 from nbutil import cell, write
 
@@ -40,19 +41,6 @@ def validators():
         crd_schema = strict(crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"])
         out[kind] = (jsonschema.Draft7Validator(s), jsonschema.Draft4Validator(crd_schema))
     return out
-
-
-def strict(schema):
-    """The CRD schema as ``fieldValidation=Strict`` applies it: unknown fields are errors,
-    except where the CRD preserves them (x-kubernetes-preserve-unknown-fields)."""
-    if isinstance(schema, dict):
-        schema = {k: strict(v) for k, v in schema.items()}
-        if "properties" in schema and "additionalProperties" not in schema and not schema.get("x-kubernetes-preserve-unknown-fields"):
-            schema["additionalProperties"] = False
-        return schema
-    if isinstance(schema, list):
-        return [strict(v) for v in schema]
-    return schema
 
 
 def validate(validators, manifest: dict) -> None:

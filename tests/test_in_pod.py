@@ -4,11 +4,10 @@ server over TLS, with controller-like states written by the test."""
 
 import json
 import socket
-import time
 
 import pytest
 
-from helpers import JH_CLAIM, JH_POD, SAMPLES, jupyterhub_pod
+from helpers import JH_CLAIM, JH_POD, SAMPLES, jupyterhub_pod, wait_for
 from kubeserver import FakeKube
 from nbutil import cell, write
 from podsim import Pod, make_pki, service_account_token, unshare_problem
@@ -66,13 +65,6 @@ def reads_of(kube, name) -> int:
     return sum(1 for m, p, q in kube.requests if m == "GET" and p.endswith(f"/workflows/{name}"))
 
 
-def wait_until(predicate, timeout=60.0):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def test_first_run_with_no_flags_submits_to_argo_and_says_why(tmp_path, pki, kube):
     pod = make_pod(tmp_path, pki, kube.port)
     r = pod.run("run", "analysis.ipynb")
@@ -94,7 +86,7 @@ def test_first_run_with_no_flags_submits_to_argo_and_says_why(tmp_path, pki, kub
 def test_watch_follows_a_step_that_waits_unschedulable_then_runs_then_fails(tmp_path, pki, kube):
     pod = make_pod(tmp_path, pki, kube.port)
     proc = pod.popen("run", "analysis.ipynb", "--watch", "--no-progress")
-    wait_until(lambda: workflows(kube) or proc.poll() is not None)  # the first state may reach its first read too
+    wait_for(lambda: workflows(kube) or proc.poll() is not None)  # the first state may reach its first read too
     assert workflows(kube), proc.communicate()[1]
     name = next(iter(workflows(kube)))
     why = "Unschedulable: 0/5 nodes are available: 5 Insufficient nvidia.com/gpu."
@@ -105,7 +97,7 @@ def test_watch_follows_a_step_that_waits_unschedulable_then_runs_then_fails(tmp_
     ]:
         seen = reads_of(kube, name)
         set_phases(kube, name, phases, wf_phase, messages)
-        wait_until(lambda: reads_of(kube, name) > seen or proc.poll() is not None)
+        wait_for(lambda: reads_of(kube, name) > seen or proc.poll() is not None)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, err
     assert f"load: waiting: {why}" in err

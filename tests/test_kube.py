@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from helpers import JH_CLAIM, JH_NODE, JH_POD, JH_TOKEN, SAMPLES, SHARED, jupyterhub_pod, run_in_process
+from helpers import JH_CLAIM, JH_NODE, JH_POD, JH_TOKEN, SAMPLES, SHARED, jupyterhub_pod, run_in_process, wait_for
 from kubeserver import FakeKube
 
 TOKEN = JH_TOKEN
@@ -126,15 +126,6 @@ def test_compressed_nodes_are_read(kube, home):
     assert any(l.startswith("clean") and "running" in l for l in r.stdout.splitlines()), r.stdout
 
 
-def wait_until(predicate, timeout=30.0):
-    import time
-
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.05)
-
-
 def _start_watch(kube, home, *flags):
     """Start `run --argo --watch` in the background; return it and the workflow it submitted."""
     import time
@@ -153,7 +144,7 @@ def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
     # two drops: the client's own retry meets the second, so nb2flow's retry must run
     kube.fail += [("GET", r"/workflows/analysis-", "drop"), ("GET", r"/workflows/analysis-", "drop")]
     proc, name = _start_watch(kube, home, "--no-progress")
-    wait_until(lambda: not kube.fail and sum(1 for m, p, q in kube.requests if m == "GET" and "/workflows/" in p) >= 3)
+    wait_for(lambda: not kube.fail and sum(1 for m, p, q in kube.requests if m == "GET" and "/workflows/" in p) >= 3)
     _finish(kube, name, {"load": "Succeeded", "clean": "Succeeded", "train-logreg": "Succeeded", "train-forest": "Succeeded", "compare": "Succeeded"})
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err

@@ -150,7 +150,8 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     )
     result = run_local(pipeline, options)
     if result.output_notebook:
-        click.echo(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(result.output_notebook)}", err=True)
+        shown = result.visible_notebook or result.output_notebook
+        click.echo(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}", err=True)
     raise_for_failures(result, pipeline)
     return ExitStatus.OK
 

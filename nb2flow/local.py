@@ -23,9 +23,9 @@ from .merge import merged_notebook
 from .pipeline import Pipeline
 from .progress import StepView, make_reporter
 from .runner import write_runner
-from .runner.files import make_dir_inside, unlink, write_atomic, write_json
+from .runner.files import make_dir_inside, unlink, write_atomic, write_json, write_new
 from .runner.forkserver import ForkServer
-from .runner.protocol import RunLayout, StepState, step_command
+from .runner.protocol import RunLayout, StepState, step_command, visible_notebook
 from .runs import (RunState, create_run_dir, new_record, read_record, reusable_steps, runs_root_for, step_entry,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
@@ -66,6 +66,7 @@ class RunResult:
     steps: dict  # name -> StepState
     output_notebook: str | None
     failures: tuple = ()  # (step name, error dict, state)
+    visible_notebook: str | None = None  # the same merged notebook where JupyterLab's file browser shows it
 
 
 class LocalRun:
@@ -320,24 +321,32 @@ class LocalRun:
         self.reporter.update(self.views())
         self.record["state"] = (RunState.SUCCEEDED if self.scheduler.ok else RunState.FAILED).value
         self.record["ended"] = time.time()
-        output = self._write_output()
+        output, visible = self._write_output()
         self.record["output_notebook"] = output
+        self.record["visible_notebook"] = visible
         self._save_record()
         self.reporter.finish(self.views())
         tracks = self.scheduler.tracks
         failures = tuple((name, t.error or {}, t.state) for name, t in tracks.items() if t.state.failed)
         return RunResult(self.run_id, self.run_dir, RunState(self.record["state"]),
-                         {n: t.state for n, t in tracks.items()}, output, failures)
+                         {n: t.state for n, t in tracks.items()}, output, failures, visible)
 
-    def _write_output(self) -> str | None:
+    def _write_output(self) -> tuple[str | None, str | None]:
+        """The merged notebook in the run folder, and a copy beside the notebook that JupyterLab shows."""
         path = self.layout.out_notebook(self.pipeline.notebook.stem)
         try:
-            doc = merged_notebook(self.pipeline, self.run_dir, self.options.parameters)
-            write_atomic(path, json.dumps(doc, indent=1, ensure_ascii=False))
+            text = json.dumps(merged_notebook(self.pipeline, self.run_dir, self.options.parameters), indent=1, ensure_ascii=False)
+            write_atomic(path, text)
         except OSError as exc:
             self.reporter.message(f"warning: cannot write {path}: {exc}")
-            return None
-        return path
+            return None, None
+        folder = os.path.dirname(os.path.abspath(self.pipeline.path))
+        try:
+            visible = write_new(visible_notebook(folder, self.run_id), text)
+        except OSError as exc:
+            self.reporter.message(f"warning: cannot write the run's notebook beside yours: {exc}")
+            visible = None
+        return path, visible
 
 
 def run_local(pipeline: Pipeline, options: RunOptions) -> RunResult:

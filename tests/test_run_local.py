@@ -91,6 +91,21 @@ def test_merged_output_notebook(analysis_run):
     assert counts == list(range(1, len(counts) + 1))
 
 
+def test_the_merged_notebook_is_also_where_jupyterlab_shows_it(analysis_run, tmp_path):
+    from nb2flow.runner.files import write_new
+
+    folder, nb, before, r = analysis_run
+    run_dir = only_run_dir(folder)
+    visible = folder / "nb2flow-runs" / f"{run_dir.name}.ipynb"  # not in a dot-folder
+    assert visible.read_text() == (run_dir / "analysis.out.ipynb").read_text()
+    assert record(run_dir)["visible_notebook"] == str(visible)
+    assert r.stderr.strip().splitlines()[-1].endswith(f"output notebook nb2flow-runs/{run_dir.name}.ipynb")
+    mine = tmp_path / "x.ipynb"
+    mine.write_text("the user's own")
+    assert write_new(str(mine), "a run's") == str(tmp_path / "x-2.ipynb")  # never overwrites anything
+    assert mine.read_text() == "the user's own" and (tmp_path / "x-2.ipynb").read_text() == "a run's"
+
+
 # ------------------------------------------------------------------ equivalence with papermill
 
 

@@ -27,6 +27,25 @@ def write_json(path: str, data: dict) -> None:
     write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str))
 
 
+def write_new(path: str, data) -> str:
+    """Write a new file at ``path``, or at ``path`` with ``-2``, ``-3``... before its extension when a file
+    is there already: never overwrites anything. Returns the path written."""
+    if isinstance(data, str):
+        data = data.encode("utf-8")
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    stem, ext = os.path.splitext(path)
+    for n in range(1, 1000):
+        candidate = path if n == 1 else f"{stem}-{n}{ext}"
+        try:
+            fd = os.open(candidate, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            continue
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        return candidate
+    raise FileExistsError(path)
+
+
 def unlink(path: str) -> None:
     """Remove a file if it is there."""
     try:

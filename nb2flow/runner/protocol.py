@@ -26,6 +26,12 @@ RUNNER_FILE = "nb2flow_step.py"
 NB2FLOW_DIR = ".nb2flow"
 RUNS_DIR = NB2FLOW_DIR + "/runs"  # beside the notebook: one folder per run
 BUNDLES_DIR = NB2FLOW_DIR + "/bundles"  # beside the notebook: step files of exports and schedules
+VISIBLE_DIR = "nb2flow-runs"  # beside the notebook, shown by JupyterLab's file browser: one merged notebook per run
+
+
+def visible_notebook(notebook_folder: str, run_id: str) -> str:
+    """Where a run's merged notebook is also written, for JupyterLab's file browser (which hides dot-folders)."""
+    return os.path.join(notebook_folder, VISIBLE_DIR, f"{run_id}.ipynb")
 
 
 class ExitStatus(enum.IntEnum):

@@ -29,6 +29,20 @@ class PodResult:
     task: str
     exit_code: int | None  # None: not run (a dependency failed)
     log: str = ""
+    termination_message: str = ""  # what the container wrote to /dev/termination-log (Argo's node message)
+
+
+def container_dev(scratch: Path) -> list:
+    """Shell lines giving the pod its own /dev, as a container runtime does: a tmpfs with the usual
+    device nodes, and the kubelet's /dev/termination-log file."""
+    hold = scratch / "host-dev"
+    lines = [f"mkdir -p {hold} && mount --rbind /dev {hold}", "mount -t tmpfs -o mode=755 tmpfs /dev"]
+    for node in ("null", "zero", "full", "random", "urandom", "tty"):
+        lines.append(f"touch /dev/{node} && mount --bind {hold}/{node} /dev/{node}")
+    lines += ["mkdir -p /dev/shm /dev/pts", "ln -s /proc/self/fd /dev/fd", "ln -s /proc/self/fd/0 /dev/stdin",
+              "ln -s /proc/self/fd/1 /dev/stdout", "ln -s /proc/self/fd/2 /dev/stderr",
+              f"touch /dev/termination-log && mount --bind {scratch / 'termination-log'} /dev/termination-log"]
+    return lines
 
 
 def interpreter_mounts(stage: Path) -> list:
@@ -110,7 +124,9 @@ def _run_pod(pod_name, container, volumes, claims, pod_security, values, secrets
     by_name = {v["name"]: v for v in volumes}
     scratch = Path(tempfile.mkdtemp(prefix="nb2flow-pod-"))
     os.chmod(scratch, 0o777)
-    lines, covered = [], set()
+    (scratch / "termination-log").touch()
+    os.chmod(scratch / "termination-log", 0o666)  # writable by the container's user, as the kubelet makes it
+    lines, covered = container_dev(scratch), set()
     for m in sorted(container.get("volumeMounts") or [], key=lambda m: len(m["mountPath"])):
         volume = by_name[m["name"]]
         if "persistentVolumeClaim" in volume:
@@ -150,9 +166,10 @@ def _run_pod(pod_name, container, volumes, claims, pod_security, values, secrets
             "env", "-i", *[f"{k}={v}" for k, v in env.items()], *user, *command]
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
+        message = (scratch / "termination-log").read_text()
     finally:
         subprocess.run(["rm", "-rf", str(scratch)])
-    return PodResult(pod_name, proc.returncode, proc.stdout + proc.stderr)
+    return PodResult(pod_name, proc.returncode, proc.stdout + proc.stderr, message)
 
 
 def manifest_from_yaml(text: str) -> dict:

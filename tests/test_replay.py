@@ -183,6 +183,29 @@ def test_pods_run_the_steps_from_the_home_volume_as_the_notebook_user(tmp_path):
     run_dir = claim / "work" / ".nb2flow" / "runs" / "wf-pods"
     assert json.loads((run_dir / "steps" / "write" / "status.json").read_text())["state"] == "succeeded"
     assert (run_dir / "values" / "make" / "values.pkl").stat().st_uid == 1000
+    # the pod log shows the cells' output, framed by the cell it came from
+    assert "----- cell 3 (step:write) -----\nwriting [5, 1000, '/home/jovyan/work'" in results["write"].log
+
+
+def test_a_failing_pod_says_which_cell_in_its_log_and_its_termination_message(tmp_path):
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    nb = write(claim / "work" / "f.ipynb", cell("x = 1", "step:a"), cell("print('about to divide')\ny = x / 0", "step:b"),
+               cell("z = 3", "step:c", "after:a"))
+    manifest = manifest_from_yaml(dump(emit(Path(nb), {})))
+    kubelet_fs_group(claim, 100)
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-fail")
+    assert {t: r.exit_code for t, r in results.items()} == {"a": 0, "b": 1, "c": 0}  # failFast false: c finished
+    log = results["b"].log
+    assert "----- cell 2 (step:b) -----\nabout to divide" in log
+    assert "nb2flow: cell 2 (step:b): ZeroDivisionError: division by zero" in log and "cell 2, line 2" in log
+    assert results["b"].termination_message == "cell 2 (step:b): ZeroDivisionError: division by zero"
 
 
 def test_step_files_written_off_the_volume_fail_every_pod_as_on_a_cluster(tmp_path):

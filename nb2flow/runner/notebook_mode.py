@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import os
 
+import sys
+
 from .files import write_atomic
 from .kernels import kernel_pid, kill_forked_kernels, use_forking_provisioner
 from .params import injection_index, parameters_source
@@ -38,6 +40,14 @@ def save_source(step) -> str:
     return source + "del _nb2flow\n"
 
 
+def cell_banner(step, cell) -> str:
+    """The line before a cell's output in the log: which cell of the notebook, in which step."""
+    meta = cell.metadata.get("nb2flow", {})
+    number = meta.get("cell")
+    what = f"cell {number}" if number else f"nb2flow's {meta.get('role', 'cell')} cell"
+    return f"----- {what} (step:{step.name}) -----"
+
+
 def inject_parameters(nb, params: dict, nbformat) -> None:
     """papermill's ``injected-parameters`` cell, right after the notebook's parameters cell."""
     if not params:
@@ -68,7 +78,25 @@ def run_notebook(step) -> int:
         elif role == Role.SAVE:
             cell.source = save_source(step)
     kernel_name = step.spec.get("kernel_name") or "python3"
-    client = NotebookClient(
+
+    class StreamingClient(NotebookClient):
+        """nbclient's client, passing each cell's printed output on to this process's stdout as it
+        comes (the pod log: `kubectl logs`, the Argo UI), framed by the cell it belongs to."""
+
+        shown = None
+
+        def output(self, outs, msg, display_id, cell_index):
+            out = super().output(outs, msg, display_id, cell_index)
+            if out is not None and out.get("output_type") == "stream":
+                if self.shown != cell_index:
+                    self.shown = cell_index
+                    print(cell_banner(step, nb.cells[cell_index]), flush=True)
+                stream = sys.stdout if out.get("name") == "stdout" else sys.stderr
+                stream.write(out.get("text", ""))
+                stream.flush()
+            return out
+
+    client = StreamingClient(
         nb, kernel_name=kernel_name, timeout=None, allow_errors=False, record_timing=True,
         resources={"metadata": {"path": step.cwd}}, shutdown_kernel="immediate",
         # parallel kernels would all write IPython's one sqlite history file

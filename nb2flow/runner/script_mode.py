@@ -37,12 +37,19 @@ class _Capture:
     """A stream that keeps what a chunk prints (for the executed notebook), appends it to
     ``output.log`` and passes it on to the process's own stream (the pod log)."""
 
-    def __init__(self, name: str, log, echo) -> None:
+    def __init__(self, name: str, log, echo, banner: list) -> None:
         self.name, self.log, self.echo = name, log, echo
+        self.banner = banner  # shared by stdout and stderr: [the frame line still to show, or None]
         self.parts: list = []
         self.encoding = getattr(echo, "encoding", "utf-8")
 
     def write(self, text: str) -> int:
+        if self.banner[0] and text:
+            banner, self.banner[0] = self.banner[0], None
+            try:
+                self.echo.write(banner + "\n")
+            except (OSError, ValueError):
+                pass
         self.parts.append(text)
         for stream in (self.log, self.echo):
             try:
@@ -84,7 +91,8 @@ def run_script(step) -> int:
     from .files import write_atomic
 
     log = open(step.run.output_log(step.task), "a", encoding="utf-8")
-    out, err = _Capture("stdout", log, sys.stdout), _Capture("stderr", log, sys.stderr)
+    banner: list = [None]
+    out, err = _Capture("stdout", log, sys.stdout, banner), _Capture("stderr", log, sys.stderr, banner)
     saved = sys.stdout, sys.stderr
     executed: list = []
     sys.stdout, sys.stderr = out, err
@@ -122,6 +130,8 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
             if not step.ready_for(role):
                 return step.cancelled()
             step.status.update(cell=cell_number, role=role.value)
+            # the log's frame, written before the chunk's first output (not part of the cell's output)
+            out.banner[0] = f"----- {f'cell {cell_number}' if cell_number else 'nb2flow ' + role.value + ' cell'} (step:{step.name}) -----"
             current = _executed_cell(role, cell_number, source, count, [])
             executed.append(current)
             if role == Role.LOAD:

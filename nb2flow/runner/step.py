@@ -17,6 +17,7 @@ MISSING_MODULE_HINT = (
     "a step pod starts from the notebook's image: a package pip-installed into the running notebook server "
     "is not in it; install it under the home volume (pip install --user, PYTHONUSERBASE on the volume) "
     "or install it in a %pip cell of the notebook")
+TERMINATION_LOG = "/dev/termination-log"  # the container's terminationMessagePath (Kubernetes' default)
 TASK_RE = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
 
 
@@ -88,6 +89,15 @@ class StepRun:
         if ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST"):
             error["hint"] = MISSING_MODULE_HINT
         self.status.finish(state, cell=cell_number, error=error)
+        summary = f"{f'cell {cell_number} ' if cell_number else ''}(step:{self.name}): {ename}: {evalue}".rstrip(": ")
+        # what a local run prints, on stderr (the pod log); and one line for Argo's node message
+        print(f"nb2flow: {summary}", *[f"    {line}" for line in tb_lines], sep="\n", file=sys.stderr, flush=True)
+        if os.path.exists(TERMINATION_LOG):
+            try:
+                with open(TERMINATION_LOG, "w", encoding="utf-8") as fh:
+                    fh.write(summary[:4000])  # the kubelet keeps at most 4096 bytes
+            except OSError:
+                pass
 
     def cancelled(self) -> int:
         self.status.finish(StepState.CANCELLED)

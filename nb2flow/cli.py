@@ -407,25 +407,53 @@ def unschedule(name, namespace, context) -> int:
 @click.option("-f", "--follow", is_flag=True, help="Keep printing as the step runs.")
 @_kube_options
 def logs(name, step, follow, namespace, context) -> int:
-    """Print the logs of workflow NAME's steps (or of STEP only)."""
-    from .cluster import find_step_pods
+    """Print the logs of workflow NAME's steps (or of STEP only); lines prefixed with their step when
+    there are several. Once the pods are gone, from the run folder on the shared volume."""
+    from .cluster import find_step_pods, run_folder_logs
 
     kube, ns = _kube(namespace, context)
     workflow = kube.get("workflows", ns, name)
     pods = find_step_pods(kube, ns, workflow, step)
     if not pods:
-        raise UsageError(f"no pods for {'step ' + step + ' of ' if step else ''}workflow {name} (yet, or already cleaned up)",
-                         hint="executed notebooks and logs stay in the run folder on the shared volume")
+        kept = run_folder_logs(workflow, step)
+        if kept is None:
+            raise UsageError(f"no pods for {'step ' + step + ' of ' if step else ''}workflow {name} (yet, or already cleaned up)",
+                             hint="executed notebooks and logs stay in the run folder on the shared volume")
+        click.echo(f"nb2flow: the pods are gone; the cells' output as kept in {os.path.relpath(kept[0])}", err=True)
+        for task, text in kept[1]:
+            _echo_prefixed(text, task if len(kept[1]) > 1 else None)
+        return ExitStatus.OK
+    prefix = len(pods) > 1
+    if follow and prefix:  # several pods at once, interleaved as their lines come
+        import threading
+
+        lock = threading.Lock()
+
+        def pump(task, pod):
+            for line in kube.pod_log(ns, pod, follow=True):
+                with lock:
+                    _echo_prefixed(line, task)
+
+        threads = [threading.Thread(target=pump, args=pair, daemon=True) for pair in pods]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        return ExitStatus.OK
     for task, pod in pods:
-        if len(pods) > 1:
-            click.echo(f"==> {task} ({pod}) <==")
         out = kube.pod_log(ns, pod, follow=follow)
-        if isinstance(out, str):
-            click.echo(out, nl=not out.endswith("\n"))
-        else:
-            for line in out:
-                click.echo(line, nl=False)
+        for text in ([out] if isinstance(out, str) else out):
+            _echo_prefixed(text, task if prefix else None)
     return ExitStatus.OK
+
+
+def _echo_prefixed(text: str, task: str | None) -> None:
+    """Print log text, each line prefixed ``[task] `` (as `kubectl logs --prefix`) when ``task`` is given."""
+    if task is None:
+        click.echo(text, nl=not text.endswith("\n") and bool(text))
+        return
+    for line in text.splitlines():
+        click.echo(f"[{task}] {line}")
 
 
 @cli.command()

@@ -284,6 +284,30 @@ def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None)
     return sorted(out, key=lambda x: (x[0], x[1]))
 
 
+def run_folder_logs(workflow: dict, step: str | None) -> tuple[str, list] | None:
+    """(run folder, [(task, output.log text)]) of a workflow whose pods are gone, when its run folder is
+    reachable here (inside the notebook's pod, or where the volume is mounted); None otherwise."""
+    from .runner.protocol import RunLayout
+
+    notebook = ((workflow.get("metadata") or {}).get("annotations") or {}).get("nb2flow.io/notebook-path")
+    if not notebook:
+        return None
+    layout = RunLayout(posixpath.join(posixpath.dirname(notebook), RUNS_DIR, workflow["metadata"]["name"]))
+    try:
+        tasks = sorted(os.listdir(os.path.join(layout.root, "steps")))
+    except OSError:
+        return None
+    out = []
+    for task in tasks:
+        if step is None or task == step:
+            try:
+                with open(layout.output_log(task), encoding="utf-8", errors="replace") as fh:
+                    out.append((task, fh.read()))
+            except OSError:
+                continue
+    return (layout.root, out) if out else None
+
+
 def rbac_manifests(namespace: str, service_account: str, runner: str | None = None) -> list[dict]:
     """The Role and RoleBinding the notebook's service account needs, and the runner's."""
     rules = [

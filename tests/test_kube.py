@@ -102,7 +102,7 @@ def test_status_logs_list_stop_delete(kube, home):
     assert r.returncode == 0, r.stderr
     assert r.stdout == "log of clean\n"
     r = cli(kube, "logs", name, "-n", "jhub", cwd=home)
-    assert "==> load" in r.stdout and "log of compare" in r.stdout
+    assert "[load] log of load" in r.stdout.splitlines() and "[compare] log of compare" in r.stdout.splitlines()
     assert ("GET", f"/api/v1/namespaces/jhub/pods/{name}-step-1/log", {"container": "main"}) in kube.requests
     r = cli(kube, "list", "-n", "jhub", cwd=home)
     assert r.returncode == 0, r.stderr
@@ -357,3 +357,21 @@ def test_outside_the_pod_step_files_the_pods_cannot_see_are_refused(kube, home):
     assert r.returncode == 2 and not [k for k in kube.objects if k[0] == "cronworkflows"]
     r = cli(kube, "export", "analysis.ipynb", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 0 and "nb2flow: warning: the step files would be written to" in r.stderr
+
+
+def test_logs_fall_back_to_the_run_folder_once_the_pods_are_gone(kube, tmp_path):
+    """Argo's default podGC deletes succeeded pods; the cells' output stays in the run folder on the volume."""
+    notebook_folder = tmp_path / "home"  # the volume, reachable here as in the notebook's pod
+    run_dir = notebook_folder / ".nb2flow" / "runs" / "analysis-abcde"
+    for task, text in (("load", "loaded 150 rows\n"), ("clean", "dropped 3 rows\n")):
+        (run_dir / "steps" / task).mkdir(parents=True)
+        (run_dir / "steps" / task / "output.log").write_text(text)
+    kube.add("workflows", {"kind": "Workflow", "metadata": {"name": "analysis-abcde", "namespace": "jhub",
+                                                             "annotations": {"nb2flow.io/notebook-path": str(notebook_folder / "analysis.ipynb")}},
+                           "spec": {"entrypoint": "pipeline", "templates": [{"name": "pipeline", "dag": {"tasks": []}}]}})
+    r = cli(kube, "logs", "analysis-abcde", "-n", "jhub", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.splitlines() == ["[clean] dropped 3 rows", "[load] loaded 150 rows"]
+    assert "the pods are gone" in r.stderr
+    r = cli(kube, "logs", "analysis-abcde", "load", "-n", "jhub", cwd=tmp_path)
+    assert r.stdout == "loaded 150 rows\n"

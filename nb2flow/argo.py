@@ -4,7 +4,7 @@ One DAG task per step, whose ``dependencies`` are exactly the pipeline's edges. 
 one container template that takes the step's name as an input parameter (steps whose tags
 ask for other resources, retries, a timeout or an image get a variant), so each step adds a
 small constant number of bytes and no cell code is ever inline. Every pod runs the step
-command of :mod:`nb2flow.runtime` against the bundle on the shared volume, with the run
+command of :mod:`nb2flow.runner` against the bundle on the shared volume, with the run
 folder named after ``{{workflow.name}}`` so every run, scheduled or resubmitted, has its own.
 
 Parameter values are JSON with ``{`` and ``}`` inside strings written as ``\\u007b`` and

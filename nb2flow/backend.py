@@ -21,6 +21,15 @@ def in_cluster() -> bool:
     return in_pod() and os.path.isfile(os.path.join(SA_DIR, "token"))
 
 
+def pod_namespace() -> str | None:
+    """This pod's namespace, from the service-account folder (None outside a pod or without one)."""
+    try:
+        with open(os.path.join(SA_DIR, "namespace"), encoding="utf-8") as fh:
+            return fh.read().strip() or None
+    except OSError:
+        return None
+
+
 def service_account() -> tuple[str | None, str | None]:
     """(namespace, name) of this pod's service account, from its token's claims (no API call needed).
 

@@ -128,8 +128,9 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     from .config import load_config
 
     settings = load_config(notebook)
+    origin = settings.origins.get("backend")
     backend, reason = choose_backend(local=local or bool(resume), argo=argo, setting=settings.backend,
-                                     source=_setting_source(settings, "backend"))
+                                     source=os.path.basename(origin) if origin else None)
     if watch and backend == "local" and not local:
         backend, reason = choose_backend(argo=True)
         reason = reason.replace("(--argo)", "(--watch)")
@@ -295,12 +296,10 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
 def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, **where) -> int:
     from .cluster import prepare, submit, ui_link, watch as watch_workflow
 
-    from .cluster import STEP_FILES_HINT, step_files_unseen
+    from .cluster import check_step_files_reach_pods
 
     target = _target(pipeline.path, need_kube=True, **where)
-    unseen = step_files_unseen(target)
-    if unseen:  # never a workflow whose every step fails
-        raise UsageError(unseen, hint=STEP_FILES_HINT)
+    check_step_files_reach_pods(target, submitting=True)
     manifest, _ = prepare(pipeline, target, params, mode=mode, fail_fast=fail_fast, parallelism=parallelism)
     created = submit(target.kube, manifest)
     name = created["metadata"]["name"]
@@ -334,12 +333,12 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
     from .cluster import prepare
 
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
-    from .cluster import STEP_FILES_HINT, step_files_unseen
+    from .cluster import STEP_FILES_HINT, check_step_files_reach_pods
 
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
     manifest, bundle = prepare(pipeline, target, params)
     click.echo(f"nb2flow: step files in {os.path.relpath(bundle)}", err=True)
-    unseen = step_files_unseen(target)
+    unseen = check_step_files_reach_pods(target, submitting=False)
     if unseen:
         click.echo(f"nb2flow: warning: {unseen}: copy {os.path.relpath(bundle)} there before applying the manifest ({STEP_FILES_HINT})", err=True)
     click.echo(dump(manifest, fmt), nl=False)
@@ -368,11 +367,9 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
     name = k8s_name(name or pipeline.notebook.stem, max_len=CRON_NAME_MAX, unique=True)
-    from .cluster import STEP_FILES_HINT, step_files_unseen
+    from .cluster import check_step_files_reach_pods
 
-    unseen = step_files_unseen(target)
-    if unseen and not dry_run:
-        raise UsageError(unseen, hint=STEP_FILES_HINT)
+    check_step_files_reach_pods(target, submitting=not dry_run)
     manifest, bundle = prepare(pipeline, target, params, schedule={"name": name, "cron": cron, "timezone": timezone})
     if dry_run:
         click.echo(dump(manifest), nl=False)
@@ -487,7 +484,7 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
     """Print the Role and RoleBinding nb2flow needs (apply with kubectl apply -f -)."""
     import yaml
 
-    from .backend import SA_DIR, service_account as own_account
+    from .backend import pod_namespace, service_account as own_account
     from .cluster import pod_from_file, rbac_manifests
 
     where = "given"
@@ -498,10 +495,7 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
         where = f"the pod in {os.path.basename(pod_spec)}"
     else:
         token_ns, token_sa = own_account()
-        if namespace is None and os.path.isfile(os.path.join(SA_DIR, "namespace")):
-            with open(os.path.join(SA_DIR, "namespace")) as fh:
-                namespace = fh.read().strip()
-        namespace = namespace or token_ns
+        namespace = namespace or pod_namespace() or token_ns
         if service_account is None and token_sa:
             service_account, where = token_sa, "this pod's"
     if not namespace or not service_account:
@@ -521,20 +515,6 @@ def _kube(namespace, context):
     config = load_config(None).with_flags(namespace=namespace, context=context)
     kube = Kube(context=config.context)
     return kube, config.namespace or kube.default_namespace
-
-
-def _setting_source(config, key: str) -> str | None:
-    """The settings file that set ``key`` (the last one read that mentions it), for messages."""
-    import yaml
-
-    for path in reversed(config.sources):
-        try:
-            with open(path, encoding="utf-8") as fh:
-                if key in (yaml.safe_load(fh) or {}):
-                    return os.path.basename(path)
-        except (OSError, yaml.YAMLError, TypeError):
-            continue
-    return None
 
 
 def _table(rows) -> str:

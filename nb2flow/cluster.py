@@ -114,17 +114,21 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     return Target(pod=settings, config=config, workdir=workdir, local_dir=local_dir, kube=kube)
 
 
-def step_files_unseen(target: Target) -> str | None:
-    """Why step pods would not see the step files nb2flow writes here (None when they will): outside the
-    notebook's pod, this folder is not the pod's volume unless the user says so (shared_workdir)."""
-    if in_pod() or target.config.shared_workdir:
-        return None
-    return (f"the step files would be written to {target.local_dir}, on this machine, but the step pods read them from "
-            f"{target.workdir} on the notebook pod's volume")
-
-
 STEP_FILES_HINT = ("run nb2flow in the notebook's pod (its terminal), or, if this folder is that volume mounted here, "
                    "set shared_workdir: true in nb2flow.yaml")
+
+
+def check_step_files_reach_pods(target: Target, *, submitting: bool) -> str | None:
+    """Outside the notebook's pod, this folder is not the pod's volume unless the user says so
+    (shared_workdir): refuse to submit (never a workflow whose every step fails); for an export,
+    the warning to print. None when the step pods will see the step files."""
+    if in_pod() or target.config.shared_workdir:
+        return None
+    why = (f"the step files would be written to {target.local_dir}, on this machine, but the step pods read them from "
+           f"{target.workdir} on the notebook pod's volume")
+    if submitting:
+        raise UsageError(why, hint=STEP_FILES_HINT)
+    return why
 
 
 def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
@@ -197,8 +201,8 @@ def single_schedule_form(manifest: dict) -> dict | None:
     spec = manifest["spec"]
     if "schedules" not in spec or len(spec["schedules"]) != 1:
         return None
-    older = dict(manifest, spec={("schedule" if k == "schedules" else k): (v[0] if k == "schedules" else v) for k, v in spec.items()})
-    return older
+    older = {k: v for k, v in spec.items() if k != "schedules"}
+    return dict(manifest, spec={"schedule": spec["schedules"][0], **older})
 
 
 def step_views(workflow: dict) -> list[StepView]:
@@ -294,7 +298,7 @@ def run_folder_logs(workflow: dict, step: str | None) -> tuple[str, list] | None
         return None
     layout = RunLayout(posixpath.join(posixpath.dirname(notebook), RUNS_DIR, workflow["metadata"]["name"]))
     try:
-        tasks = sorted(os.listdir(os.path.join(layout.root, "steps")))
+        tasks = sorted(os.listdir(layout.steps_root))
     except OSError:
         return None
     out = []

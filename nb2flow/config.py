@@ -43,6 +43,7 @@ KEYS = {
     "resources": "explicit resources ({requests: ..., limits: ...})",
 }
 CONFIG_NAMES = ("nb2flow.yaml", "nb2flow.yml")
+BOOKKEEPING = ("sources", "warnings", "origins")  # fields of ClusterConfig that are not settings
 
 
 @dataclass(frozen=True)
@@ -73,6 +74,7 @@ class ClusterConfig:
     env: tuple = ()
     resources: dict = field(default_factory=dict)
     sources: tuple = ()  # files read, for messages
+    origins: dict = field(default_factory=dict)  # key -> the file that set it, for messages
     warnings: tuple = ()
 
     def with_flags(self, **flags) -> "ClusterConfig":
@@ -97,7 +99,8 @@ def load_config(notebook: str | None, *, user_file: str | None = None) -> Cluste
         files += [os.path.join(folder, n) for n in CONFIG_NAMES]
     values: dict = {}
     sources, warnings = [], []
-    names = {f.name for f in fields(ClusterConfig)} - {"sources", "warnings"}
+    origins: dict = {}
+    names = {f.name for f in fields(ClusterConfig)} - set(BOOKKEEPING)
     for path in files:
         if not os.path.isfile(path):
             continue
@@ -109,7 +112,8 @@ def load_config(notebook: str | None, *, user_file: str | None = None) -> Cluste
                 warnings.append(f"{path}: unknown setting {key!r}" + (f" (did you mean {close[0]}?)" if close else ""))
                 continue
             values[key] = _coerce(key, value, path)
-    return replace(ClusterConfig(**values), sources=tuple(sources), warnings=tuple(warnings))
+            origins[key] = path
+    return replace(ClusterConfig(**values), sources=tuple(sources), warnings=tuple(warnings), origins=origins)
 
 
 def _coerce(key: str, value, path: str):

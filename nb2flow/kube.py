@@ -12,7 +12,7 @@ import gzip
 import json
 import os
 
-from .backend import NO_TOKEN_HINT, SA_DIR, in_pod, service_account
+from .backend import NO_TOKEN_HINT, SA_DIR, in_pod, pod_namespace, service_account
 from .errors import (ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound, ClusterRejected,
                      ClusterUnreachable)
 
@@ -33,7 +33,7 @@ class Kube:
                     hint=f"{NO_TOKEN_HINT}; `nb2flow run --local` runs here meanwhile",
                 )
             config.load_incluster_config(client_configuration=cfg)
-            self.default_namespace = _read(os.path.join(SA_DIR, "namespace")) or "default"
+            self.default_namespace = pod_namespace() or "default"
             self.pod_name = os.environ.get("HOSTNAME")
             self.in_cluster = True
         else:
@@ -197,12 +197,3 @@ def _ssl_error(exc: BaseException) -> str | None:
             return e.reason or str(e)
         todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
     return None
-
-
-def _read(path: str) -> str | None:
-    try:
-        with open(path, encoding="utf-8") as fh:
-            return fh.read().strip()
-    except OSError:
-        return None
-

@@ -201,12 +201,12 @@ class LocalRun:
             pass
         return self.statuses.get(name, {})
 
-    def _kill(self, name: str, sig=signal.SIGTERM) -> None:
+    def _kill(self, name: str, sig=signal.SIGTERM, pid: int | None = None) -> None:
         """Signal the step's process group, and its kernel's (the kernel has its own session)."""
-        proc = self.procs.get(name)
-        if proc is None:
-            return
-        for pid in (proc.pid, self.statuses.get(name, {}).get("kernel_pid")):
+        if pid is None:
+            proc = self.procs.get(name)
+            pid = proc.pid if proc else None
+        for pid in (pid, self.statuses.get(name, {}).get("kernel_pid")):
             if pid:
                 try:
                     os.killpg(pid, sig)
@@ -220,9 +220,7 @@ class LocalRun:
             return None
         code = self.server.wait(proc.pid, timeout)
         if code is None:
-            self.procs[name] = proc
-            self._kill(name, signal.SIGKILL)
-            del self.procs[name]
+            self._kill(name, signal.SIGKILL, proc.pid)
             code = self.server.wait(proc.pid, 10)
         self.exit_codes[name] = code
         kernel = self._read_status(name).get("kernel_pid")

@@ -5,12 +5,12 @@ from dataclasses import fields
 import pytest
 
 from helpers import ROOT
-from nb2flow.config import KEYS, ClusterConfig, load_config
+from nb2flow.config import BOOKKEEPING, KEYS, ClusterConfig, load_config
 from nb2flow.errors import UsageError
 
 
 def test_every_setting_is_described_and_in_the_readme():
-    settable = {f.name for f in fields(ClusterConfig)} - {"sources", "warnings"}
+    settable = {f.name for f in fields(ClusterConfig)} - set(BOOKKEEPING)
     assert set(KEYS) == settable
     readme = (ROOT / "README.md").read_text()
     for key, meaning in KEYS.items():

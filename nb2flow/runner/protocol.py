@@ -160,8 +160,12 @@ class RunLayout:
     def out_notebook(self, stem: str) -> str:
         return os.path.join(self.root, f"{stem}.out.ipynb")
 
+    @property
+    def steps_root(self) -> str:
+        return os.path.join(self.root, "steps")
+
     def step_dir(self, task: str) -> str:
-        return os.path.join(self.root, "steps", task)
+        return os.path.join(self.steps_root, task)
 
     def status(self, task: str) -> str:
         return os.path.join(self.step_dir(task), "status.json")

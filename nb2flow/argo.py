@@ -109,6 +109,39 @@ def step_command(python: str, bundle: str, run_root: str, workdir: str, param_na
     )
 
 
+FINAL_TEMPLATE = "finalize"
+FINAL_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # reading statuses and merging notebooks: small
+
+
+def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str, workdir: str,
+                   param_names: dict, affinity: dict | None) -> dict:
+    """The exit handler: writes the run's record, merged notebook and HTML whatever the outcome, with the step
+    runner (no nb2flow in the image), and posts the outcome to the ``notify`` webhook."""
+    link = (f"{config.argo_ui.rstrip('/')}/workflows/{{{{workflow.namespace}}}}/{{{{workflow.name}}}}"
+            if config.argo_ui else None)
+    command = protocol.finalize_command(
+        config.python, bundle, posixpath.join(run_root, "{{workflow.name}}"),
+        workflow={"name": "{{workflow.name}}", "namespace": "{{workflow.namespace}}", "uid": "{{workflow.uid}}",
+                  "phase": "{{workflow.status}}"},
+        failures="{{workflow.failures}}", created="{{workflow.creationTimestamp}}",
+        params={name: f"{{{{workflow.parameters.{argo}}}}}" for name, argo in param_names.items()},
+        cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join)
+    env = [e for e in pod.env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"] + [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+    if config.notify:
+        secret, _, key = config.notify.partition("/")
+        env.append({"name": "NB2FLOW_NOTIFY_URL",
+                    "valueFrom": {"secretKeyRef": {"name": secret, "key": key or "url", "optional": True}}})
+    limits = {k: v for k, v in ((pod.resources or {}).get("limits") or {}).items() if k in ("cpu", "memory")}
+    resources = {"requests": dict(FINAL_REQUESTS), **({"limits": limits} if limits else {})}
+    container = {"image": pod.image, "command": command, "workingDir": workdir}
+    _put(container, imagePullPolicy=pod.image_pull_policy, env=env, envFrom=pod.env_from, volumeMounts=pod.volume_mounts,
+         resources=resources, securityContext=pod.security_context)
+    template = {"name": FINAL_TEMPLATE, "container": container}
+    if affinity:
+        template["affinity"] = copy.deepcopy(affinity)
+    return template
+
+
 def _step_env(env, step: Step) -> list:
     """The notebook's env for a step: without a GPU, ``NVIDIA_VISIBLE_DEVICES=void``, since most GPU
     images set ``all`` and a container would otherwise see every GPU of its node."""
@@ -154,6 +187,8 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         if step.parents:
             task["dependencies"] = [task_name(p) for p in step.parents]
         tasks.append(task)
+    templates.append(final_template(pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
+                                    param_names={name: entry["name"] for name, entry in named}, affinity=run_affinity))
     annotations = dict(config.pod_annotations)
     if pod.istio_sidecar:  # Istio's sidecar never exits, so a step pod with one would never complete
         annotations.setdefault("sidecar.istio.io/inject", "false")
@@ -162,6 +197,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         security.setdefault("fsGroupChangePolicy", "OnRootMismatch")
     spec: dict = {
         "entrypoint": "pipeline",
+        "onExit": FINAL_TEMPLATE,  # the record and merged notebook of every run, succeeded, failed or stopped
         # failFast false: a failed step lets independent steps finish, as a local run does (Argo's DAG default stops them)
         "templates": [{"name": "pipeline", "dag": {"tasks": tasks, "failFast": fail_fast}}] + templates,
         "podMetadata": {"labels": dict(labels), **({"annotations": annotations} if annotations else {})},

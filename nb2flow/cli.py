@@ -168,7 +168,16 @@ def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     from .runs import format_duration, format_time, list_runs
 
     records = list_runs(list(folders) or [os.getcwd()], limit)
-    records += _cluster_runs(namespace, context, cluster)
+    for r in records:
+        if r.get("backend") == "argo":
+            r["state"] = f"argo {r.get('state')}"
+    by_id = {r["run_id"]: r for r in records}
+    for row in _cluster_runs(namespace, context, cluster):
+        known = by_id.get(row["run_id"])
+        if known is None:
+            records.append(row)
+        elif known["state"] == "argo running":  # its folder has only the record written at submission
+            known.update(state=row["state"], started=row["started"] or known.get("started"), ended=row["ended"])
     if as_json:
         click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "notebook", "state", "started", "ended", "run_dir")} for r in records], indent=2))
         return ExitStatus.OK
@@ -178,7 +187,10 @@ def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     rows = [("RUN", "NOTEBOOK", "STATE", "STARTED", "DURATION")]
     for r in records:
         duration = (r["ended"] - r["started"]) if r.get("ended") and r.get("started") else None
-        rows.append((r["run_id"], os.path.relpath(r.get("notebook", "?")), r.get("state", "?"), format_time(r.get("started")), format_duration(duration)))
+        notebook = r.get("notebook", "?")
+        if r.get("run_dir"):  # the notebook beside the run's folder (a pod's path may differ from this machine's)
+            notebook = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(r["run_dir"]))), os.path.basename(notebook))
+        rows.append((r["run_id"], os.path.relpath(notebook), r.get("state", "?"), format_time(r.get("started")), format_duration(duration)))
     click.echo(_table(rows))
     return ExitStatus.OK
 
@@ -197,8 +209,9 @@ def _cluster_runs(namespace, context, cluster) -> list:
         rows = []
         for wf in kube.list("workflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
             st = wf.get("status") or {}
+            phase = {"Error": "failed"}.get(st.get("phase"), st.get("phase", "Pending").lower())
             rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
-                         "state": f"argo {st.get('phase', 'Pending').lower()}", "started": parse_time(st.get("startedAt")), "ended": parse_time(st.get("finishedAt"))})
+                         "state": f"argo {phase}", "started": parse_time(st.get("startedAt")), "ended": parse_time(st.get("finishedAt"))})
         for cw in kube.list("cronworkflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
             rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
                          "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
@@ -215,9 +228,11 @@ def _cluster_runs(namespace, context, cluster) -> list:
 @click.option("--json", "as_json", is_flag=True)
 @_kube_options
 def status(run_id, as_json, namespace, context) -> int:
-    """One run's steps (a local run id, or a workflow's name): state, tries, time, errors."""
-    from .runner.protocol import StepState
-    from .runs import find_run, format_duration, read_record
+    """One run's steps (a run id, or a workflow's name): state, tries, time, errors.
+
+    An Argo run is read from its run folder when it has ended (no cluster needed, also after the
+    workflow is deleted), and from the cluster while it runs."""
+    from .runs import find_run, read_record
 
     try:
         run_dir = find_run(run_id, [os.getcwd()])
@@ -232,22 +247,55 @@ def status(run_id, as_json, namespace, context) -> int:
             why = "not found" if isinstance(exc, ClusterNotFound) else exc.message
             raise UsageError(f"no run {run_id!r} here, and no workflow of that name ({why})", hint=local_miss.hint) from None
     record = read_record(run_dir)
+    workflow = record.get("workflow") or {}
+    if record.get("backend") == "argo" and record.get("state") == "running":
+        from .errors import ClusterError
+
+        try:  # the record is the one written at submission: the cluster knows more
+            return _workflow_status(workflow.get("name", record["run_id"]), as_json, workflow.get("namespace") or namespace, context,
+                                    run_dir=run_dir)
+        except (ClusterError, UsageError) as exc:
+            click.echo(f"nb2flow: the cluster cannot say how workflow {record['run_id']} goes ({exc.render()}); "
+                       "showing its run folder", err=True)
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return ExitStatus.OK
-    click.echo(f"run {record['run_id']}: {record['state']} ({os.path.relpath(record['notebook'])})")
-    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
-    for name, s in record.get("steps", {}).items():
-        error = s.get("error") or {}
-        detail = f"cell {error.get('cell')}: {error.get('ename')}: {error.get('evalue')}" if error else ("" if not s.get("reused") else "reused")
-        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
-    click.echo(_table(rows))
-    click.echo(f"folder: {run_dir}")
+    _print_record(record, run_dir)
     return ExitStatus.OK
 
 
-def _workflow_status(name, as_json, namespace, context) -> int:
-    from .cluster import step_views
+def _print_record(record: dict, run_dir: str) -> None:
+    from .runner.protocol import StepState
+    from .runs import format_duration
+
+    workflow = record.get("workflow") or {}
+    if record.get("backend") == "argo":
+        where = f"argo workflow {workflow.get('namespace')}/{workflow.get('name')}; from its run folder"
+    else:
+        where = os.path.relpath(record["notebook"])
+    click.echo(f"run {record['run_id']}: {record['state']} ({where})")
+    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
+    for name, s in record.get("steps", {}).items():
+        error = s.get("error") or {}
+        detail = ""
+        if error:
+            detail = f"{'cell ' + str(error['cell']) + ': ' if error.get('cell') else ''}{error.get('ename')}: {error.get('evalue')}"
+        elif s.get("reused"):
+            detail = "reused"
+        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
+    click.echo(_table(rows))
+    shown = record.get("visible_notebook") or record.get("output_notebook")
+    if shown:
+        click.echo(f"notebook: {os.path.relpath(shown)}")
+    if record.get("html") or record.get("html_skipped"):
+        click.echo(f"html: {os.path.relpath(record.get('visible_html') or record['html']) if record.get('html') else '- (' + record['html_skipped'] + ')'}")
+    if workflow.get("ui"):
+        click.echo(f"argo: {workflow['ui']}")
+    click.echo(f"folder: {os.path.relpath(run_dir)}")
+
+
+def _workflow_status(name, as_json, namespace, context, run_dir=None) -> int:
+    from .cluster import controller_silence, live_views, no_controller_error
     from .runs import format_duration
 
     kube, ns = _kube(namespace, context)
@@ -258,9 +306,14 @@ def _workflow_status(name, as_json, namespace, context) -> int:
     status = workflow.get("status") or {}
     click.echo(f"workflow {name}: {status.get('phase', 'Pending')} (namespace {ns})")
     rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
-    for v in step_views(workflow):
-        rows.append((v.name, v.state.label, str(v.attempt), format_duration(v.elapsed), (v.note or "")[:100]))
+    for v in live_views(kube, ns, workflow, run_dir):
+        detail = v.note or (f"cell {v.cell}: {v.first_line}" if v.cell else "")
+        rows.append((v.name, v.state.label, str(v.attempt), format_duration(v.elapsed), detail[:160]))
     click.echo(_table(rows))
+    waited = controller_silence(workflow)
+    if waited is not None:
+        error = no_controller_error(ns, name, waited)
+        click.echo(f"nb2flow: {error.render()}", err=True)
     return ExitStatus.OK
 
 
@@ -305,18 +358,44 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
     name = created["metadata"]["name"]
     click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
     link = ui_link(target.config, target.namespace, name)
+    run_dir = _record_submission(pipeline, created, manifest, mode, link, target.local_dir)
     if link:
         click.echo(f"  {link}", err=True)
     click.echo(name)
     if not watch:
         return ExitStatus.OK
-    final = watch_workflow(target.kube, target.namespace, name, progress=progress)
+    final = watch_workflow(target.kube, target.namespace, name, progress=progress, run_dir=run_dir)
     phase = final.get("status", {}).get("phase")
     click.echo(f"workflow {name}: {phase}", err=True)
     if phase != "Succeeded":
         raise StepFailed(f"workflow {name} ended {phase}: {final.get('status', {}).get('message', '')}".rstrip(": "),
                          hint=f"nb2flow logs {name}")
     return ExitStatus.OK
+
+
+def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link, folder: str) -> None:
+    """The run's record as soon as it is submitted (``running``), so ``list`` and ``status`` find it in the run
+    folder at once; the workflow's final task replaces it with the outcome."""
+    import time
+
+    from . import __version__
+    from .runner.protocol import RunLayout
+    from .runs import RUNS_SUBDIR, new_record, write_record
+
+    meta = created["metadata"]
+    params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
+    record = new_record(run_id=meta["name"], notebook=os.path.abspath(pipeline.path), sha256=pipeline.notebook.sha256,
+                        version=__version__, python=None, mode=mode, jobs=manifest["spec"].get("parallelism"), parameters=params,
+                        started=time.time(), resumed=False, backend="argo")
+    record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"), "phase": "Pending",
+                          **({"ui": link} if link else {})}
+    run_dir = os.path.join(folder, RUNS_SUBDIR, meta["name"])
+    try:
+        if not os.path.exists(RunLayout(run_dir).record):
+            write_record(run_dir, record)
+    except OSError as exc:
+        click.echo(f"nb2flow: warning: cannot write the run's record in {run_dir}: {exc}", err=True)
+    return run_dir
 
 
 @cli.command()

@@ -205,8 +205,9 @@ def single_schedule_form(manifest: dict) -> dict | None:
     return dict(manifest, spec={"schedule": spec["schedules"][0], **older})
 
 
-def step_views(workflow: dict) -> list[StepView]:
-    """One view per DAG task, from the workflow's nodes."""
+def step_views(workflow: dict, *, reasons: dict | None = None, cells: dict | None = None) -> list[StepView]:
+    """One view per DAG task, from the workflow's nodes; ``reasons``: task -> why its pod waits (from
+    :func:`waiting_reasons`); ``cells``: task -> (cell number, first line) it is running (:func:`current_cells`)."""
     nodes = workflow_nodes(workflow)
     tasks = []
     for t in (workflow.get("spec", {}).get("templates") or []):
@@ -220,19 +221,150 @@ def step_views(workflow: dict) -> list[StepView]:
                 by_name[name] = node
     views = []
     now = time.time()
+    reasons, cells = reasons or {}, cells or {}
     for task in tasks:
         node = by_name.get(task)
         if node is None:
-            views.append(StepView(task, StepState.PENDING))
+            views.append(StepView(task, StepState.PENDING, note=reasons.get(task)))
             continue
         state = ARGO_PHASES.get(node.get("phase"), StepState.PENDING)
         started, finished = parse_time(node.get("startedAt")), parse_time(node.get("finishedAt"))
         elapsed = ((finished or now) - started) if started else None
         attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
-        # why it failed, or why it waits (Argo copies the scheduler's reason: "Unschedulable: 0/5 nodes ...")
-        note = node.get("message") if state in (StepState.FAILED, StepState.PENDING) else None
-        views.append(StepView(task, state, None, None, elapsed, attempts, note))
+        # why it failed, or why it waits: the pod's own word first (events, container states), else Argo's
+        # node message (it copies the scheduler's "Unschedulable: 0/5 nodes ..." and quota refusals)
+        note = None
+        if state is StepState.PENDING:
+            note = reasons.get(task) or node.get("message")
+        elif state is StepState.FAILED:
+            note = node.get("message")
+        cell, first = cells.get(task, (None, None)) if state is StepState.RUNNING else (None, None)
+        views.append(StepView(task, state, cell, first, elapsed, attempts, note))
     return views
+
+
+#: Container waiting reasons that mean the pod will not start without a change (kubelet's words).
+STUCK_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName", "CreateContainerConfigError",
+                 "CreateContainerError", "CrashLoopBackOff")
+#: Warning events that say why a pod waits: the scheduler's, the attach/detach controller's, the kubelet's.
+WAITING_EVENTS = ("FailedScheduling", "FailedAttachVolume", "FailedMount", "Failed", "FailedCreatePodSandBox", "BackOff")
+
+
+def pod_waiting_reason(pod: dict, events: list) -> str | None:
+    """Why a pending pod waits, in the words of the component that holds it back (None: nothing known)."""
+    status = pod.get("status") or {}
+    for c in (status.get("initContainerStatuses") or []) + (status.get("containerStatuses") or []):
+        waiting = (c.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") in STUCK_REASONS:
+            return f"{waiting['reason']}: {waiting.get('message') or c.get('image', '')}".rstrip(": ")
+    warnings = [e for e in events if e.get("type") == "Warning" and e.get("reason") in WAITING_EVENTS]
+    if warnings:
+        last = warnings[-1]
+        return f"{last['reason']}: {last.get('message', '')}".rstrip(": ")
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            return f"{condition.get('reason') or 'Unschedulable'}: {condition.get('message', '')}".rstrip(": ")
+    return None
+
+
+def _pod_task(pod: dict, nodes: dict) -> str:
+    ann = pod.get("metadata", {}).get("annotations") or {}
+    node = nodes.get(ann.get("workflows.argoproj.io/node-id", ""), {})
+    display = node.get("displayName") or ann.get("workflows.argoproj.io/node-name", "").split(".", 1)[-1]
+    if display.endswith(".onExit") or display == "onExit":
+        return "onExit"  # the exit handler's pod: the final task that writes the record
+    return display.split("(", 1)[0]
+
+
+def waiting_reasons(kube: Kube, namespace: str, workflow: dict) -> dict:
+    """task -> why its pod waits, for the workflow's pending pods (pod conditions, container states, events)."""
+    nodes = workflow_nodes(workflow)
+    out = {}
+    for pod in kube.list_pods(namespace, f"workflows.argoproj.io/workflow={workflow['metadata']['name']}"):
+        if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
+            continue
+        events = kube.pod_events(namespace, pod["metadata"]["name"])
+        reason = pod_waiting_reason(pod, events)
+        if reason:
+            out[_pod_task(pod, nodes)] = reason
+    return out
+
+
+def run_layout(workflow: dict, run_dir: str | None = None):
+    """The workflow's run folder and bundle (RunLayout, BundleLayout) when reachable here: ``run_dir`` (the run
+    folder as this machine sees the volume), else the pod's paths (inside the notebook's pod). None otherwise."""
+    from .runner.protocol import BundleLayout, RunLayout
+
+    ann = (workflow.get("metadata") or {}).get("annotations") or {}
+    notebook = ann.get("nb2flow.io/notebook-path")
+    if not notebook:
+        return None
+    pod_folder = posixpath.dirname(notebook)
+    bundle = ann.get("nb2flow.io/bundle", "")
+    if run_dir:
+        folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
+        layout = RunLayout(run_dir)
+        bundle = os.path.join(folder, posixpath.relpath(bundle, pod_folder)) if bundle else ""
+    else:
+        layout = RunLayout(posixpath.join(pod_folder, RUNS_DIR, workflow["metadata"]["name"]))
+    if not os.path.isdir(layout.root):
+        return None
+    return layout, BundleLayout(bundle)
+
+
+def current_cells(workflow: dict, run_dir: str | None = None) -> dict:
+    """task -> (cell number, its first line) each running step is at, read from the run folder's status files."""
+    found = run_layout(workflow, run_dir)
+    if found is None:
+        return {}
+    layout, bundle = found
+    try:
+        with open(bundle.source, encoding="utf-8") as fh:
+            lines = {c["number"]: (c["source"].strip().splitlines() or [""])[0][:60] for c in json.load(fh)["cells"]}
+    except (OSError, ValueError, KeyError):
+        lines = {}
+    out = {}
+    for task in os.listdir(layout.steps_root) if os.path.isdir(layout.steps_root) else []:
+        try:
+            with open(layout.status(task), encoding="utf-8") as fh:
+                cell = json.load(fh).get("cell")
+        except (OSError, ValueError):
+            continue
+        if cell:
+            out[task] = (cell, lines.get(cell))
+    return out
+
+
+NO_CONTROLLER_AFTER = 60.0  # seconds a submitted workflow may go without a word from Argo's controller
+
+
+def controller_silence(workflow: dict, now: float | None = None) -> float | None:
+    """Seconds since the workflow was created with no status from Argo's workflow controller, once past
+    :data:`NO_CONTROLLER_AFTER` (None: the controller has acted, or it is early)."""
+    if (workflow.get("status") or {}).get("phase"):
+        return None
+    created = parse_time((workflow.get("metadata") or {}).get("creationTimestamp"))
+    if created is None:
+        return None
+    waited = (now or time.time()) - created
+    return waited if waited >= NO_CONTROLLER_AFTER else None
+
+
+def no_controller_error(namespace: str, name: str, waited: float):
+    from .errors import ClusterError
+
+    return ClusterError(f"workflow {name} has had no word from Argo's workflow controller for {int(waited)}s",
+                        hint=f"is Argo's workflow controller running, and watching namespace {namespace}? "
+                             f"(`kubectl get pods -A -l app=workflow-controller`; its --namespaced / managed namespaces)")
+
+
+def live_views(kube: Kube, namespace: str, workflow: dict, run_dir: str | None = None) -> list[StepView]:
+    """The steps as the cluster sees them now, with why pending ones wait and, where the run folder is
+    reachable (``run_dir``, or the pod's own paths), the cell each running step is at."""
+    views = step_views(workflow)
+    reasons = waiting_reasons(kube, namespace, workflow) if any(v.state is StepState.PENDING for v in views) else {}
+    cells = current_cells(workflow, run_dir) if any(v.state is StepState.RUNNING for v in views) else {}
+    return step_views(workflow, reasons=reasons, cells=cells) if reasons or cells else views
 
 
 def parse_time(text: str | None) -> float | None:
@@ -244,7 +376,8 @@ def parse_time(text: str | None) -> float | None:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30) -> dict:
+def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30,
+          run_dir: str | None = None) -> dict:
     """Follow a workflow until it finishes; a dropped connection is retried, not fatal."""
     reporter = make_reporter(progress)
     workflow: dict | None = None
@@ -261,11 +394,15 @@ def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", inte
                 reporter.message(f"lost the connection to the API server; retrying ({errors})")
                 time.sleep(min(interval, 1.0))
                 continue
+            views = live_views(kube, namespace, workflow, run_dir)
             if not reporter.started:
-                reporter.start(name, f"{namespace}/{name}", step_views(workflow))
-            reporter.update(step_views(workflow))
+                reporter.start(name, f"{namespace}/{name}", views)
+            reporter.update(views)
             if (workflow.get("status") or {}).get("phase") in ("Succeeded", "Failed", "Error"):
                 return workflow
+            waited = controller_silence(workflow)
+            if waited is not None:
+                raise no_controller_error(namespace, name, waited)
             time.sleep(interval)
     finally:
         if workflow is not None and reporter.started:
@@ -279,10 +416,7 @@ def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None)
     pods = kube.list_pods(namespace, f"workflows.argoproj.io/workflow={name}")
     out = []
     for pod in pods:
-        ann = pod.get("metadata", {}).get("annotations") or {}
-        node = nodes.get(ann.get("workflows.argoproj.io/node-id", ""), {})
-        display = node.get("displayName") or ann.get("workflows.argoproj.io/node-name", "").split(".", 1)[-1]
-        task = display.split("(", 1)[0]
+        task = _pod_task(pod, nodes)
         if step is None or task == step:
             out.append((task, pod["metadata"]["name"]))
     return sorted(out, key=lambda x: (x[0], x[1]))
@@ -291,12 +425,10 @@ def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None)
 def run_folder_logs(workflow: dict, step: str | None) -> tuple[str, list] | None:
     """(run folder, [(task, output.log text)]) of a workflow whose pods are gone, when its run folder is
     reachable here (inside the notebook's pod, or where the volume is mounted); None otherwise."""
-    from .runner.protocol import RunLayout
-
-    notebook = ((workflow.get("metadata") or {}).get("annotations") or {}).get("nb2flow.io/notebook-path")
-    if not notebook:
+    found = run_layout(workflow)
+    if found is None:
         return None
-    layout = RunLayout(posixpath.join(posixpath.dirname(notebook), RUNS_DIR, workflow["metadata"]["name"]))
+    layout = found[0]
     try:
         tasks = sorted(os.listdir(layout.steps_root))
     except OSError:

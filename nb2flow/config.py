@@ -32,6 +32,8 @@ KEYS = {
     "ttl_after_finished": "how long a finished workflow is kept (default: 7d)",
     "pod_gc": "Argo podGC strategy (default: OnPodSuccess)",
     "argo_ui": "base URL of the Argo UI, for links (e.g. https://argo.example.org)",
+    "notify": "a Secret with a webhook URL, as SECRET/KEY (e.g. nb2flow-notify/url): the end of each Argo run is posted there as JSON (outcome, failing step and cell, links), with a Slack-style text field",
+    "notify_on": "failure (default) or always: which Argo runs are posted to the notify webhook",
     "labels": "extra labels for workflows and their pods",
     "pod_annotations": "annotations for step pods (e.g. sidecar.istio.io/inject: \"false\", which nb2flow sets itself when the notebook pod has Istio's sidecar)",
     "volumes": "explicit volumes (a list of Kubernetes Volume objects), without a notebook pod",
@@ -64,6 +66,8 @@ class ClusterConfig:
     ttl_after_finished: str = "7d"
     pod_gc: str = "OnPodSuccess"
     argo_ui: str | None = None
+    notify: str | None = None
+    notify_on: str = "failure"
     labels: dict = field(default_factory=dict)
     pod_annotations: dict = field(default_factory=dict)
     volumes: tuple = ()
@@ -137,6 +141,10 @@ def _coerce(key: str, value, path: str):
         return value
     if key == "backend" and value not in ("auto", "local", "argo"):
         raise UsageError(f"{path}: backend must be auto, local or argo")
+    if key == "notify_on" and value not in ("failure", "always"):
+        raise UsageError(f"{path}: notify_on must be failure or always")
+    if key == "notify" and (not isinstance(value, str) or not value.strip("/") or value.count("/") > 1):
+        raise UsageError(f"{path}: notify must name a Secret and its key, as SECRET/KEY (e.g. nb2flow-notify/url)")
     if key == "secret_refs" and value not in ("keep", "drop"):
         raise UsageError(f"{path}: secret_refs must be keep or drop")
     if not isinstance(value, (str, int, float)):

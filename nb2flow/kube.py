@@ -131,6 +131,14 @@ class Kube:
                           namespace=namespace, _preload_content=False)
         return json.loads(resp.data).get("items", [])
 
+    def pod_events(self, namespace: str, pod: str) -> list[dict]:
+        """The events about a pod (scheduling, volume attach and mount, image pulls), oldest first."""
+        resp = self._call(f"listing the events of {pod}", self.core.list_namespaced_event, namespace,
+                          field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}", namespace=namespace,
+                          _preload_content=False)
+        items = json.loads(resp.data).get("items", [])
+        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+
     def pod_log(self, namespace: str, pod: str, *, container: str = "main", follow: bool = False):
         """The log text, or an iterator of lines when following."""
         if follow:

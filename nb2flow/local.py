@@ -19,13 +19,14 @@ from dataclasses import dataclass, field
 from . import __version__
 from .errors import KernelDied, RunInterrupted, StepFailed, UsageError
 from .materialize import materialize
-from .merge import merged_notebook
 from .pipeline import Pipeline
 from .progress import StepView, make_reporter
 from .runner import write_runner
-from .runner.files import make_dir_inside, unlink, write_atomic, write_json, write_new
+from .runner.files import make_dir_inside, unlink, write_atomic, write_json
+from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer
-from .runner.protocol import RunLayout, StepState, step_command, visible_notebook
+from .runner.merge import write_merged
+from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
 from .runs import (RunState, create_run_dir, new_record, read_record, reusable_steps, runs_root_for, step_entry,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
@@ -98,8 +99,7 @@ class LocalRun:
     def prepare(self) -> None:
         write_json(self.layout.parameters, self.options.parameters)
         bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode)
-        param_key = _hash(json.dumps(self.options.parameters, sort_keys=True, default=str))
-        self.fingerprints = {name: f"{print_}:{param_key}" for name, print_ in bundle.fingerprints.items()}
+        self.fingerprints = {name: step_fingerprint(print_, self.options.parameters) for name, print_ in bundle.fingerprints.items()}
         kept: dict = {}
         if self.options.resume:
             try:
@@ -331,20 +331,13 @@ class LocalRun:
 
     def _write_output(self) -> tuple[str | None, str | None]:
         """The merged notebook in the run folder, and a copy beside the notebook that JupyterLab shows."""
-        path = self.layout.out_notebook(self.pipeline.notebook.stem)
-        try:
-            text = json.dumps(merged_notebook(self.pipeline, self.run_dir, self.options.parameters), indent=1, ensure_ascii=False)
-            write_atomic(path, text)
-        except OSError as exc:
-            self.reporter.message(f"warning: cannot write {path}: {exc}")
-            return None, None
-        folder = os.path.dirname(os.path.abspath(self.pipeline.path))
-        try:
-            visible = write_new(visible_notebook(folder, self.run_id), text)
-        except OSError as exc:
-            self.reporter.message(f"warning: cannot write the run's notebook beside yours: {exc}")
-            visible = None
-        return path, visible
+        with open(BundleLayout(self.layout.bundle).source, encoding="utf-8") as fh:
+            source = json.load(fh)
+        written = write_merged(source, [s.task for s in self.pipeline.steps], self.run_dir, self.options.parameters,
+                               notebook_folder=os.path.dirname(os.path.abspath(self.pipeline.path)), run_id=self.run_id)
+        if written.get("problem"):
+            self.reporter.message(f"warning: {written['problem']}")
+        return written["output_notebook"], written["visible_notebook"]
 
 
 def run_local(pipeline: Pipeline, options: RunOptions) -> RunResult:
@@ -367,12 +360,6 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
     cls = KernelDied if state is StepState.KERNEL_DIED else StepFailed
     raise cls(message, path=pipeline.path, cell=cell, step=name, hint=hint,
               ename=error.get("ename"), evalue=error.get("evalue"), traceback=tuple(error.get("traceback") or ()))
-
-
-def _hash(text: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def _raise_interrupt(signum, frame):

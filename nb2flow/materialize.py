@@ -142,6 +142,18 @@ def script_source(pipeline: Pipeline, step: Step) -> str:
     return "\n".join(lines) + "\n"
 
 
+def source_snapshot(pipeline: Pipeline) -> dict:
+    """The notebook's cells as the bundle keeps them for the merged notebook (each with its step)."""
+    nb = pipeline.notebook
+    return {
+        "stem": nb.stem,
+        "metadata": {k: v for k, v in nb.metadata.items() if k != "widgets"},
+        "parameter_cell": pipeline.parameter_cell,
+        "cells": [{"cell_type": c.cell_type, "metadata": c.metadata, "source": c.source, "number": c.number,
+                   "index": c.index, "step": pipeline.step_of_cell(c.index)} for c in nb.cells],
+    }
+
+
 def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", cwd: str | None = None) -> Bundle:
     """Write the bundle for ``pipeline`` into ``bundle_dir`` (created; files replaced atomically)."""
     from .runner import write_runner
@@ -200,6 +212,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
                 "nbformat_minor": 5,
             }
             write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1))
+    write_json(layout.source, source_snapshot(pipeline))
     write_json(
         layout.pipeline,
         {

@@ -8,7 +8,6 @@ while the run goes on, and a killed run leaves a record that says how far it got
 from __future__ import annotations
 
 import datetime as _dt
-import enum
 import json
 import os
 import secrets
@@ -16,15 +15,9 @@ import secrets
 from .errors import UsageError
 from .names import file_slug
 from .runner.protocol import RUNS_DIR, RunLayout, StepState
+from .runner.record import RunState, new_record, step_entry  # noqa: F401 (the record's schema lives with the runner)
 
 RUNS_SUBDIR = os.path.join(*RUNS_DIR.split("/"))
-
-
-class RunState(str, enum.Enum):
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    INTERRUPTED = "interrupted"
 
 
 def runs_root_for(notebook_path: str) -> str:
@@ -59,23 +52,6 @@ def write_record(run_dir: str, record: dict) -> None:
     from .runner.files import write_json
 
     write_json(RunLayout(run_dir).record, record)
-
-
-def new_record(*, run_id: str, notebook: str, sha256: str, version: str, python: str, mode: str, jobs: int,
-               parameters: dict, started: float, resumed: bool) -> dict:
-    """The run record of a run that starts now."""
-    return {"run_id": run_id, "notebook": notebook, "notebook_sha256": sha256, "nb2flow_version": version,
-            "python": python, "mode": mode, "jobs": jobs, "parameters": parameters, "started": started, "ended": None,
-            "state": RunState.RUNNING.value, "resumed": resumed, "steps": {}}
-
-
-def step_entry(*, task: str, state: StepState, attempts: int, started, go_time, ended, exit_code, error, fingerprint: str,
-               reused: bool, cell) -> dict:
-    """One step of the run record; its duration is what it added to the run (from when its parents were done)."""
-    since = go_time or started
-    return {"task": task, "state": state.value, "attempts": attempts, "started": started, "ended": ended,
-            "duration": (ended - since) if ended and since else None, "exit_code": exit_code, "error": error,
-            "fingerprint": fingerprint, "reused": reused, "cell": cell}
 
 
 def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:

@@ -20,9 +20,13 @@ PARAM_NAME = re.compile(r"^[-a-zA-Z0-9_]+$")
 # (workflow/controller/operator.go:2682 -> pkg/apis/workflow/v1alpha1/utils.go:9 ParseStringToDuration)
 GO_DURATION = re.compile(r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$")
 PLACEHOLDER = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
-# global variables every workflow has (validate.go: newTemplateValidationCtx, and common.GlobalVar*)
+# global variables every workflow has (validate.go: newTemplateValidationCtx, and :262 workflow.status);
+# workflow.failures only when the workflow has an exit handler (:299)
 GLOBALS = {"workflow.name", "workflow.namespace", "workflow.uid", "workflow.serviceAccountName", "workflow.creationTimestamp",
-           "workflow.priority", "workflow.mainEntrypoint", "workflow.duration", "workflow.status", "workflow.failures"}
+           "workflow.priority", "workflow.mainEntrypoint", "workflow.duration", "workflow.status"}
+# resolved at run time, accepted by prefix (validate.go:821-825 resolveAllVariables)
+RUNTIME_PREFIXES = ("workflow.creationTimestamp", "workflow.scheduledTime", "workflow.duration", "workflow.labels.",
+                    "workflow.annotations.")
 CRON_NAME_MAX = 52  # validate.go:105 maxCharsInCronWorkflowName
 
 
@@ -121,7 +125,10 @@ def check_references(spec: dict) -> list:
     names = {t["name"] for t in spec.get("templates") or []}
     if spec.get("entrypoint") not in names:
         problems.append(f"spec.entrypoint template '{spec.get('entrypoint')}' undefined")
+    if spec.get("onExit") and spec["onExit"] not in names:  # validate.go:287-297 validateTemplateHolder
+        problems.append(f"spec.onExit template '{spec['onExit']}' undefined")
     params = {f"workflow.parameters.{p['name']}" for p in (spec.get("arguments") or {}).get("parameters") or []}
+    params |= {"workflow.failures"} if spec.get("onExit") else set()
     for t in spec.get("templates") or []:
         if "dag" in t:
             for task in t["dag"]["tasks"]:
@@ -137,7 +144,7 @@ def check_references(spec: dict) -> list:
         scope |= {"pod.name"} | ({"retries"} if t.get("retryStrategy") else set())
         text = json.dumps(t)  # validateLeaf resolves every {{...}} in the whole template (resolveAllVariables)
         for ref in PLACEHOLDER.findall(text):
-            if ref not in scope and not ref.startswith(("workflow.labels.", "workflow.annotations.")):
+            if ref not in scope and not ref.startswith(RUNTIME_PREFIXES):
                 problems.append(f"templates.{t['name']}: failed to resolve {{{{{ref}}}}}")
     return problems
 

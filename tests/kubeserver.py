@@ -1,6 +1,6 @@
 """A small Kubernetes API server for tests: real HTTP on 127.0.0.1, objects kept in memory.
 
-It serves what nb2flow uses: pods (read, list by label, logs), PVCs, and Argo workflows and
+It serves what nb2flow uses: pods (read, list by label, logs), events (by field selector), PVCs, and Argo workflows and
 cronworkflows (create with generateName, get, list by label, replace, merge-patch, delete).
 Tests can queue error answers (status codes, a dropped connection) and set workflow status.
 """
@@ -11,11 +11,24 @@ import json
 import re
 import secrets
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 ARGO = re.compile(r"^/apis/argoproj\.io/v1alpha1/namespaces/([^/]+)/(workflows|cronworkflows)(?:/([^/]+))?$")
-CORE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims)(?:/([^/]+))?(/log)?$")
+CORE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims|events)(?:/([^/]+))?(/log)?$")
+
+
+def _match_fields(obj: dict, selector: str) -> bool:
+    """A field selector as the API server reads it for events (``involvedObject.name=X``, comma-joined)."""
+    for part in filter(None, (selector or "").split(",")):
+        path, _, value = part.partition("=")
+        current = obj
+        for key in path.split("."):
+            current = current.get(key) if isinstance(current, dict) else None
+        if current != value:
+            return False
+    return True
 
 
 def _match_labels(obj: dict, selector: str) -> bool:
@@ -139,6 +152,7 @@ class FakeKube:
                             return self._status(409, f'{plural}.argoproj.io "{meta["name"]}" already exists')
                         meta["namespace"] = ns
                         meta["resourceVersion"] = "1"
+                        meta["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                         meta["uid"] = secrets.token_hex(8)
                         server.objects[key] = body
                         server.controller_validates(plural, body)
@@ -171,7 +185,8 @@ class FakeKube:
                     return self._status(405, "method not allowed")
                 with server.lock:
                     if name is None:
-                        items = [o for (p, n, _), o in server.objects.items() if p == plural and n == ns and _match_labels(o, query.get("labelSelector", ""))]
+                        items = [o for (p, n, _), o in server.objects.items() if p == plural and n == ns
+                                 and _match_labels(o, query.get("labelSelector", "")) and _match_fields(o, query.get("fieldSelector", ""))]
                         return self._send(200, {"kind": "List", "items": items, "metadata": {}})
                     obj = server.objects.get((plural, ns, name))
                     if obj is None:

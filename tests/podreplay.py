@@ -94,22 +94,30 @@ def _substitute(text: str, values: dict) -> str:
     return SUBST.sub(one, text)
 
 
-def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: dict | None = None, timeout: float = 300) -> dict:
-    """Replay the workflow's DAG; ``claims`` maps a claim name to the folder standing for its volume.
-    Returns task -> :class:`PodResult`. Independent tasks go on after a failure (``failFast: false``)."""
+def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: dict | None = None, timeout: float = 300,
+             scheduled_time: str | None = None, stop_after: str | None = None) -> dict:
+    """Replay the workflow's DAG, then its exit handler (``spec.onExit``, under the key ``"onExit"``) as Argo
+    does whatever the outcome, with ``workflow.status`` and ``workflow.failures`` (failed nodes as Argo's
+    operator.go lists them, the message being the container's termination message). ``claims`` maps a claim
+    name to the folder standing for its volume; ``scheduled_time``: the run is one a CronWorkflow started;
+    ``stop_after``: `argo stop` once that task ends (later tasks are not started). Returns task ->
+    :class:`PodResult`. Independent tasks go on after a failure (``failFast: false``)."""
     spec = manifest["spec"]
     templates = {t["name"]: t for t in spec["templates"]}
     dag = templates[spec["entrypoint"]]["dag"]
     tasks = {t["name"]: t for t in dag["tasks"]}
+    created = "2026-11-30T03:00:00Z"
     globals_ = {"workflow.name": name, "workflow.namespace": manifest["metadata"].get("namespace", "default"),
-                "workflow.uid": "00000000-0000-4000-8000-000000000000"}
+                "workflow.uid": "00000000-0000-4000-8000-000000000000", "workflow.creationTimestamp": created}
+    if scheduled_time:
+        globals_["workflow.scheduledTime"] = scheduled_time
     globals_ |= {f"workflow.parameters.{p['name']}": p["value"] for p in (spec.get("arguments") or {}).get("parameters") or []}
     pod_security = spec.get("securityContext") or {}
     results: dict[str, PodResult] = {}
-    failed = False
+    failed = stopped = False
     for task_name in graphlib.TopologicalSorter({t: tasks[t].get("dependencies", []) for t in tasks}).static_order():
         task = tasks[task_name]
-        if any(results[d].exit_code != 0 for d in task.get("dependencies", [])) or (failed and dag.get("failFast", True)):
+        if stopped or any(results[d].exit_code != 0 for d in task.get("dependencies", [])) or (failed and dag.get("failFast", True)):
             results[task_name] = PodResult(task_name, None)
             continue
         template = templates[task["template"]]
@@ -117,6 +125,17 @@ def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: 
         results[task_name] = _run_pod(f"{name}-{task_name}", template["container"], spec.get("volumes") or [], claims,
                                       pod_security, values, secrets or {}, timeout)
         failed = failed or results[task_name].exit_code != 0
+        stopped = stopped or task_name == stop_after
+    if spec.get("onExit"):
+        failures = [{"displayName": t, "message": r.termination_message or f"Error (exit code {r.exit_code})",
+                     "templateName": tasks[t]["template"], "phase": "Failed", "podName": f"{name}-{t}", "finishedAt": created}
+                    for t, r in results.items() if r.exit_code not in (0, None)]
+        if stopped:
+            failures += [{"displayName": t, "message": "Stopped with strategy 'Stop'", "templateName": tasks[t]["template"],
+                          "phase": "Failed", "podName": "", "finishedAt": created} for t, r in results.items() if r.exit_code is None]
+        values = dict(globals_) | {"workflow.status": "Failed" if failures else "Succeeded", "workflow.failures": json.dumps(failures)}
+        results["onExit"] = _run_pod(f"{name}-onexit", templates[spec["onExit"]]["container"], spec.get("volumes") or [], claims,
+                                     pod_security, values, secrets or {}, timeout)
     return results
 
 

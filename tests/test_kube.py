@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -375,3 +376,72 @@ def test_logs_fall_back_to_the_run_folder_once_the_pods_are_gone(kube, tmp_path)
     assert "the pods are gone" in r.stderr
     r = cli(kube, "logs", "analysis-abcde", "load", "-n", "jhub", cwd=tmp_path)
     assert r.stdout == "loaded 150 rows\n"
+
+
+def _pending(kube, name, task, i, *, pod_status=None, events=(), node_message=None):
+    """Controller-like state: a Pending node for ``task`` and its Pending pod with the status and events given."""
+    wf = workflows(kube)[name]
+    status = wf.setdefault("status", {"phase": "Running", "nodes": {}, "startedAt": "2026-11-30T10:00:00Z"})
+    status["nodes"][f"{name}-{i}"] = {"id": f"{name}-{i}", "displayName": task, "type": "Pod", "phase": "Pending",
+                                      **({"message": node_message} if node_message else {})}
+    if pod_status is None:
+        return
+    pod = f"{name}-step-{i}"
+    kube.add("pods", {"metadata": {"name": pod, "namespace": "jhub", "labels": {"workflows.argoproj.io/workflow": name},
+                                   "annotations": {"workflows.argoproj.io/node-id": f"{name}-{i}"}},
+                      "status": {"phase": "Pending", **pod_status}})
+    for j, (reason, message) in enumerate(events):
+        kube.add("events", {"metadata": {"name": f"{pod}.{j}", "namespace": "jhub"}, "type": "Warning", "reason": reason,
+                            "message": message, "involvedObject": {"kind": "Pod", "name": pod, "namespace": "jhub"},
+                            "lastTimestamp": f"2026-11-30T10:00:0{j}Z"})
+
+
+def test_a_waiting_step_says_why_from_its_pod_conditions_events_and_argo(kube, home):
+    """Unschedulable (the scheduler's message), image pull errors, volume attach errors (events), quota refusals
+    (Argo's node message when the pod cannot even be created)."""
+    name = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home).stdout.strip()
+    _pending(kube, name, "load", 0, pod_status={"conditions": [
+        {"type": "PodScheduled", "status": "False", "reason": "Unschedulable",
+         "message": "0/5 nodes are available: 5 Insufficient nvidia.com/gpu."}]})
+    _pending(kube, name, "clean", 1, pod_status={"containerStatuses": [
+        {"name": "main", "image": "jupyter/scipy:bad", "state": {"waiting": {"reason": "ImagePullBackOff",
+                                                                            "message": 'Back-off pulling image "jupyter/scipy:bad"'}}}]})
+    _pending(kube, name, "train-logreg", 2, pod_status={"conditions": [{"type": "PodScheduled", "status": "True"}]},
+             events=[("FailedAttachVolume", "Multi-Attach error for volume \"pvc-1\" Volume is already used by pod(s) jupyter-ana")])
+    _pending(kube, name, "train-forest", 3, node_message='pods "x" is forbidden: exceeded quota: compute, requested: cpu=2, used: cpu=8, limited: cpu=8')
+    r = cli(kube, "status", name, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    rows = {line.split()[0]: line for line in r.stdout.splitlines()[2:]}
+    assert rows["load"].split()[1] == "waiting" and rows["load"].endswith("Unschedulable: 0/5 nodes are available: 5 Insufficient nvidia.com/gpu.")
+    assert rows["clean"].endswith('ImagePullBackOff: Back-off pulling image "jupyter/scipy:bad"')
+    assert "FailedAttachVolume: Multi-Attach error for volume" in rows["train-logreg"]
+    assert "exceeded quota: compute" in rows["train-forest"]
+    assert ("GET", "/api/v1/namespaces/jhub/events", {"fieldSelector": f"involvedObject.kind=Pod,involvedObject.name={name}-step-2"}) in kube.requests
+
+
+def test_no_word_from_argos_controller_is_said_instead_of_waiting_forever(kube, home):
+    def backdate(plural, obj):  # a workflow created two minutes ago that no controller has touched
+        obj["metadata"]["creationTimestamp"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(time.time() - 120))
+
+    kube.on_create = backdate
+    r = cli(kube, "run", "analysis.ipynb", "--argo", "--watch", "--no-progress", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and "Traceback" not in r.stderr  # as every cluster error
+    last = r.stderr.strip().splitlines()[-1]
+    assert "has had no word from Argo's workflow controller for 1" in last and "watching namespace jhub?" in last, r.stderr
+    r = cli(kube, "status", r.stdout.strip(), "-n", "jhub", cwd=home)
+    assert r.returncode == 0 and "no word from Argo's workflow controller" in r.stderr
+
+
+def test_status_of_a_running_step_shows_its_cell_from_the_run_folder(kube, home):
+    name = cli(kube, "run", "analysis.ipynb", "--argo", "--from-pod", POD, "-n", "jhub", cwd=home).stdout.strip()
+    wf = workflows(kube)[name]
+    wf["status"] = {"phase": "Running", "startedAt": "2026-11-30T10:00:00Z", "nodes": {
+        f"{name}-0": {"id": f"{name}-0", "displayName": "load", "type": "Pod", "phase": "Running", "startedAt": "2026-11-30T10:00:00Z"}}}
+    status_file = home / ".nb2flow" / "runs" / name / "steps" / "load" / "status.json"
+    status_file.parent.mkdir(parents=True)
+    status_file.write_text(json.dumps({"step": "load", "state": "running", "cell": 3}))
+    r = cli(kube, "status", name, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    load = next(line for line in r.stdout.splitlines() if line.startswith("load"))
+    source = json.loads((SAMPLES / "analysis.ipynb").read_text())["cells"][2]["source"]
+    assert load.split()[1] == "running" and f"cell 3: {''.join(source).strip().splitlines()[0]}" in load

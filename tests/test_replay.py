@@ -177,7 +177,7 @@ def test_pods_run_the_steps_from_the_home_volume_as_the_notebook_user(tmp_path):
     manifest = manifest_from_yaml(dump(emit(Path(nb), {"n": 5})))
     kubelet_fs_group(claim, 100)
     results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-pods")
-    assert {t: r.exit_code for t, r in results.items()} == {"make": 0, "write": 0}, [r.log for r in results.values()]
+    assert {t: r.exit_code for t, r in results.items()} == {"make": 0, "write": 0, "onExit": 0}, [r.log for r in results.values()]
     out = json.loads((claim / "work" / "out.json").read_text())
     assert out == {"values": [5, 1000, "/home/jovyan/work", "http://mlflow.mlops.svc.cluster.local:5000"], "token": None}
     run_dir = claim / "work" / ".nb2flow" / "runs" / "wf-pods"
@@ -201,7 +201,7 @@ def test_a_failing_pod_says_which_cell_in_its_log_and_its_termination_message(tm
     manifest = manifest_from_yaml(dump(emit(Path(nb), {})))
     kubelet_fs_group(claim, 100)
     results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-fail")
-    assert {t: r.exit_code for t, r in results.items()} == {"a": 0, "b": 1, "c": 0}  # failFast false: c finished
+    assert {t: r.exit_code for t, r in results.items()} == {"a": 0, "b": 1, "c": 0, "onExit": 0}  # failFast false: c finished
     log = results["b"].log
     assert "----- cell 2 (step:b) -----\nabout to divide" in log
     assert "nb2flow: cell 2 (step:b): ZeroDivisionError: division by zero" in log and "cell 2, line 2" in log
@@ -224,3 +224,67 @@ def test_step_files_written_off_the_volume_fail_every_pod_as_on_a_cluster(tmp_pa
     kubelet_fs_group(claim, 100)
     results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-off")
     assert results["a"].exit_code != 0 and "nb2flow_step.py" in results["a"].log
+
+
+def _failing_run(tmp_path, name="wf-fail", **replay):
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    nb = write(claim / "work" / "f.ipynb", cell("n = 1", "parameters"), cell("x = n\nprint('x is', x)", "step:a"),
+               cell("print('about to divide')\ny = x / 0", "step:b"), cell("z = 3", "step:c", "after:a"),
+               cell("print(y)", "step:d", "after:b"))
+    manifest = manifest_from_yaml(dump(emit(Path(nb), {"n": 2})))
+    kubelet_fs_group(claim, 100)
+    return claim / "work", run_pods(manifest, {JH_CLAIM: claim}, name=name, **replay)
+
+
+def test_the_final_task_writes_the_record_and_merged_notebook_of_a_failed_run(tmp_path):
+    """Argo's exit handler runs the step runner's --finalize: run.json in the local schema, the merged
+    notebook in the run folder and beside the notebook, an HTML rendering; the pod log says the outcome."""
+    work, results = _failing_run(tmp_path)
+    assert {t: r.exit_code for t, r in results.items()} == {"a": 0, "b": 1, "c": 0, "d": None, "onExit": 0}
+    run_dir = work / ".nb2flow" / "runs" / "wf-fail"
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["backend"] == "argo" and record["state"] == "failed" and record["run_id"] == "wf-fail"
+    assert record["workflow"] == {"name": "wf-fail", "namespace": "jhub", "uid": "00000000-0000-4000-8000-000000000000",
+                                  "phase": "Failed"}
+    assert record["notebook"] == "/home/jovyan/work/f.ipynb" and record["parameters"] == {"n": 2}
+    states = {name: s["state"] for name, s in record["steps"].items()}
+    assert states == {"a": "succeeded", "b": "failed", "c": "succeeded", "d": "skipped"}
+    assert record["steps"]["b"]["error"]["cell"] == 3 and record["steps"]["b"]["error"]["ename"] == "ZeroDivisionError"
+    assert all(len(s["fingerprint"].split(":")) == 2 for s in record["steps"].values())
+    merged = json.loads((run_dir / "f.out.ipynb").read_text())
+    outputs = {"".join(c["source"]): c.get("outputs") for c in merged["cells"]}
+    assert "".join(outputs["x = n\nprint('x is', x)"][0]["text"]) == "x is 2\n"
+    assert outputs["print('about to divide')\ny = x / 0"][-1]["ename"] == "ZeroDivisionError"
+    visible = work / "nb2flow-runs" / "wf-fail.ipynb"
+    assert json.loads(visible.read_text()) == merged and record["visible_notebook"] == "/home/jovyan/work/nb2flow-runs/wf-fail.ipynb"
+    html = (run_dir / "f.out.html").read_text()
+    assert "about to divide" in html and (work / "nb2flow-runs" / "wf-fail.html").is_file()
+    assert "nb2flow run wf-fail of f.ipynb: failed; cell 3 (step:b): ZeroDivisionError: division by zero" in results["onExit"].log
+    assert (run_dir / "run.json").stat().st_uid == 1000  # written as the notebook's user, on the volume
+
+
+def test_status_and_list_read_a_cluster_run_from_its_folder_with_no_cluster(tmp_path):
+    work, _ = _failing_run(tmp_path, name="wf-gone")
+    env = dict(os.environ, NO_COLOR="1", KUBECONFIG=str(tmp_path / "none"))
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    status = subprocess.run([sys.executable, "-m", "nb2flow", "status", "wf-gone"], cwd=work, capture_output=True, text=True, env=env)
+    assert status.returncode == 0, status.stderr
+    assert "run wf-gone: failed (argo workflow jhub/wf-gone; from its run folder)" in status.stdout
+    assert re.search(r"\nb\s+failed\s+1\s+\S+\s+cell 3: ZeroDivisionError: division by zero", status.stdout)
+    assert re.search(r"\nd\s+skipped\s", status.stdout)
+    listing = subprocess.run([sys.executable, "-m", "nb2flow", "list"], cwd=work, capture_output=True, text=True, env=env)
+    assert re.search(r"wf-gone\s+f.ipynb\s+argo failed", listing.stdout), listing.stdout + listing.stderr
+
+
+def test_a_stopped_run_is_recorded_as_interrupted(tmp_path):
+    work, results = _failing_run(tmp_path, name="wf-stop", stop_after="a")
+    record = json.loads((work / ".nb2flow" / "runs" / "wf-stop" / "run.json").read_text())
+    assert results["b"].exit_code is None and record["state"] == "interrupted"
+    assert {n: s["state"] for n, s in record["steps"].items()} == {"a": "succeeded", "b": "cancelled", "c": "cancelled", "d": "cancelled"}

@@ -160,6 +160,9 @@ class RunLayout:
     def out_notebook(self, stem: str) -> str:
         return os.path.join(self.root, f"{stem}.out.ipynb")
 
+    def out_html(self, stem: str) -> str:
+        return os.path.join(self.root, f"{stem}.out.html")
+
     @property
     def steps_root(self) -> str:
         return os.path.join(self.root, "steps")
@@ -212,6 +215,11 @@ class BundleLayout:
         return os.path.join(self.root, "pipeline.json")
 
     @property
+    def source(self) -> str:
+        """The notebook's cells as they were when the bundle was written (what a run's merged notebook shows)."""
+        return os.path.join(self.root, "notebook.json")
+
+    @property
     def steps(self) -> str:
         return os.path.join(self.root, "steps")
 
@@ -245,6 +253,47 @@ def step_command(python: str, bundle: str, run_dir: str, task: str, *, params_fi
     if attempt != 1:
         cmd += ["--attempt", str(attempt)]
     return cmd
+
+
+FINALIZE = "--finalize"
+
+
+def finalize_command(python: str, bundle: str, run_dir: str, *, workflow: dict, failures: str, created: str,
+                     params: dict | None = None, cwd: str | None = None, ui_link: str | None = None,
+                     notify_on: str = "failure", join=os.path.join) -> list:
+    """The command of an Argo run's final task (exit handler): the record, the merged notebook, the HTML.
+
+    ``workflow``: name, namespace, uid and phase (Argo placeholders); ``failures``: Argo's JSON list of
+    failed nodes; ``created``: the workflow's creation time (RFC 3339)."""
+    cmd = [python, join(bundle, RUNNER_FILE), FINALIZE, "--bundle", bundle, "--run-dir", run_dir,
+           "--workflow", workflow["name"], "--namespace", workflow["namespace"], "--uid", workflow["uid"],
+           "--phase", workflow["phase"], "--failures", failures, "--created", created, "--notify-on", notify_on]
+    for name, text in (params or {}).items():
+        cmd += ["--param", f"{name}={text}"]
+    if cwd:
+        cmd += ["--cwd", cwd]
+    if ui_link:
+        cmd += ["--ui-link", ui_link]
+    return cmd
+
+
+def finalize_arg_parser() -> argparse.ArgumentParser:
+    """The parser of :func:`finalize_command`'s arguments (after ``--finalize``)."""
+    parser = argparse.ArgumentParser(prog=f"{RUNNER_FILE} {FINALIZE}", description="Write an Argo run's record and merged notebook.")
+    parser.add_argument("--bundle", required=True)
+    parser.add_argument("--run-dir", required=True)
+    parser.add_argument("--workflow", required=True)
+    parser.add_argument("--namespace", default="")
+    parser.add_argument("--uid", default="")
+    parser.add_argument("--phase", default="")
+    parser.add_argument("--failures", default="[]", help="Argo's {{workflow.failures}}")
+    parser.add_argument("--created", default="", help="Argo's {{workflow.creationTimestamp}}")
+    parser.add_argument("--param", action="append", help="NAME=JSON, repeatable")
+    parser.add_argument("--cwd", help="the notebook's folder")
+    parser.add_argument("--ui-link", help="the run in the Argo UI")
+    parser.add_argument("--notify-on", choices=("failure", "always"), default="failure")
+    parser.add_argument("--no-html", dest="html", action="store_false", help="skip the HTML rendering")
+    return parser
 
 
 def step_arg_parser() -> argparse.ArgumentParser:

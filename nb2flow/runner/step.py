@@ -10,7 +10,7 @@ import time
 
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
-from .protocol import BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
+from .protocol import FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
 from .status import Status
 
 MISSING_MODULE_HINT = (
@@ -109,12 +109,18 @@ class StepRun:
 
 
 def main(argv=None) -> int:
-    """``nb2flow_step.py ARGS`` (see :func:`protocol.step_command`), or ``--serve`` (the fork server)."""
-    if argv is None and sys.argv[1:] == ["--serve"]:
+    """``nb2flow_step.py ARGS`` (see :func:`protocol.step_command`), ``--finalize ARGS`` (an Argo run's final
+    task, :func:`protocol.finalize_command`), or ``--serve`` (the fork server)."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args == ["--serve"]:
         from .forkserver import serve
 
         return serve()
-    args = step_arg_parser().parse_args(argv)
+    if args[:1] == [FINALIZE]:
+        from .finalize import finalize
+
+        return finalize(args[1:])
+    args = step_arg_parser().parse_args(args)
 
     def on_term(signum, frame):
         raise KeyboardInterrupt

@@ -1,0 +1,119 @@
+"""One notebook to read after a run: the original cells in order, each with its step's outputs.
+
+It reads the bundle's ``notebook.json`` (the notebook's cells when the bundle was written, each
+with the step it belongs to) and the run folder's executed step notebooks, so a local run and an
+Argo run's final task build it the same way, the latter with no nb2flow installed.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+
+from .files import write_atomic, write_new
+from .protocol import Role, RunLayout, VISIBLE_DIR
+
+
+def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -> dict:
+    """The original notebook's cells (``source``: the bundle's ``notebook.json``), with the outputs each
+    cell got in its step (``steps``: task names in notebook order).
+
+    The run's ``injected-parameters`` cell is the one the steps executed (papermill's place:
+    right after the parameters cell, replacing an injected cell the notebook already had).
+    """
+    layout = RunLayout(run_dir)
+    outputs: dict[int, dict] = {}  # original cell number -> executed cell
+    injected = None
+    for task in steps:  # notebook order: setup outputs come from the first step
+        try:
+            with open(layout.executed(task), encoding="utf-8") as fh:
+                executed = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        for cell in executed.get("cells", []):
+            meta = cell.get("metadata", {}).get("nb2flow", {})
+            role, number = meta.get("role"), meta.get("cell")
+            if role == Role.INJECTED and injected is None:
+                injected = cell
+            if number is None or role not in (Role.SETUP, Role.PARAMETERS, Role.CODE):
+                continue
+            if role == Role.CODE or number not in outputs:
+                if cell.get("execution_count") is not None or cell.get("outputs"):
+                    outputs[number] = cell
+    if not parameters:
+        injected = None  # nothing was injected: an injected cell of the notebook stays as it is
+    cells = []
+    for c in source["cells"]:
+        tags = c["metadata"].get("tags") or []
+        if "injected-parameters" in tags and injected is not None:
+            continue  # replaced by the run's, below
+        cell = {"cell_type": c["cell_type"], "metadata": copy.deepcopy(c["metadata"]), "source": c["source"]}
+        cell["metadata"].pop("id", None)
+        if c["cell_type"] == "code":
+            done = outputs.get(c["number"])
+            cell["execution_count"] = done.get("execution_count") if done else None
+            cell["outputs"] = done.get("outputs", []) if done else []
+            if done and "nb2flow" in done.get("metadata", {}):
+                cell["metadata"]["nb2flow"] = {"step": c.get("step") or "setup"}
+        cells.append(cell)
+        if c["index"] == source.get("parameter_cell") and injected is not None:
+            cells.append({
+                "cell_type": "code", "execution_count": injected.get("execution_count"),
+                "metadata": {"tags": ["injected-parameters"]}, "outputs": injected.get("outputs", []),
+                "source": "".join(injected.get("source", "")),  # nbformat may store it as lines
+            })
+    count = 0
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:04d}"
+        if cell["cell_type"] == "code" and (cell["execution_count"] is not None or "injected-parameters" in cell["metadata"].get("tags", [])):
+            count += 1  # one sequence, as if run top to bottom
+            cell["execution_count"] = count
+    meta = copy.deepcopy(source.get("metadata") or {})
+    meta["nb2flow"] = {"parameters": parameters, "run_dir": os.path.basename(run_dir)}
+    return {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5}
+
+
+def write_merged(source: dict, steps: list, run_dir: str, parameters: dict, *, notebook_folder: str, run_id: str) -> dict:
+    """Write the merged notebook into the run folder and, never overwriting, into ``nb2flow-runs/`` beside
+    the notebook, where JupyterLab's file browser shows it. Returns the paths written (and what failed)."""
+    layout = RunLayout(run_dir)
+    stem = source["stem"]
+    out: dict = {"output_notebook": None, "visible_notebook": None}
+    try:
+        text = json.dumps(merged_notebook(source, steps, run_dir, parameters), indent=1, ensure_ascii=False)
+        write_atomic(layout.out_notebook(stem), text)
+        out["output_notebook"] = layout.out_notebook(stem)
+    except OSError as exc:
+        out["problem"] = f"cannot write {layout.out_notebook(stem)}: {exc}"
+        return out
+    try:
+        out["visible_notebook"] = write_new(os.path.join(notebook_folder, VISIBLE_DIR, f"{run_id}.ipynb"), text)
+    except OSError as exc:
+        out["problem"] = f"cannot write the run's notebook beside yours: {exc}"
+    return out
+
+
+def write_html(output_notebook: str, visible_notebook: str | None) -> dict:
+    """An HTML rendering of the merged notebook beside it (and beside its visible copy), read without a
+    kernel. nbconvert is optional in an image: without it, the record says so."""
+    try:
+        import nbconvert
+        import nbformat
+    except ImportError:
+        return {"html": None, "html_skipped": "nbconvert is not installed where the run ended"}
+    try:
+        with open(output_notebook, encoding="utf-8") as fh:
+            nb = nbformat.read(fh, as_version=4)
+        body, _ = nbconvert.HTMLExporter().from_notebook_node(nb)
+    except Exception as exc:  # a template or a renderer missing in the image: the notebook is still there
+        return {"html": None, "html_skipped": f"nbconvert could not render it: {type(exc).__name__}: {exc}"}
+    path = os.path.splitext(output_notebook)[0] + ".html"
+    write_atomic(path, body)
+    out = {"html": path}
+    if visible_notebook:
+        try:
+            out["visible_html"] = write_new(os.path.splitext(visible_notebook)[0] + ".html", body)
+        except OSError:
+            pass
+    return out

@@ -63,6 +63,12 @@ def argo_json(value) -> str:
     raise TypeError(type(value).__name__)
 
 
+def run_parameters(pipeline: Pipeline, overrides: dict) -> dict:
+    """The parameter values an Argo run passes to its steps (as the steps decode them): the overrides and every
+    literal default; what the run's record, and so a resume's fingerprints, hold."""
+    return {name: json.loads(entry["value"]) for name, entry in workflow_parameters(pipeline, overrides)}
+
+
 def workflow_parameters(pipeline: Pipeline, overrides: dict) -> list[tuple[str, dict]]:
     """(Python name, ``spec.arguments.parameters`` entry) for every parameter whose value can travel as JSON."""
     out = []
@@ -255,6 +261,31 @@ def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfi
         "spec": workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
                               parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism),
     }
+
+
+RESUMED_FROM = "nb2flow.io/resumed-from"
+
+
+def resumed_manifest(manifest: dict, *, name: str, kept: list, earlier: str) -> dict:
+    """The Workflow of a resume: named ``name`` (its run folder is prepared before it exists), without the
+    tasks of ``kept`` steps (their values are in that folder already) and without dependencies on them."""
+    out = copy.deepcopy(manifest)
+    meta = out["metadata"]
+    meta.pop("generateName", None)
+    meta["name"] = name
+    meta.setdefault("annotations", {})[RESUMED_FROM] = earlier
+    spec = out["spec"]
+    for template in spec["templates"]:
+        if template["name"] == spec["entrypoint"]:
+            tasks = [t for t in template["dag"]["tasks"] if t["name"] not in kept]
+            for t in tasks:
+                deps = [d for d in t.get("dependencies", []) if d not in kept]
+                if deps:
+                    t["dependencies"] = deps
+                else:
+                    t.pop("dependencies", None)
+            template["dag"]["tasks"] = tasks
+    return out
 
 
 # Argo validates a CronWorkflow's schedules with robfig/cron v3's ParseStandard

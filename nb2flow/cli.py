@@ -115,22 +115,25 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     """
     from .backend import choose_backend
     from .local import RunOptions, raise_for_failures, run_local
-    from .runs import find_run, read_record
+    from .runs import find_run, notebook_of, read_record
 
     earlier = None
     if resume:
         search = [os.getcwd()] + ([os.path.dirname(os.path.abspath(notebook))] if notebook else [])
         run_dir = find_run(resume, search)
         earlier = read_record(run_dir)
-        notebook = notebook or earlier["notebook"]
+        notebook = notebook or notebook_of(earlier, run_dir)
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
     from .config import load_config
 
     settings = load_config(notebook)
     origin = settings.origins.get("backend")
-    backend, reason = choose_backend(local=local or bool(resume), argo=argo, setting=settings.backend,
-                                     source=os.path.basename(origin) if origin else None)
+    argo_resume = bool(earlier) and earlier.get("backend") == "argo"
+    backend, reason = choose_backend(local=local or (bool(resume) and not argo_resume), argo=argo or argo_resume,
+                                     setting=settings.backend, source=os.path.basename(origin) if origin else None)
+    if argo_resume:
+        reason = f"resuming Argo run {earlier['run_id']} on Argo"
     if watch and backend == "local" and not local:
         backend, reason = choose_backend(argo=True)
         reason = reason.replace("(--argo)", "(--watch)")
@@ -142,9 +145,9 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if backend == "argo":
         if python:
             raise UsageError("--python names an interpreter on this machine; step pods run `python:` from nb2flow.yaml (default python3)")
-        return _run_argo(pipeline, params, watch=watch, progress=progress, mode=mode or "notebook", fail_fast=fail_fast,
-                         parallelism=jobs, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context,
-                         workdir=workdir)
+        return _run_argo(pipeline, params, watch=watch, progress=progress, mode=mode or (earlier or {}).get("mode") or "notebook",
+                         fail_fast=fail_fast, parallelism=jobs, resume=(run_dir, earlier) if argo_resume else None,
+                         pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
     options = RunOptions(
         mode=mode or (earlier or {}).get("mode", "notebook"), jobs=jobs, fail_fast=fail_fast, parameters=params,
         progress=progress, python=python or sys.executable, resume=run_dir if resume else None,
@@ -165,7 +168,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
 @_kube_options
 def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     """Recent runs of notebooks in FOLDERS (default: the current folder)."""
-    from .runs import format_duration, format_time, list_runs
+    from .runs import format_duration, format_time, list_runs, notebook_of
 
     records = list_runs(list(folders) or [os.getcwd()], limit)
     for r in records:
@@ -187,9 +190,7 @@ def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     rows = [("RUN", "NOTEBOOK", "STATE", "STARTED", "DURATION")]
     for r in records:
         duration = (r["ended"] - r["started"]) if r.get("ended") and r.get("started") else None
-        notebook = r.get("notebook", "?")
-        if r.get("run_dir"):  # the notebook beside the run's folder (a pod's path may differ from this machine's)
-            notebook = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(r["run_dir"]))), os.path.basename(notebook))
+        notebook = notebook_of(r, r["run_dir"]) if r.get("run_dir") else r.get("notebook", "?")
         rows.append((r["run_id"], os.path.relpath(notebook), r.get("state", "?"), format_time(r.get("started")), format_duration(duration)))
     click.echo(_table(rows))
     return ExitStatus.OK
@@ -346,19 +347,26 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
     return target
 
 
-def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, **where) -> int:
-    from .cluster import prepare, submit, ui_link, watch as watch_workflow
-
-    from .cluster import check_step_files_reach_pods
+def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, resume=None, **where) -> int:
+    from .cluster import check_step_files_reach_pods, prepare, prepare_resume, submit, ui_link, watch as watch_workflow
 
     target = _target(pipeline.path, need_kube=True, **where)
     check_step_files_reach_pods(target, submitting=True)
     manifest, _ = prepare(pipeline, target, params, mode=mode, fail_fast=fail_fast, parallelism=parallelism)
+    if resume:
+        earlier_dir, earlier = resume
+        manifest, kept = prepare_resume(pipeline, target, manifest, earlier_dir, earlier, params, mode)
+        if manifest is None:
+            click.echo(f"nb2flow: nothing to re-run: every step of {earlier['run_id']} succeeded and is unchanged", err=True)
+            return ExitStatus.OK
+        others = [s.name for s in pipeline.steps if s.name not in kept]
+        click.echo(f"nb2flow: resuming {earlier['run_id']}: reusing {', '.join(kept) or 'no step'} (saved values); "
+                   f"running {', '.join(others)}", err=True)
     created = submit(target.kube, manifest)
     name = created["metadata"]["name"]
     click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
     link = ui_link(target.config, target.namespace, name)
-    run_dir = _record_submission(pipeline, created, manifest, mode, link, target.local_dir)
+    run_dir = _record_submission(pipeline, created, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
     if link:
         click.echo(f"  {link}", err=True)
     click.echo(name)
@@ -373,7 +381,7 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
     return ExitStatus.OK
 
 
-def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link, folder: str) -> None:
+def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link, folder: str, resumed=None) -> str:
     """The run's record as soon as it is submitted (``running``), so ``list`` and ``status`` find it in the run
     folder at once; the workflow's final task replaces it with the outcome."""
     import time
@@ -386,7 +394,7 @@ def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link,
     params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
     record = new_record(run_id=meta["name"], notebook=os.path.abspath(pipeline.path), sha256=pipeline.notebook.sha256,
                         version=__version__, python=None, mode=mode, jobs=manifest["spec"].get("parallelism"), parameters=params,
-                        started=time.time(), resumed=False, backend="argo")
+                        started=time.time(), resumed=resumed or False, backend="argo")
     record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"), "phase": "Pending",
                           **({"ui": link} if link else {})}
     run_dir = os.path.join(folder, RUNS_SUBDIR, meta["name"])

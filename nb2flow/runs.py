@@ -72,6 +72,16 @@ def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:
     return kept
 
 
+def notebook_of(record: dict, run_dir: str) -> str:
+    """The run's notebook: as recorded, or beside the run's folder when the record names it by another path
+    (an Argo run records the notebook pod's path; this machine may mount that volume elsewhere)."""
+    recorded = record.get("notebook") or ""
+    if os.path.isfile(recorded):
+        return recorded
+    folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
+    return os.path.join(folder, os.path.basename(recorded))
+
+
 def find_run(run_id: str, search: list[str]) -> str:
     """The folder of run ``run_id`` (an id under any of ``search``'s run roots, or a path)."""
     if os.path.isfile(RunLayout(run_id).record):

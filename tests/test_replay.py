@@ -288,3 +288,90 @@ def test_a_stopped_run_is_recorded_as_interrupted(tmp_path):
     record = json.loads((work / ".nb2flow" / "runs" / "wf-stop" / "run.json").read_text())
     assert results["b"].exit_code is None and record["state"] == "interrupted"
     assert {n: s["state"] for n, s in record["steps"].items()} == {"a": "succeeded", "b": "cancelled", "c": "cancelled", "d": "cancelled"}
+
+
+def test_the_end_of_a_failed_run_is_posted_to_the_notify_webhook_from_a_secret(tmp_path):
+    """notify: SECRET/KEY puts the webhook's URL in the final pod's env from the Secret (never in the manifest);
+    the final task posts the outcome, the failing step and cell, and the links."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, HTTPServer
+
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    posts = []
+
+    class Hook(BaseHTTPRequestHandler):
+        def do_POST(self):
+            posts.append((self.path, json.loads(self.rfile.read(int(self.headers["Content-Length"])))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Hook)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_port}/hooks/T000/secret-part"
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    nb = write(claim / "work" / "n.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))
+    config = ClusterConfig(workdir="/home/jovyan/work", notify="team-hooks/slack", argo_ui="https://argo.example.org")
+    target = resolve_target(str(nb), config, pod_spec=str(FIXTURE))
+    manifest = manifest_from_yaml(dump(prepare(nb2flow.load(nb), target, {})[0]))
+    assert "secret-part" not in json.dumps(manifest)
+    kubelet_fs_group(claim, 100)
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-notify", secrets={("team-hooks", "slack"): url})
+    server.shutdown()
+    assert results["onExit"].exit_code == 0 and url not in results["onExit"].log
+    assert len(posts) == 1 and posts[0][0] == "/hooks/T000/secret-part"
+    body = posts[0][1]
+    assert body["text"] == ("nb2flow run wf-notify of n.ipynb: failed; cell 2 (step:b): ZeroDivisionError: division by zero "
+                            "(https://argo.example.org/workflows/jhub/wf-notify)")
+    assert (body["state"], body["failed_step"], body["cell"]) == ("failed", "b", 2)
+    assert body["merged_notebook"] == "/home/jovyan/work/nb2flow-runs/wf-notify.ipynb"
+    assert body["argo_ui"] == "https://argo.example.org/workflows/jhub/wf-notify"
+    record = json.loads((claim / "work" / ".nb2flow" / "runs" / "wf-notify" / "run.json").read_text())
+    assert record["notified"] == "sent" and url not in json.dumps(record)
+
+
+def test_resume_of_an_argo_run_reruns_only_failed_and_never_run_steps_reading_the_saved_values(tmp_path):
+    """`nb2flow run --resume RUN` of a failed Argo run: a new workflow of the failed and never-run steps only; the
+    others' values come from the earlier run's folder on the volume; the record says which were reused."""
+    from kubeserver import FakeKube
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM, run_in_process
+
+    work, first = _failing_run(tmp_path, name="wf-first")
+    assert first["b"].exit_code == 1
+    nb = work / "f.ipynb"
+    doc = json.loads(nb.read_text())
+    doc["cells"][2]["source"] = "print('dividing by two')\ny = x / 2"  # the fix, in step b's cell
+    nb.write_text(json.dumps(doc))
+    (work / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\n")
+    with FakeKube() as kube:
+        config = kube.kubeconfig(tmp_path / "kubeconfig")
+        env = {"NO_COLOR": "1", "KUBECONFIG": config, "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": None}
+        r = run_in_process(["run", "--resume", "wf-first", "--pod-spec", str(FIXTURE)], cwd=work, env=env)
+        assert r.returncode == 0, r.stderr
+        assert "resuming wf-first: reusing a, c (saved values); running b, d" in r.stderr
+        name = r.stdout.strip()
+        manifest = kube.objects[("workflows", "jhub", name)]
+    assert [t["name"] for t in manifest["spec"]["templates"][0]["dag"]["tasks"]] == ["b", "d"]
+    assert manifest["metadata"]["annotations"]["nb2flow.io/resumed-from"] == "wf-first"
+    kubelet_fs_group(tmp_path / "claim", 100)  # nb2flow ran as root here; in the notebook pod it is the notebook's user
+    results = run_pods(manifest_from_yaml(dump(manifest)), {JH_CLAIM: tmp_path / "claim"}, name=name)
+    assert {t: r.exit_code for t, r in results.items()} == {"b": 0, "d": 0, "onExit": 0}, results["b"].log
+    assert "1.0" in results["d"].log  # d printed y = x / 2 with x = 2 from the reused step a
+    record = json.loads((work / ".nb2flow" / "runs" / name / "run.json").read_text())
+    assert record["state"] == "succeeded" and record["resumed"] == "wf-first"
+    assert {n: (s["state"], s["reused"]) for n, s in record["steps"].items()} == {
+        "a": ("reused", True), "b": ("succeeded", False), "c": ("reused", True), "d": ("succeeded", False)}
+    merged = json.loads((work / "nb2flow-runs" / f"{name}.ipynb").read_text())
+    texts = ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
+    assert "x is 2\n" in texts and "dividing by two\n" in texts  # a's outputs kept from the earlier run

@@ -109,7 +109,8 @@ def build_record(bundle: BundleLayout, run: RunLayout, *, run_id: str, notebook:
         outcome = RunState.INTERRUPTED
     else:
         outcome = RunState.FAILED
-    record.update(steps=steps, state=outcome.value, ended=time.time(), workflow=workflow)
+    submitted = _read_json(run.record) or {}  # the record written at submission (a resume says which run it completes)
+    record.update(steps=steps, state=outcome.value, ended=time.time(), workflow=workflow, resumed=submitted.get("resumed", False))
     if not record["started"]:
         record["started"] = min((e["started"] for e in steps.values() if e["started"]), default=None)
     return record

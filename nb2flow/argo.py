@@ -22,6 +22,7 @@ import re
 
 from . import __version__
 from .config import ClusterConfig
+from .cron import cron_problem
 from .errors import UsageError
 from .pipeline import Pipeline, Step
 from .names import GENERATE_NAME_MAX, k8s_name, label_value
@@ -105,14 +106,26 @@ def _variant_key(step: Step) -> tuple:
     return (o.cpu, o.memory, o.gpu, o.gpu_resource, o.retry, o.timeout, o.image)
 
 
-def step_command(python: str, bundle: str, run_root: str, workdir: str, param_names: dict) -> list[str]:
+def step_command(python: str, bundle: str, run_root: str, workdir: str, param_texts: dict) -> list[str]:
     """The step command with Argo's placeholders: the run folder per workflow, the step, the parameters
-    (``param_names``: Python name -> Argo name)."""
+    (``param_texts``: Python name -> the JSON text Argo substitutes, see :func:`parameter_texts`)."""
     return protocol.step_command(
         python, bundle, posixpath.join(run_root, "{{workflow.name}}"), "{{inputs.parameters.step}}",
-        params={name: f"{{{{workflow.parameters.{argo}}}}}" for name, argo in param_names.items()}, cwd=workdir,
-        join=posixpath.join,
+        params=param_texts, cwd=workdir, join=posixpath.join,
     )
+
+
+SCHEDULED_TIME = "scheduled_time"  # a parameter of this name gets the time a scheduled run was due
+
+
+def parameter_texts(pipeline: Pipeline, named: list, overrides: dict, scheduled: bool) -> dict:
+    """Python name -> what follows ``--param NAME=`` in a pod: the workflow parameter's placeholder; in a schedule,
+    a ``scheduled_time`` parameter the user did not fix takes Argo's ``{{workflow.scheduledTime}}`` (RFC 3339,
+    as a JSON string), so "process yesterday's data" works."""
+    texts = {name: f"{{{{workflow.parameters.{entry['name']}}}}}" for name, entry in named}
+    if scheduled and SCHEDULED_TIME in {p.name for p in pipeline.parameters} and SCHEDULED_TIME not in overrides:
+        texts[SCHEDULED_TIME] = '"{{workflow.scheduledTime}}"'
+    return texts
 
 
 FINAL_TEMPLATE = "finalize"
@@ -120,7 +133,7 @@ FINAL_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # reading statuses and merg
 
 
 def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str, workdir: str,
-                   param_names: dict, affinity: dict | None) -> dict:
+                   param_texts: dict, affinity: dict | None) -> dict:
     """The exit handler: writes the run's record, merged notebook and HTML whatever the outcome, with the step
     runner (no nb2flow in the image), and posts the outcome to the ``notify`` webhook."""
     link = (f"{config.argo_ui.rstrip('/')}/workflows/{{{{workflow.namespace}}}}/{{{{workflow.name}}}}"
@@ -130,8 +143,7 @@ def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_
         workflow={"name": "{{workflow.name}}", "namespace": "{{workflow.namespace}}", "uid": "{{workflow.uid}}",
                   "phase": "{{workflow.status}}"},
         failures="{{workflow.failures}}", created="{{workflow.creationTimestamp}}",
-        params={name: f"{{{{workflow.parameters.{argo}}}}}" for name, argo in param_names.items()},
-        cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join)
+        params=param_texts, cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join)
     env = [e for e in pod.env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"] + [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
     if config.notify:
         secret, _, key = config.notify.partition("/")
@@ -164,8 +176,10 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
     the node the notebook runs on now)."""
     run_affinity = schedule_affinity(pod) if scheduled else None
     named = workflow_parameters(pipeline, parameters)
+    texts = parameter_texts(pipeline, named, parameters, scheduled)
+    named = [(name, entry) for name, entry in named if texts[name].startswith("{{workflow.parameters.")]
     params = [entry for _, entry in named]
-    command = step_command(config.python, bundle, run_root, workdir, {name: entry["name"] for name, entry in named})
+    command = step_command(config.python, bundle, run_root, workdir, texts)
     variants: dict[tuple, str] = {}
     templates = []
     for step in pipeline.steps:
@@ -194,7 +208,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
             task["dependencies"] = [task_name(p) for p in step.parents]
         tasks.append(task)
     templates.append(final_template(pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                                    param_names={name: entry["name"] for name, entry in named}, affinity=run_affinity))
+                                    param_texts=texts, affinity=run_affinity))
     annotations = dict(config.pod_annotations)
     if pod.istio_sidecar:  # Istio's sidecar never exits, so a step pod with one would never complete
         annotations.setdefault("sidecar.istio.io/inject", "false")
@@ -288,61 +302,8 @@ def resumed_manifest(manifest: dict, *, name: str, kept: list, earlier: str) -> 
     return out
 
 
-# Argo validates a CronWorkflow's schedules with robfig/cron v3's ParseStandard
-# (argoproj/argo-workflows workflow/validate/validate.go, ValidateCronWorkflow): five fields,
-# `*`/`?`, ranges, lists, steps, month and weekday names, the @descriptors and CRON_TZ=/TZ=;
-# no seconds field, no L, W or #. And the v4 CRD's pattern for spec.schedules admits no
-# CRON_TZ= prefix and @every with Go units only (manifests/base/crds/full/argoproj.io_cronworkflows.yaml).
-CRON_FIELDS = (("minute", 0, 59, None), ("hour", 0, 23, None), ("day of month", 1, 31, None),
-               ("month", 1, 12, ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")),
-               ("day of week", 0, 6, ("sun", "mon", "tue", "wed", "thu", "fri", "sat")))
-CRON_DESCRIPTORS = ("@yearly", "@annually", "@monthly", "@weekly", "@daily", "@midnight", "@hourly")
-
-
-def cron_problem(spec: str) -> str | None:
-    """Why Argo's cron parser refuses ``spec`` (None when it accepts it)."""
-    text = spec.strip()
-    if text.startswith(("CRON_TZ=", "TZ=")):  # robfig reads it; the v4 CRD's pattern for schedules does not
-        return "a time zone prefix is not accepted in schedules; use --timezone"
-    if text.startswith("@"):
-        if text in CRON_DESCRIPTORS:
-            return None
-        if text.startswith("@every ") and re.fullmatch(r"([0-9]+(ns|us|µs|ms|s|m|h))+", text[7:].strip()):
-            return None  # the CRD's pattern: Go duration units, no days
-        return f"{text.split()[0] if text.startswith('@every') is False else text!r} is not @yearly, @monthly, @weekly, @daily, @hourly or @every DURATION (e.g. @every 6h)"
-    fields = text.split()
-    if len(fields) != 5:
-        return f"expected exactly 5 fields (minute hour day-of-month month day-of-week), found {len(fields)}"
-    for value, (what, low, high, names) in zip(fields, CRON_FIELDS):
-        for part in value.lower().split(","):
-            problem = _cron_part_problem(part, low, high, names)
-            if problem:
-                return f"{what} {value!r}: {problem}"
-    return None
-
-
-def _cron_part_problem(part: str, low: int, high: int, names) -> str | None:
-    span, _, step = part.partition("/")
-    if step and not (step.isdigit() and int(step) > 0):
-        return f"step {step!r} must be a positive number"
-    if span in ("*", "?"):
-        return None
-    bounds = span.split("-")
-    if len(bounds) > 2 or not all(bounds):
-        return f"{span!r} is not a number, a name or a range"
-    values = []
-    for b in bounds:
-        if b.isdigit():
-            values.append(int(b))
-        elif names and b in names:
-            values.append(names.index(b) + (low if low else 0))
-        else:
-            return f"{b!r} is not a number{' or a name' if names else ''} (L, W and # are not supported)"
-    if any(v < low or v > high for v in values):
-        return f"{span!r} is outside {low}-{high}"
-    if len(values) == 2 and values[0] > values[1]:
-        return f"range {span!r} runs backwards"
-    return None
+SUCCESSFUL_HISTORY = 3
+FAILED_HISTORY = 5
 
 
 def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, name: str, schedule: str,
@@ -359,7 +320,10 @@ def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
     spec = workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
                          parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism, scheduled=True)
     cron = {"schedules": [schedule.strip()], "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 300,
-            "workflowMetadata": {"labels": dict(labels)}, "workflowSpec": spec}
+            # the workflows Argo keeps (run folders keep every run's record and notebook): failures longer, to read them
+            "successfulJobsHistoryLimit": SUCCESSFUL_HISTORY, "failedJobsHistoryLimit": FAILED_HISTORY,
+            "workflowMetadata": {"labels": dict(labels), "annotations": annotations(pipeline, notebook_in_pod, bundle)},
+            "workflowSpec": spec}
     if timezone:
         cron["timezone"] = timezone
     return {

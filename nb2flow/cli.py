@@ -267,7 +267,7 @@ def status(run_id, as_json, namespace, context) -> int:
 
 def _print_record(record: dict, run_dir: str) -> None:
     from .runner.protocol import StepState
-    from .runs import format_duration
+    from .runs import format_duration, path_here
 
     workflow = record.get("workflow") or {}
     if record.get("backend") == "argo":
@@ -285,11 +285,13 @@ def _print_record(record: dict, run_dir: str) -> None:
             detail = "reused"
         rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
     click.echo(_table(rows))
-    shown = record.get("visible_notebook") or record.get("output_notebook")
+    shown = path_here(record.get("visible_notebook") or record.get("output_notebook"), record, run_dir)
     if shown:
         click.echo(f"notebook: {os.path.relpath(shown)}")
-    if record.get("html") or record.get("html_skipped"):
-        click.echo(f"html: {os.path.relpath(record.get('visible_html') or record['html']) if record.get('html') else '- (' + record['html_skipped'] + ')'}")
+    if record.get("html"):
+        click.echo(f"html: {os.path.relpath(path_here(record.get('visible_html') or record['html'], record, run_dir))}")
+    elif record.get("html_skipped"):
+        click.echo(f"html: - ({record['html_skipped']})")
     if workflow.get("ui"):
         click.echo(f"argo: {workflow['ui']}")
     click.echo(f"folder: {os.path.relpath(run_dir)}")
@@ -436,15 +438,17 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
 @click.argument("notebook", type=NOTEBOOK)
 @click.option("--cron", required=True, help='Cron schedule, e.g. "0 3 * * *".')
 @click.option("--timezone", default=None, help="IANA time zone of the schedule, e.g. Asia/Seoul [default: the controller's].")
-@click.option("--name", default=None, help="CronWorkflow name [default: from the notebook's name].")
+@click.option("--name", default=None, help="CronWorkflow name [default: the notebook's name and its owner's].")
+@click.option("--replace", is_flag=True, help="Overwrite a schedule of that name that someone else made.")
 @click.option("--dry-run", is_flag=True, help="Print the CronWorkflow instead of creating it.")
 @_parameter_options
 @_cluster_options
-def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod,
+def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod,
              namespace, context, workdir) -> int:
-    """Run NOTEBOOK on a schedule (an Argo CronWorkflow); creates or updates it.
+    """Run NOTEBOOK on a schedule (an Argo CronWorkflow); creates it, or updates your own.
 
     The step files are a snapshot taken now: editing the notebook changes nothing until you schedule again.
+    A parameter named scheduled_time gets the time each run was due (RFC 3339), unless you set it with -p.
     """
     from .argo import dump
     from .cluster import prepare, schedule as create_schedule
@@ -453,15 +457,16 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
-    name = k8s_name(name or pipeline.notebook.stem, max_len=CRON_NAME_MAX, unique=True)
-    from .cluster import check_step_files_reach_pods
+    from .cluster import check_step_files_reach_pods, default_schedule_name
+
+    name = k8s_name(name, max_len=CRON_NAME_MAX, unique=True) if name else default_schedule_name(pipeline.notebook.stem, target.pod.owner)
 
     check_step_files_reach_pods(target, submitting=not dry_run)
     manifest, bundle = prepare(pipeline, target, params, schedule={"name": name, "cron": cron, "timezone": timezone})
     if dry_run:
         click.echo(dump(manifest), nl=False)
         return ExitStatus.OK
-    made, created = create_schedule(target.kube, manifest)
+    made, created = create_schedule(target.kube, manifest, replace_others=replace)
     from .cluster import schedule_spec_error
 
     problem = schedule_spec_error(target.kube, target.namespace, name)
@@ -471,6 +476,83 @@ def schedule(notebook, cron, timezone, name, dry_run, param_files, param_yamls, 
     tz = f" ({timezone})" if timezone else ""
     older = " (Argo before v3.6: spec.schedule)" if "schedule" in (made.get("spec") or {}) else ""
     click.echo(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}{older}; step files {os.path.relpath(bundle)}", err=True)
+    return ExitStatus.OK
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@_kube_options
+@click.pass_context
+def schedules(ctx, as_json, namespace, context) -> int:
+    """Your schedules: cron, time zone, paused or not, the last run and its result, the next run.
+
+    \b
+    nb2flow schedules pause NAME     stop starting runs (CronWorkflow suspend)
+    nb2flow schedules resume NAME    start them again
+    nb2flow schedules trigger NAME   run it now, from the schedule's own spec
+    """
+    if ctx.invoked_subcommand:
+        return ExitStatus.OK
+    from .cluster import schedule_rows
+
+    kube, ns = _kube(namespace, context)
+    rows = schedule_rows(kube, ns)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return ExitStatus.OK
+    if not rows:
+        click.echo(f"no schedules in namespace {ns}", err=True)
+        return ExitStatus.OK
+    table = [("SCHEDULE", "CRON", "STATE", "LAST RUN", "RESULT", "NEXT RUN", "NOTEBOOK")]
+    for r in rows:
+        cron = ", ".join(r["schedules"]) + (f" ({r['timezone']})" if r["timezone"] else "")
+        table.append((r["name"], cron, "paused" if r["suspended"] else "active", r["last_run"] or "-",
+                      (r["last_result"] or "-").lower(), r["next_run"] or "-",
+                      os.path.relpath(r["notebook"]) if r["notebook"] and os.path.exists(r["notebook"]) else r["notebook"] or "?"))
+    click.echo(_table(table))
+    return ExitStatus.OK
+
+
+def _suspend(name, namespace, context, suspend: bool) -> None:
+    kube, ns = _kube(namespace, context)
+    kube.patch("cronworkflows", ns, name, {"spec": {"suspend": suspend}})
+    click.echo(f"schedule {name} {'paused: no new runs until `nb2flow schedules resume ' + name + '`' if suspend else 'resumed'}", err=True)
+
+
+@schedules.command("pause")
+@click.argument("name")
+@_kube_options
+def schedules_pause(name, namespace, context) -> int:
+    """Stop the schedule NAME from starting runs (runs already going go on)."""
+    _suspend(name, namespace, context, True)
+    return ExitStatus.OK
+
+
+@schedules.command("resume")
+@click.argument("name")
+@_kube_options
+def schedules_resume(name, namespace, context) -> int:
+    """Let the schedule NAME start runs again."""
+    _suspend(name, namespace, context, False)
+    return ExitStatus.OK
+
+
+@schedules.command("trigger")
+@click.argument("name")
+@_kube_options
+def schedules_trigger(name, namespace, context) -> int:
+    """Run the schedule NAME now, from its own spec (its step files snapshot and parameters), as
+    `argo submit --from cronwf/NAME` does; scheduled_time is now."""
+    import time
+
+    from .cluster import workflow_from_schedule
+
+    kube, ns = _kube(namespace, context)
+    cron = kube.get("cronworkflows", ns, name)
+    now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    created = kube.create("workflows", ns, workflow_from_schedule(cron, now))
+    click.echo(f"workflow {created['metadata']['name']} submitted from schedule {name}", err=True)
+    click.echo(created["metadata"]["name"])
     return ExitStatus.OK
 
 

@@ -216,8 +216,9 @@ def submit(kube: Kube, manifest: dict) -> dict:
     return kube.create("workflows", manifest["metadata"]["namespace"], manifest)
 
 
-def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
-    """Create the CronWorkflow, or update the one of that name. Returns (object, created)."""
+def schedule(kube: Kube, manifest: dict, *, replace_others: bool = False) -> tuple[dict, bool]:
+    """Create the CronWorkflow, or update the one of that name when it is this user's (``replace_others``: also
+    one someone else made). Returns (object, created)."""
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
         try:
@@ -225,6 +226,10 @@ def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
         except ClusterConflict:
             pass
         current = kube.get("cronworkflows", ns, name)
+        other = schedule_owner_conflict(current, manifest)
+        if other and not replace_others:
+            raise ClusterConflict(f"schedule {name} already exists in namespace {ns}, {other}; not replacing it",
+                                  hint="pass --replace to overwrite it, or --name to schedule under another name")
         body = dict(manifest)
         body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
         return kube.replace("cronworkflows", ns, name, body), False
@@ -233,6 +238,100 @@ def schedule(kube: Kube, manifest: dict) -> tuple[dict, bool]:
         if older is None or "schedules" not in exc.message:
             raise
         return schedule(kube, older)  # Argo before v3.6 (Kubeflow Pipelines ships such releases)
+
+
+def schedule_owner_conflict(current: dict, manifest: dict) -> str | None:
+    """Who else made the existing schedule ``current`` (None when it is this user's own nb2flow schedule)."""
+    from .argo import MANAGED_BY, NOTEBOOK_LABEL, OWNER_LABEL
+
+    labels = current.get("metadata", {}).get("labels") or {}
+    notebook = (current.get("metadata", {}).get("annotations") or {}).get("nb2flow.io/notebook-path")
+    if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+        return "not made by nb2flow"
+    mine = manifest["metadata"]["labels"].get(OWNER_LABEL)
+    theirs = labels.get(OWNER_LABEL)
+    if theirs != mine:
+        return f"made by {theirs or 'an unknown user'} for {notebook or labels.get(NOTEBOOK_LABEL, 'another notebook')}"
+    return None
+
+
+def default_schedule_name(stem: str, owner: str | None) -> str:
+    """A schedule's name: the notebook's, with its owner's (JupyterHub's username), so two users' notebooks
+    called ``analysis`` in one namespace get two schedules."""
+    import re
+
+    from .names import CRON_NAME_MAX, k8s_name
+
+    if not owner:
+        return k8s_name(stem, max_len=CRON_NAME_MAX, unique=True)
+    who = re.sub(r"-{3}[0-9a-f]{8}$", "", owner.split("@")[0])  # JupyterHub's escaped name ends in ---HASH
+    return k8s_name(f"{stem}-{who}", max_len=CRON_NAME_MAX, unique=True)
+
+
+def workflow_from_schedule(cron: dict, scheduled: str) -> dict:
+    """A Workflow that runs a schedule now, from the schedule's own spec, as `argo submit --from cronwf/NAME`
+    builds it (argo-workflows v4.1.2 workflow/common/convert.go, ConvertCronWorkflowToWorkflow): generateName
+    after the schedule, its workflowMetadata, the cron-workflow label, the scheduled-time annotation, and the
+    CronWorkflow as its controller owner."""
+    import copy
+
+    meta = cron["metadata"]
+    spec = cron["spec"]
+    wf_meta = spec.get("workflowMetadata") or {}
+    labels = dict(wf_meta.get("labels") or {})
+    labels["workflows.argoproj.io/cron-workflow"] = meta["name"]
+    annotations = {"workflows.argoproj.io/scheduled-time": scheduled, **(wf_meta.get("annotations") or {})}
+    return {
+        "apiVersion": cron.get("apiVersion", "argoproj.io/v1alpha1"), "kind": "Workflow",
+        "metadata": {"generateName": f"{meta['name']}-", "namespace": meta.get("namespace"), "labels": labels,
+                     "annotations": annotations,
+                     "ownerReferences": [{"apiVersion": cron.get("apiVersion", "argoproj.io/v1alpha1"), "kind": "CronWorkflow",
+                                          "name": meta["name"], "uid": meta.get("uid", ""), "controller": True,
+                                          "blockOwnerDeletion": True}]},
+        "spec": copy.deepcopy(spec["workflowSpec"]),
+    }
+
+
+def schedule_rows(kube: Kube, namespace: str, now: float | None = None) -> list[dict]:
+    """nb2flow's schedules in ``namespace``: cron, time zone, paused or not, the last run and its result, the next run."""
+    from datetime import datetime, timezone
+
+    from .cron import next_run
+
+    now = now or time.time()
+    rows = []
+    for cron in kube.list("cronworkflows", namespace, "app.kubernetes.io/managed-by=nb2flow"):
+        meta, spec, status = cron["metadata"], cron["spec"], cron.get("status") or {}
+        schedules = spec.get("schedules") or ([spec["schedule"]] if spec.get("schedule") else [])
+        runs = kube.list("workflows", namespace, f"workflows.argoproj.io/cron-workflow={meta['name']}")
+        runs.sort(key=lambda w: w["metadata"].get("creationTimestamp") or "")
+        last = runs[-1] if runs else None
+        suspended = bool(spec.get("suspend"))
+        upcoming = [next_run(s, datetime.fromtimestamp(now, timezone.utc), spec.get("timezone")) for s in schedules]
+        upcoming = [t for t in upcoming if t is not None]
+        notebook = (meta.get("annotations") or {}).get("nb2flow.io/notebook-path")
+        kept = None if last else last_recorded_run(notebook, meta["name"])
+        rows.append({
+            "name": meta["name"], "notebook": notebook,
+            "schedules": schedules, "timezone": spec.get("timezone"), "suspended": suspended,
+            "last_run": last["metadata"]["name"] if last else (kept or {}).get("run_id"),
+            "last_result": ((last.get("status") or {}).get("phase") or "Pending") if last else (kept or {}).get("state"),
+            "last_time": (last["metadata"].get("annotations") or {}).get("workflows.argoproj.io/scheduled-time") if last
+            else status.get("lastScheduledTime"),
+            "next_run": None if suspended or not upcoming else min(upcoming).isoformat(),
+        })
+    return rows
+
+
+def last_recorded_run(notebook: str | None, schedule_name: str) -> dict | None:
+    """The newest run record of a schedule in the notebook's run folders (when reachable here): Argo keeps only
+    the last few workflows, the run folders keep every run."""
+    from .runs import list_runs
+
+    if not notebook or not os.path.isdir(os.path.dirname(notebook)):
+        return None
+    runs = [r for r in list_runs([os.path.dirname(notebook)], limit=10_000) if r["run_id"].startswith(schedule_name + "-")]
+    return runs[0] if runs else None
 
 
 def schedule_spec_error(kube: Kube, namespace: str, name: str, wait: float = 1.0) -> str | None:

@@ -51,7 +51,7 @@ def read_record(run_dir: str) -> dict:
 def write_record(run_dir: str, record: dict) -> None:
     from .runner.files import write_json
 
-    write_json(RunLayout(run_dir).record, record)
+    write_json(RunLayout(run_dir).record, record, sort_keys=False)
 
 
 def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:
@@ -80,6 +80,17 @@ def notebook_of(record: dict, run_dir: str) -> str:
         return recorded
     folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
     return os.path.join(folder, os.path.basename(recorded))
+
+
+def path_here(path: str | None, record: dict, run_dir: str) -> str | None:
+    """A path the record names (a merged notebook), as this machine reaches it: an Argo run records the notebook
+    pod's paths, and this machine may mount that volume elsewhere."""
+    if not path or os.path.exists(path):
+        return path
+    pod_folder = os.path.dirname(record.get("notebook") or "")
+    folder = os.path.dirname(notebook_of(record, run_dir))
+    relative = os.path.relpath(path, pod_folder) if pod_folder else os.path.basename(path)
+    return os.path.join(folder, relative) if not relative.startswith("..") else path
 
 
 def find_run(run_id: str, search: list[str]) -> str:

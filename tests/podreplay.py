@@ -17,6 +17,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -106,7 +107,7 @@ def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: 
     templates = {t["name"]: t for t in spec["templates"]}
     dag = templates[spec["entrypoint"]]["dag"]
     tasks = {t["name"]: t for t in dag["tasks"]}
-    created = "2026-11-30T03:00:00Z"
+    created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     globals_ = {"workflow.name": name, "workflow.namespace": manifest["metadata"].get("namespace", "default"),
                 "workflow.uid": "00000000-0000-4000-8000-000000000000", "workflow.creationTimestamp": created}
     if scheduled_time:

@@ -13,6 +13,7 @@ from nbutil import cell, write
 from podsim import Pod, make_pki, service_account_token, unshare_problem
 
 NAMESPACE, ACCOUNT = "jhub", "notebook-workflows"
+OWNER = "ren-ito-example-org"  # JupyterHub's username label of the pod, without its ---HASH
 TOKEN = service_account_token(NAMESPACE, ACCOUNT)
 
 pytestmark = pytest.mark.skipif(bool(unshare_problem()), reason=f"cannot be the pod here: {unshare_problem()}")
@@ -121,7 +122,7 @@ def test_list_status_logs_schedule_and_rbac_need_no_flags_either(tmp_path, pki, 
     assert r.returncode == 0 and r.stdout == "loaded 150 rows\n", r.stderr
     r = pod.run("schedule", "analysis.ipynb", "--cron", "0 3 * * *")
     assert r.returncode == 0, r.stderr
-    assert ("cronworkflows", NAMESPACE, "analysis") in kube.objects
+    assert [k[2] for k in kube.objects if k[0] == "cronworkflows"] == [f"analysis-{OWNER}"]
     r = pod.run("rbac")
     assert r.returncode == 0, r.stderr
     assert r.stderr.startswith(f"nb2flow: the Role and RoleBinding for service account {NAMESPACE}/{ACCOUNT} (this pod's)")

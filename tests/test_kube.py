@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from kubeserver import FakeKube
 
 TOKEN = JH_TOKEN
 POD = JH_POD
+SCHEDULE = "analysis-ren-ito-example-org"  # the notebook's name and its owner's (JupyterHub's username label)
 
 
 @pytest.fixture
@@ -167,18 +169,18 @@ def test_watch_exit_status_reflects_a_failed_workflow(kube, home):
 def test_schedule_creates_then_updates_and_unschedule(kube, home):
     r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--timezone", "Asia/Seoul", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 0, r.stderr
-    assert "schedule analysis created in namespace jhub: 0 3 * * * (Asia/Seoul)" in r.stderr
-    cron = kube.objects[("cronworkflows", "jhub", "analysis")]
+    assert f"schedule {SCHEDULE} created in namespace jhub: 0 3 * * * (Asia/Seoul)" in r.stderr
+    cron = kube.objects[("cronworkflows", "jhub", SCHEDULE)]
     assert cron["spec"]["schedules"] == ["0 3 * * *"]
     r = cli(kube, "schedule", "analysis.ipynb", "--cron", "30 4 * * 1", "--from-pod", POD, "-n", "jhub", "-p", "C", "0.5", cwd=home)
     assert r.returncode == 0, r.stderr
-    assert "schedule analysis updated" in r.stderr
-    cron = kube.objects[("cronworkflows", "jhub", "analysis")]
+    assert f"schedule {SCHEDULE} updated" in r.stderr
+    cron = kube.objects[("cronworkflows", "jhub", SCHEDULE)]
     assert cron["spec"]["schedules"] == ["30 4 * * 1"] and cron["metadata"]["resourceVersion"] == "2"
     r = cli(kube, "list", "-n", "jhub", cwd=home)
-    assert any(l.startswith("analysis ") and "schedule 30 4 * * 1" in l for l in r.stdout.splitlines()), r.stdout
-    assert cli(kube, "unschedule", "analysis", "-n", "jhub", cwd=home).returncode == 0
-    assert ("cronworkflows", "jhub", "analysis") not in kube.objects
+    assert any(l.startswith(SCHEDULE + " ") and "schedule 30 4 * * 1" in l for l in r.stdout.splitlines()), r.stdout
+    assert cli(kube, "unschedule", SCHEDULE, "-n", "jhub", cwd=home).returncode == 0
+    assert ("cronworkflows", "jhub", SCHEDULE) not in kube.objects
 
 
 @pytest.mark.parametrize(
@@ -233,7 +235,7 @@ def test_schedule_on_argo_before_3_6_uses_the_single_schedule_field(tmp_path, ho
         server.config_path = server.kubeconfig(tmp_path / "kubeconfig")
         r = cli(server, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--from-pod", POD, "-n", "jhub", cwd=home)
         assert r.returncode == 0, r.stderr
-        spec = server.objects[("cronworkflows", "jhub", "analysis")]["spec"]
+        spec = server.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]
         assert spec["schedule"] == "0 3 * * *" and "schedules" not in spec
         assert "(Argo before v3.6: spec.schedule)" in r.stderr
         first = [q for m, p, q in server.requests if m == "POST"]
@@ -250,8 +252,8 @@ def test_a_schedule_argos_controller_reports_as_wrong_is_an_error(kube, home):
     r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--timezone", "Asia/Seoul", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 1
     assert r.stderr.strip().splitlines()[-1] == (
-        "nb2flow: schedule analysis was created, but Argo's controller will not run it: invalid timezone \"Asia/Seoul\": unknown time"
-        " zone Asia/Seoul (fix the schedule and run nb2flow schedule again, or nb2flow unschedule analysis)")
+        f"nb2flow: schedule {SCHEDULE} was created, but Argo's controller will not run it: invalid timezone \"Asia/Seoul\": unknown time"
+        f" zone Asia/Seoul (fix the schedule and run nb2flow schedule again, or nb2flow unschedule {SCHEDULE})")
 
 
 def test_a_read_write_once_pod_claim_is_refused(kube, home):
@@ -272,7 +274,7 @@ def test_flags_argo_cannot_honour_are_refused(kube, home):
 
 def test_schedule_that_exists_but_cannot_be_read_says_permission_denied(kube, home):
     kube.fail.append(("POST", r"/cronworkflows$", (409, "already exists")))
-    kube.fail.append(("GET", r"/cronworkflows/analysis$", (403, "forbidden")))
+    kube.fail.append(("GET", rf"/cronworkflows/{SCHEDULE}$", (403, "forbidden")))
     r = cli(kube, "schedule", "analysis.ipynb", "--cron", "@daily", "--from-pod", POD, "-n", "jhub", cwd=home)
     assert r.returncode == 2 and "permission denied" in r.stderr
 
@@ -445,3 +447,53 @@ def test_status_of_a_running_step_shows_its_cell_from_the_run_folder(kube, home)
     load = next(line for line in r.stdout.splitlines() if line.startswith("load"))
     source = json.loads((SAMPLES / "analysis.ipynb").read_text())["cells"][2]["source"]
     assert load.split()[1] == "running" and f"cell 3: {''.join(source).strip().splitlines()[0]}" in load
+
+
+def test_two_users_notebooks_of_one_name_get_two_schedules_and_replacing_another_users_needs_replace(kube, home):
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    other = jupyterhub_pod()
+    other["metadata"]["name"] = "jupyter-mia-chen"
+    other["metadata"]["labels"]["hub.jupyter.org/username"] = "mia-chen"
+    kube.add("pods", other)
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 4 * * *", "--from-pod", "jupyter-mia-chen", "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    names = sorted(k[2] for k in kube.objects if k[0] == "cronworkflows")
+    assert names == ["analysis-mia-chen", SCHEDULE]
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 5 * * *", "--name", SCHEDULE, "--from-pod", "jupyter-mia-chen", "-n", "jhub", cwd=home)
+    assert r.returncode == 2 and kube.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]["schedules"] == ["0 3 * * *"]
+    assert r.stderr.strip().splitlines()[-1] == (
+        f"nb2flow: schedule {SCHEDULE} already exists in namespace jhub, made by ren-ito-example-org---3b9e1a2c for "
+        "/home/jovyan/work/analysis.ipynb; not replacing it (pass --replace to overwrite it, or --name to schedule under another name)")
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 5 * * *", "--name", SCHEDULE, "--replace", "--from-pod", "jupyter-mia-chen",
+            "-n", "jhub", cwd=home)
+    assert r.returncode == 0 and kube.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]["schedules"] == ["0 5 * * *"]
+
+
+def test_schedules_list_pause_resume_and_trigger(kube, home):
+    r = cli(kube, "schedule", "analysis.ipynb", "--cron", "0 3 * * *", "--timezone", "Asia/Seoul", "--from-pod", POD, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    cron = kube.objects[("cronworkflows", "jhub", SCHEDULE)]
+    assert (cron["spec"]["successfulJobsHistoryLimit"], cron["spec"]["failedJobsHistoryLimit"]) == (3, 5)
+    r = cli(kube, "schedules", "trigger", SCHEDULE, "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    run = workflows(kube)[r.stdout.strip()]
+    assert run["metadata"]["name"].startswith(SCHEDULE + "-") and run["spec"] == cron["spec"]["workflowSpec"]
+    assert run["metadata"]["labels"]["workflows.argoproj.io/cron-workflow"] == SCHEDULE
+    assert run["metadata"]["ownerReferences"][0] == {"apiVersion": "argoproj.io/v1alpha1", "kind": "CronWorkflow", "name": SCHEDULE,
+                                                     "uid": cron["metadata"]["uid"], "controller": True, "blockOwnerDeletion": True}
+    assert "workflows.argoproj.io/scheduled-time" in run["metadata"]["annotations"]
+    assert run["metadata"]["annotations"]["nb2flow.io/notebook-path"] == "/home/jovyan/work/analysis.ipynb"
+    assert "status" not in run  # Argo's validation rules accept it (the test API server ran them)
+    run["status"] = {"phase": "Failed"}
+    r = cli(kube, "schedules", "-n", "jhub", cwd=home)
+    assert r.returncode == 0, r.stderr
+    header, row = r.stdout.splitlines()
+    assert header.split() == ["SCHEDULE", "CRON", "STATE", "LAST", "RUN", "RESULT", "NEXT", "RUN", "NOTEBOOK"]
+    assert re.match(rf"{SCHEDULE}\s+0 3 \* \* \* \(Asia/Seoul\)\s+active\s+{run['metadata']['name']}\s+failed\s+20\d\d-\d\d-\d\dT03:00:00\+09:00\s", row), row
+    assert cli(kube, "schedules", "pause", SCHEDULE, "-n", "jhub", cwd=home).returncode == 0
+    assert kube.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]["suspend"] is True
+    rows = json.loads(cli(kube, "schedules", "--json", "-n", "jhub", cwd=home).stdout)
+    assert rows[0]["suspended"] is True and rows[0]["next_run"] is None
+    assert cli(kube, "schedules", "resume", SCHEDULE, "-n", "jhub", cwd=home).returncode == 0
+    assert kube.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]["suspend"] is False

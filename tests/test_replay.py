@@ -375,3 +375,32 @@ def test_resume_of_an_argo_run_reruns_only_failed_and_never_run_steps_reading_th
     merged = json.loads((work / "nb2flow-runs" / f"{name}.ipynb").read_text())
     texts = ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
     assert "x is 2\n" in texts and "dividing by two\n" in texts  # a's outputs kept from the earlier run
+
+
+def test_a_scheduled_run_gives_the_notebook_its_scheduled_time(tmp_path):
+    """A parameter named scheduled_time takes Argo's {{workflow.scheduledTime}} in a schedule's runs (and in a run
+    triggered from the schedule, whose scheduled-time annotation Argo reads); other parameters keep their values."""
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+    from nb2flow.cluster import workflow_from_schedule
+
+    _pod_replay_or_skip()
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    nb = write(claim / "work" / "daily.ipynb", cell("scheduled_time = None\ndays = 1", "parameters"),
+               cell("import datetime, json\nday = datetime.datetime.fromisoformat(scheduled_time.replace('Z', '+00:00')).date()"
+                    "\njson.dump({'when': scheduled_time, 'day': str(day - datetime.timedelta(days=days))}, open('day.json', 'w'))", "step:load"))
+    target = resolve_target(str(nb), ClusterConfig(workdir="/home/jovyan/work"), pod_spec=str(FIXTURE))
+    cron = prepare(nb2flow.load(nb), target, {"days": 2}, schedule={"name": "daily-ren", "cron": "0 3 * * *"})[0]
+    cron["metadata"]["uid"] = "0b5e6f9a-0000-4000-8000-00000000cafe"
+    assert [p["name"] for p in cron["spec"]["workflowSpec"]["arguments"]["parameters"]] == ["days"]
+    run = manifest_from_yaml(dump(workflow_from_schedule(cron, "2026-11-30T03:00:00Z")))
+    kubelet_fs_group(claim, 100)
+    results = run_pods(run, {JH_CLAIM: claim}, name="daily-ren-1764471600",
+                       scheduled_time=run["metadata"]["annotations"]["workflows.argoproj.io/scheduled-time"])
+    assert results["load"].exit_code == 0, results["load"].log
+    assert json.loads((claim / "work" / "day.json").read_text()) == {"when": "2026-11-30T03:00:00Z", "day": "2026-11-28"}
+    record = json.loads((claim / "work" / ".nb2flow" / "runs" / "daily-ren-1764471600" / "run.json").read_text())
+    assert record["parameters"] == {"days": 2, "scheduled_time": "2026-11-30T03:00:00Z"}

@@ -240,6 +240,22 @@ def test_failure_names_step_cell_and_user_traceback(failing_nb):
     assert any(o.get("output_type") == "error" for o in merged["cells"][2]["outputs"])
 
 
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_a_failure_inside_a_library_shows_the_users_frames_and_counts_the_others(tmp_path, mode):
+    """A KeyError raised deep in pandas (a chained exception in IPython's report): the cell's frame, a count of
+    the library frames left out, and the exception, not pandas' internals."""
+    write(tmp_path / "lib.ipynb", cell("import pandas as pd\ns = pd.Series({'north': 1})", "step:a"),
+          cell("share = s['east']", "step:b"))
+    r = nb2flow("run", "lib.ipynb", "--no-progress", "--mode", mode, cwd=tmp_path)
+    assert r.returncode == 1
+    tb = record(only_run_dir(tmp_path))["steps"]["b"]["error"]["traceback"]
+    text = "\n".join(tb)
+    assert "cell 2, line 1" in text and tb[-1] == "KeyError: 'east'", text
+    assert "site-packages" not in text and "pandas/_libs" not in text and "The above exception" not in text
+    if mode == "notebook":
+        assert "frames inside libraries left out)" in tb[-2]
+
+
 def test_resume_reruns_failed_and_skipped_and_changed_steps_only(failing_nb):
     r = nb2flow("run", "fail.ipynb", "-q", cwd=failing_nb)
     assert r.returncode == 1

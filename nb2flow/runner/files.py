@@ -23,8 +23,9 @@ def write_atomic(path: str, data) -> None:
         raise
 
 
-def write_json(path: str, data: dict) -> None:
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=True, default=str))
+def write_json(path: str, data: dict, *, sort_keys: bool = True) -> None:
+    """``sort_keys=False`` keeps the order the data has (a run record lists its steps in notebook order)."""
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str))
 
 
 def write_new(path: str, data) -> str:

@@ -191,7 +191,7 @@ def finalize(argv=None) -> int:
         record["notified"] = problem or "sent"
         if problem:
             print(f"nb2flow: warning: the notification was not sent: {problem}", file=sys.stderr)
-    write_json(run.record, record)
+    write_json(run.record, record, sort_keys=False)
     print(summary(record), flush=True)
     for key in ("visible_notebook", "visible_html", "html_skipped"):
         if record.get(key):

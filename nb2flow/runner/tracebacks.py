@@ -11,6 +11,8 @@ from .protocol import Role
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 CELL_IN_RE = re.compile(r"Cell In\s?\[(\d+)\], line (\d+)")
 CELL_FILE_RE = re.compile(r"^<cell (\d+)>$")
+# a frame in a library: an installed package, the standard library, or compiled code (a relative .pyx path)
+LIBRARY_FRAME_RE = re.compile(r"^\s*File (\S*(site-packages|dist-packages|/lib/python3[.\d]*/)|[^/\s])")
 
 
 def error_from_outputs(cell) -> tuple:
@@ -25,14 +27,25 @@ def user_traceback(tb: list, exec_counts: dict, role) -> list:
     """The part of an IPython traceback inside the user's code, with ``Cell In[k]`` as ``cell N``."""
     if role in (Role.LOAD, Role.SAVE):
         return []  # nb2flow's own cell: the message says it all
+    blocks = [ANSI_RE.sub("", b) for b in tb]
+    # a chained exception: the last chain is the one raised in the user's cell (the others are the library's own)
+    starts = [i for i, b in enumerate(blocks) if "Traceback (most recent call last)" in b]
+    if len(starts) > 1 and any(CELL_IN_RE.search(b) for b in blocks[starts[-1]:]):
+        blocks = blocks[starts[-1]:]
     lines = []
-    for block in tb:
+    skipped = 0  # frames inside libraries (pandas, numpy, ...), left out
+    for block in blocks:
+        if LIBRARY_FRAME_RE.match(block):
+            skipped += 1
+            continue
         for line in block.splitlines():
             if "site-packages/ipykernel" in line or "nb2flow_step.py" in line:
                 continue
             lines.append(CELL_IN_RE.sub(lambda m: f"cell {exec_counts.get(int(m.group(1)), '?')}, line {m.group(2)}", line))
     while lines and set(lines[0].strip()) <= {"-"}:
         lines.pop(0)
+    if skipped and lines:
+        lines.insert(len(lines) - 1, f"({skipped} frame{'s' if skipped > 1 else ''} inside libraries left out)")
     return lines
 
 

@@ -100,6 +100,7 @@ def _parameter_options(f):
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Steps to run at once [default: the number of CPUs].")
 @click.option("--fail-fast", is_flag=True, help="Stop every step at the first failure.")
 @click.option("--resume", "resume", metavar="RUN_ID", help="Complete an earlier run: re-run its failed, interrupted and never-run steps, and steps whose code or inputs changed.")
+@click.option("--reuse", is_flag=True, help="Reuse unchanged steps of earlier runs of this notebook (same cells, definitions, inputs' fingerprints and parameters), with their saved values; files the notebook reads are not compared.")
 @click.option("--local", is_flag=True, help="Run on this machine even where Kubernetes is available.")
 @click.option("-q", "--quiet", is_flag=True, help="Print only the result.")
 @click.option("--no-progress", is_flag=True, help="Plain line-by-line progress instead of the live table.")
@@ -107,8 +108,8 @@ def _parameter_options(f):
 @click.option("--argo", is_flag=True, help="Submit to Argo Workflows (the default inside a pod with a service account).")
 @click.option("--watch", is_flag=True, help="With --argo: follow the steps until the workflow ends; the exit status reflects it.")
 @_cluster_options
-def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, local, quiet, no_progress, python,
-        argo, watch, pod_spec, from_pod, namespace, context, workdir) -> int:
+def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, reuse, local, quiet, no_progress,
+        python, argo, watch, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Run NOTEBOOK's pipeline: every step in its own process, independent steps in parallel.
 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
@@ -143,6 +144,8 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if not quiet:
         click.echo(f"nb2flow: {reason}", err=True)
     if backend == "argo":
+        if reuse:
+            raise UsageError("--reuse is for local runs; on Argo, `nb2flow run --resume RUN` re-runs only what changed")
         if python:
             raise UsageError("--python names an interpreter on this machine; step pods run `python:` from nb2flow.yaml (default python3)")
         return _run_argo(pipeline, params, watch=watch, progress=progress, mode=mode or (earlier or {}).get("mode") or "notebook",
@@ -150,7 +153,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
                          pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
     options = RunOptions(
         mode=mode or (earlier or {}).get("mode", "notebook"), jobs=jobs, fail_fast=fail_fast, parameters=params,
-        progress=progress, python=python or sys.executable, resume=run_dir if resume else None,
+        progress=progress, python=python or sys.executable, resume=run_dir if resume else None, reuse=reuse and not resume,
     )
     result = run_local(pipeline, options)
     if result.output_notebook:

@@ -163,7 +163,6 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     the new workflow holding their values, executed notebooks and a ``reused`` status, and the Workflow
     of the other steps. Returns (manifest, kept) — no manifest when every step is kept."""
     import secrets
-    import shutil
 
     from .argo import resumed_manifest, run_parameters
     from .materialize import fingerprints
@@ -171,7 +170,7 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     from .runner.files import write_json
     from .runner.protocol import RunLayout
     from .runner.record import step_fingerprint
-    from .runs import reusable_steps
+    from .runs import copy_step_results, reusable_steps
 
     values = run_parameters(pipeline, parameters)
     prints = {name: step_fingerprint(fp, values) for name, fp in fingerprints(pipeline, mode).items()}
@@ -179,31 +178,15 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     if len(kept) == len(pipeline.steps):
         return None, kept
     name = f"{k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)}-{secrets.token_hex(3)[:5]}"
-    old, new = RunLayout(earlier_dir), RunLayout(os.path.join(target.local_dir, *RUNS_DIR.split("/"), name))
+    new = RunLayout(os.path.join(target.local_dir, *RUNS_DIR.split("/"), name))
     os.makedirs(new.root)
     for step_name, entry in kept.items():
         task = entry.get("task") or step_name
-        if os.path.isdir(old.values(task)):
-            shutil.copytree(old.values(task), new.values(task), copy_function=_link_or_copy)
-        os.makedirs(new.step_dir(task), exist_ok=True)
-        for path in (old.executed(task), old.output_log(task)):
-            if os.path.isfile(path):
-                _link_or_copy(path, os.path.join(new.step_dir(task), os.path.basename(path)))
+        copy_step_results(earlier_dir, new.root, task)
         write_json(new.status(task), {"step": step_name, "state": StepState.REUSED.value, "stage": "ended", "attempt": entry.get("attempts", 1),
                                       "started": entry.get("started"), "ended": entry.get("ended"), "reused_from": earlier.get("run_id")})
     tasks = [(earlier["steps"][n].get("task") or n) for n in kept]
     return resumed_manifest(manifest, name=name, kept=tasks, earlier=earlier.get("run_id", "")), kept
-
-
-def _link_or_copy(src: str, dst: str) -> str:
-    """A hard link on the same volume (values can be large), else a copy."""
-    import shutil
-
-    try:
-        os.link(src, dst)
-    except OSError:
-        shutil.copy2(src, dst)
-    return dst
 
 
 def ui_link(config: ClusterConfig, namespace: str, name: str, kind: str = "workflows") -> str | None:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import __version__
 from .errors import KernelDied, RunInterrupted, StepFailed, UsageError
-from .materialize import materialize
+from .materialize import materialize, setup_imports
 from .pipeline import Pipeline
 from .progress import StepView, make_reporter
 from .runner import write_runner
@@ -27,8 +27,8 @@ from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
 from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
-from .runs import (RunState, create_run_dir, new_record, read_record, reusable_steps, runs_root_for, step_entry,
-                   write_record)
+from .runs import (RunState, copy_step_results, create_run_dir, new_record, read_record, reusable_from_runs, reusable_steps,
+                   runs_root_for, step_entry, write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
 
 POLL = 0.02
@@ -48,6 +48,7 @@ class RunOptions:
     python: str = sys.executable  # the interpreter that runs each step
     runs_root: str | None = None
     resume: str | None = None  # the folder of an earlier run to complete
+    reuse: bool = False  # reuse unchanged succeeded steps of earlier runs of this notebook (--reuse)
 
 
 @dataclass
@@ -94,19 +95,27 @@ class LocalRun:
         self.exit_codes: dict[str, int | None] = {}
         self.fingerprints: dict[str, str] = {}
         self.record: dict = {}
+        self.reused_from: dict[str, str] = {}  # step -> the earlier run whose results it reuses (--reuse)
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
         write_json(self.layout.parameters, self.options.parameters)
-        bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode)
+        bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode, installs_once=True)
         self.fingerprints = {name: step_fingerprint(print_, self.options.parameters) for name, print_ in bundle.fingerprints.items()}
         kept: dict = {}
+        parents = {s.name: s.parents for s in self.pipeline.steps}
         if self.options.resume:
             try:
                 earlier = read_record(self.run_dir)
             except (OSError, ValueError):
                 raise UsageError(f"{self.run_dir}: no readable run record to resume") from None
-            kept = reusable_steps(earlier, self.fingerprints, {s.name: s.parents for s in self.pipeline.steps})
+            kept = reusable_steps(earlier, self.fingerprints, parents)
+        elif self.options.reuse:
+            found = reusable_from_runs(self._earlier_runs(), self.fingerprints, parents)
+            for name, (old_dir, entry) in found.items():
+                copy_step_results(old_dir, self.run_dir, self.tasks[name])
+                self.reused_from[name] = os.path.basename(old_dir)
+            kept = {name: entry for name, (_, entry) in found.items()}
         plans = [StepPlan(s.name, tuple(s.parents), s.options.retry or 0, s.options.timeout_seconds, s.options.timeout)
                  for s in self.pipeline.steps]
         self.scheduler = Scheduler(plans, jobs=self.jobs, warm_ahead=WARM_AHEAD, fail_fast=self.options.fail_fast,
@@ -123,7 +132,65 @@ class LocalRun:
             version=__version__, python=self.options.python, mode=self.options.mode, jobs=self.jobs,
             parameters=self.options.parameters, started=self.started, resumed=bool(self.options.resume),
         )
+        if self.reused_from:
+            self.reporter.message("reusing " + ", ".join(f"{n} (from {r})" for n, r in self.reused_from.items())
+                                  + ": unchanged cells, definitions, inputs and parameters")
         self._save_record()
+        if len(kept) < len(self.pipeline.steps):
+            self._install(bundle.installs)
+            self._warm_up(kept)
+
+    def _earlier_runs(self) -> list:
+        """(folder, record) of this notebook's earlier local runs, newest first."""
+        from .runs import list_runs
+
+        folder = os.path.dirname(os.path.dirname(os.path.dirname(self.run_dir)))
+        runs = [r for r in list_runs([folder], limit=50) if r.get("run_dir") != self.run_dir
+                and r.get("notebook") == os.path.abspath(self.pipeline.path) and r.get("backend", "local") == "local"]
+        return [(r["run_dir"], r) for r in runs]
+
+    def _install(self, installs: tuple) -> None:
+        """The set-up cells' install lines, once, before the steps (each step would otherwise run them)."""
+        if not installs:
+            return
+        done = []
+        folder = os.path.dirname(os.path.abspath(self.pipeline.path))
+        for inst in installs:
+            self.reporter.message(f"cell {inst.cell}: `{inst.line}` (once for every step)")
+            done.append(self._install_one(inst, folder))
+            write_json(self.layout.installs, done, sort_keys=False)
+            self.record["installs"] = [{k: v for k, v in d.items() if k != "output"} for d in done]
+            self._save_record()
+            if done[-1]["exit_code"] != 0:
+                last = next((line for line in reversed(done[-1]["output"].splitlines()) if line.strip()), "")
+                self.record.update(state=RunState.FAILED.value, ended=time.time())
+                self._save_record()
+                raise StepFailed(f"`{inst.line}` failed (exit {done[-1]['exit_code']}): {last}", path=self.pipeline.path,
+                                 cell=inst.cell, hint=f"its output is in {self.layout.installs}")
+
+    def _install_one(self, inst, folder: str) -> dict:
+        import subprocess
+
+        from .installs import SATISFIED_CHECK, checkable_requirements
+
+        t0 = time.time()
+        reqs = checkable_requirements(inst)
+        if reqs:  # already satisfied: what pip would conclude, without its 2 s start-up
+            check = subprocess.run([self.options.python, "-c", SATISFIED_CHECK, *reqs], cwd=folder, stdin=subprocess.DEVNULL,
+                                   capture_output=True, text=True)
+            if check.returncode == 0 and check.stdout.strip():
+                return {"cell": inst.cell, "line": inst.line, "exit_code": 0, "seconds": round(time.time() - t0, 3),
+                        "output": check.stdout, "pip": "not run: every requirement is already satisfied"}
+        proc = subprocess.run(inst.command(self.options.python), cwd=folder, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        return {"cell": inst.cell, "line": inst.line, "exit_code": proc.returncode, "seconds": round(time.time() - t0, 3),
+                "output": proc.stdout}
+
+    def _warm_up(self, kept: dict) -> None:
+        """Let the fork server import the set-up cells' modules once, for every step's kernel to inherit."""
+        modules = setup_imports(self.pipeline)
+        if modules:
+            self.server.warm(modules, self.options.mode)
 
     # ------------------------------------------------------------------ records and views
     def _cell(self, name: str):
@@ -137,6 +204,10 @@ class LocalRun:
                              fingerprint=self.fingerprints.get(name, ""), reused=t.reused, cell=self._cell(name))
             for name, t in self.scheduler.tracks.items()
         }
+        for name, run_id in self.reused_from.items():
+            self.record["steps"][name]["reused_from"] = run_id
+        if getattr(self, "server", None) is not None and self.server.warmed is not None:
+            self.record["warm_imports"] = self.server.warmed
         try:
             write_record(self.run_dir, self.record)
         except OSError as exc:

@@ -72,6 +72,45 @@ def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:
     return kept
 
 
+def reusable_from_runs(earlier: list, fingerprints: dict, parents: dict) -> dict:
+    """For ``--reuse``: step name -> (run folder, record entry) of the newest earlier run (``earlier``: (folder,
+    record) pairs, newest first) where the step succeeded with the same fingerprint, its parents reused too."""
+    kept: dict = {}
+    for name, print_ in fingerprints.items():
+        if not all(p in kept for p in parents[name]):
+            continue
+        for run_dir, record in earlier:
+            old = (record.get("steps") or {}).get(name)
+            if old and StepState.parse(old.get("state", "")).ok and old.get("fingerprint") == print_:
+                kept[name] = (run_dir, old)
+                break
+    return kept
+
+
+def copy_step_results(old_dir: str, new_dir: str, task: str) -> None:
+    """A step's saved values, executed notebook and output log from an earlier run's folder into a new run's
+    (hard links on the same volume, values can be large; else copies)."""
+    import shutil
+
+    old, new = RunLayout(old_dir), RunLayout(new_dir)
+    if os.path.isdir(old.values(task)):
+        shutil.copytree(old.values(task), new.values(task), copy_function=_link_or_copy, dirs_exist_ok=True)
+    os.makedirs(new.step_dir(task), exist_ok=True)
+    for path in (old.executed(task), old.output_log(task)):
+        if os.path.isfile(path):
+            _link_or_copy(path, os.path.join(new.step_dir(task), os.path.basename(path)))
+
+
+def _link_or_copy(src: str, dst: str) -> str:
+    import shutil
+
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+    return dst
+
+
 def notebook_of(record: dict, run_dir: str) -> str:
     """The run's notebook: as recorded, or beside the run's folder when the record names it by another path
     (an Argo run records the notebook pod's path; this machine may mount that volume elsewhere)."""

@@ -10,7 +10,11 @@ The protocol, JSON lines over the server's stdin and stdout:
 * request (client → server): ``{"id": N, "argv": [...], "log": PATH}`` — fork a child that
   runs ``main(argv)`` with stdout and stderr appended to ``PATH``;
 * started (server → client): ``{"id": N, "pid": PID}`` — the child's pid (it leads its own session);
-* ended (server → client): ``{"pid": PID, "code": C}`` — its exit status (negative: killed by signal -C).
+* ended (server → client): ``{"pid": PID, "code": C}`` — its exit status (negative: killed by signal -C);
+* warm-up (client → server): ``{"warm": [MODULE, ...], "mode": "notebook"|"script"}`` — import the
+  set-up cells' modules once, before the steps; answered by ``{"warm": {"ok": true, "modules": [...],
+  "seconds": S}}``, or ``{"warm": {"ok": false, "why": ...}}`` when importing them ahead is not safe
+  (they started threads), in which case every step imports them itself.
 
 End of input stops the server; it sends SIGTERM to the sessions of children still running.
 """
@@ -25,14 +29,15 @@ import sys
 import threading
 import traceback
 
-from .kernels import enable_kernel_forking
+from .kernels import enable_kernel_forking, fresh_random_state
 from .protocol import ExitStatus
+
+
+WARM_DECLINED = 75  # the warm-up child's exit status when its imports started threads: the server goes on cold
 
 
 def serve() -> int:
     """Run the fork server on stdin/stdout until end of input."""
-    import select
-
     fresh_path = list(sys.path[1:])  # as `python -m ipykernel_launcher` has it
     try:  # what every notebook-mode step imports; a failed import only costs speed
         import nbformat  # noqa: F401
@@ -40,15 +45,26 @@ def serve() -> int:
         from jupyter_client.kernelspec import KernelSpecManager  # noqa: F401
         import ipykernel.kernelapp  # noqa: F401  (the kernel itself, forked per step)
         import ipykernel_launcher  # noqa: F401
+        import ipykernel.ipkernel  # noqa: F401  (what a kernel imports as it initializes: 0.15 s each otherwise)
+        import ipykernel.zmqshell  # noqa: F401
+        try:
+            import ipykernel.debugger  # noqa: F401  (debugpy)
+        except Exception:
+            pass
         enable_kernel_forking(fresh_path)
     except ImportError:
         pass
-    children: set = set()
-    out = sys.stdout
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
+    return _serve_loop(b"", set())
 
-    def say(obj) -> None:
-        out.write(json.dumps(obj) + "\n")
-        out.flush()
+
+def _say(obj) -> None:
+    sys.stdout.write(json.dumps(obj) + "\n")
+    sys.stdout.flush()
+
+
+def _serve_loop(buffer: bytes, children: set) -> int:
+    import select
 
     def reap() -> None:
         while children:
@@ -59,12 +75,21 @@ def serve() -> int:
             if pid == 0:
                 return
             children.discard(pid)
-            say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+            _say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
     stdin = sys.stdin.fileno()
-    buffer = b""
     while True:
+        while b"\n" in buffer:
+            line, buffer = buffer.split(b"\n", 1)
+            request = json.loads(line)
+            if "warm" in request:
+                served = _warm(request, buffer, children)
+                if served is not None:
+                    return served  # the warmed-up child served until the end
+                continue
+            pid = _fork_step(request)
+            children.add(pid)
+            _say({"id": request["id"], "pid": pid})
         ready, _, _ = select.select([stdin], [], [], 0.01)
         reap()
         if not ready:
@@ -73,18 +98,80 @@ def serve() -> int:
         if not chunk:
             break
         buffer += chunk
-        while b"\n" in buffer:
-            line, buffer = buffer.split(b"\n", 1)
-            request = json.loads(line)
-            pid = _fork_step(request)
-            children.add(pid)
-            say({"id": request["id"], "pid": pid})
     for pid in list(children):
         try:
             os.killpg(pid, signal.SIGTERM)
         except OSError:
             pass
     return 0
+
+
+def _warm(request: dict, buffer: bytes, children: set):
+    """Import the notebook's set-up modules once, for every step (and its kernel) to inherit.
+
+    A child does the imports and, when they started no thread (a fork copies only the forking thread,
+    so a library's own threads would be missing in every step), takes over as the server; this
+    process waits for it and ends with it. Otherwise the child says why and exits, and this process
+    serves on without them. Returns the exit status to end with, or None to go on serving."""
+    sys.stdout.flush()
+    pid = os.fork()
+    if pid == 0:
+        code = 0
+        try:
+            result = warm_imports(request["warm"], request.get("mode", "notebook"))
+            _say({"warm": result})
+            code = _serve_loop(buffer, children) if result["ok"] else WARM_DECLINED
+        except BaseException:
+            traceback.print_exc()
+            code = ExitStatus.FAILED
+        finally:
+            sys.stdout.flush()
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code == WARM_DECLINED:
+        return None
+    if code != 0:
+        _say({"warm": {"ok": False, "why": f"the warm-up ended with status {code}"}})
+        return None if code < 0 else code
+    return 0
+
+
+def warm_imports(modules: list, mode: str) -> dict:
+    """Import ``modules`` (the set-up cells' imports) as a step would, and say whether forking stays safe."""
+    import importlib
+    import importlib.util
+    import time
+
+    t0, started = time.perf_counter(), time.time()
+    here = os.path.realpath(os.getcwd())
+    set_backend = mode == "notebook" and not os.environ.get("MPLBACKEND")
+    if set_backend:  # what ipykernel sets before the notebook's code runs (matplotlib reads it at import)
+        os.environ["MPLBACKEND"] = "module://matplotlib_inline.backend_inline"
+    done = []
+    try:
+        for name in modules:
+            try:
+                spec = importlib.util.find_spec(name.split(".")[0])
+            except (ImportError, ValueError):
+                continue
+            origin = os.path.realpath(getattr(spec, "origin", None) or "") if spec else ""
+            if not spec or not origin or origin.startswith(here + os.sep):
+                continue  # not installed, or the notebook's own module: each step imports it fresh
+            try:
+                importlib.import_module(name)
+                done.append(name)
+            except Exception:  # `from x import function` names no module; a broken import is the step's to report
+                continue
+    finally:
+        if set_backend:
+            os.environ.pop("MPLBACKEND", None)
+    seconds = round(time.perf_counter() - t0, 3)
+    if threading.active_count() > 1:
+        names = ", ".join(sorted(t.name for t in threading.enumerate() if t is not threading.main_thread()))
+        return {"ok": False, "why": f"importing them started threads ({names}); each step imports them itself",
+                "started": started, "seconds": seconds}
+    return {"ok": True, "modules": done, "started": started, "seconds": seconds}
 
 
 def _fork_step(request: dict) -> int:
@@ -100,6 +187,7 @@ def _fork_step(request: dict) -> int:
     try:
         os.setsid()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        fresh_random_state()  # a script-mode step runs its cells in this process
         log = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
@@ -129,6 +217,7 @@ class ForkServer:
             self._cond = threading.Condition()
             self._pids: dict = {}
             self._exits: dict = {}
+            self.warmed: dict | None = None  # the warm-up's answer
             self._next = 0
             self._reader = threading.Thread(target=self._read, name="nb2flow-fork-server", daemon=True)
             self._reader.start()
@@ -143,7 +232,9 @@ class ForkServer:
             except ValueError:
                 continue
             with self._cond:
-                if "id" in msg:
+                if "warm" in msg:
+                    self.warmed = msg["warm"]
+                elif "id" in msg:
                     self._pids[msg["id"]] = msg["pid"]
                 else:
                     self._exits[msg["pid"]] = msg["code"]
@@ -151,16 +242,23 @@ class ForkServer:
         with self._cond:
             self._cond.notify_all()
 
+    def warm(self, modules: list, mode: str) -> None:
+        """Ask the server to import the set-up cells' modules before the steps it forks next."""
+        self._send({"warm": list(modules), "mode": mode})
+
+    def _send(self, request: dict) -> None:
+        try:
+            self.proc.stdin.write((json.dumps(request) + "\n").encode())
+            self.proc.stdin.flush()
+        except (BrokenPipeError, OSError):
+            raise RuntimeError("the step fork server stopped") from None
+
     def spawn(self, argv: list, log: str) -> int:
         """Start one step (``argv``: the step command after the runner's path); its pid."""
         with self._cond:
             self._next += 1
             ident = self._next
-        try:
-            self.proc.stdin.write((json.dumps({"id": ident, "argv": argv, "log": log}) + "\n").encode())
-            self.proc.stdin.flush()
-        except (BrokenPipeError, OSError):
-            raise RuntimeError("the step fork server stopped") from None
+        self._send({"id": ident, "argv": argv, "log": log})
         with self._cond:
             if not self._cond.wait_for(lambda: ident in self._pids or self.proc.poll() is not None, timeout=60):
                 raise RuntimeError("the step fork server did not answer")

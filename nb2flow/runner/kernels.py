@@ -69,6 +69,17 @@ class ForkedKernel:
         self.send_signal(signal.SIGKILL)
 
 
+def fresh_random_state() -> None:
+    """Reseed what a fresh process seeds from the OS at start-up or import: Python's ``random`` and, when the fork
+    server imported it ahead, numpy's global generator (so forked steps never share a random stream)."""
+    import random
+
+    random.seed()
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
+        numpy_random.seed()
+
+
 def can_fork_kernel(cmd: list) -> bool:
     """True for this interpreter's ``-m ipykernel_launcher`` once the fork server imported ipykernel."""
     return (_FORK_SYS_PATH is not None and len(cmd) >= 3 and cmd[1:3] == ["-m", "ipykernel_launcher"]
@@ -105,9 +116,8 @@ def fork_kernel(cmd: list, env: dict | None, cwd: str | None) -> ForkedKernel:
         sys.argv = [getattr(launcher, "__file__", "ipykernel_launcher")] + list(cmd[3:])
         sys.path[:] = list(_FORK_SYS_PATH or sys.path)
         import asyncio
-        import random
 
-        random.seed()
+        fresh_random_state()
         asyncio.events._set_running_loop(None)
         asyncio.set_event_loop(asyncio.new_event_loop())
         sys.modules["__main__"] = types.ModuleType("__main__")

@@ -43,6 +43,13 @@ def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -
                     outputs[number] = cell
     if not parameters:
         injected = None  # nothing was injected: an injected cell of the notebook stays as it is
+    installed: dict = {}  # cell number -> what its install lines printed when the run made them, once
+    try:
+        with open(layout.installs, encoding="utf-8") as fh:
+            for entry in json.load(fh):
+                installed.setdefault(entry["cell"], []).append(entry.get("output") or "")
+    except (OSError, ValueError, KeyError, TypeError):
+        pass
     cells = []
     for c in source["cells"]:
         tags = c["metadata"].get("tags") or []
@@ -54,6 +61,8 @@ def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -
             done = outputs.get(c["number"])
             cell["execution_count"] = done.get("execution_count") if done else None
             cell["outputs"] = done.get("outputs", []) if done else []
+            if installed.get(c["number"]):
+                cell["outputs"] = [{"output_type": "stream", "name": "stdout", "text": "".join(installed[c["number"]])}] + cell["outputs"]
             if done and "nb2flow" in done.get("metadata", {}):
                 cell["metadata"]["nb2flow"] = {"step": c.get("step") or "setup"}
         cells.append(cell)

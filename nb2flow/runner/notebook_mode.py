@@ -113,10 +113,13 @@ def run_notebook(step) -> int:
         use_forking_provisioner(km)
         return km
 
+    import time
+
     exec_counts: dict = {}
     outcome = ExitStatus.OK
     index = 0
     log = open(step.run.output_log(step.task), "a", encoding="utf-8")
+    clock = time.perf_counter()
     try:
         try:
             client.km = new_kernel_manager()
@@ -128,23 +131,28 @@ def run_notebook(step) -> int:
             client.start_new_kernel(cwd=step.cwd)
         client.start_new_kernel_client()
         step.kernel_pid = kernel_pid(client.km)
+        step.timings["kernel"] = time.perf_counter() - clock
         step.status.update(stage="kernel-started", kernel_pid=step.kernel_pid)
         for index, cell in enumerate(nb.cells):
             meta = cell.metadata.get("nb2flow", {})
             role = meta.get("role")
+            clock = time.perf_counter()
             if not step.ready_for(role):
                 return step.cancelled()
+            step.add_time("wait", time.perf_counter() - clock)
             step.status.update(cell=meta.get("cell"), role=role)
+            clock = time.perf_counter()
             try:
                 client.execute_cell(cell, index)
             finally:
+                step.add_time(role, time.perf_counter() - clock)
                 if cell.get("execution_count"):
                     exec_counts[cell.execution_count] = meta.get("cell")
                 append_outputs(log, cell)
             if role == Role.SAVE:  # values saved: dependents may start while this step winds down
-                step.status.finish(StepState.SUCCEEDED)
+                step.status.finish(StepState.SUCCEEDED, timings=step.rounded_timings())
         if step.status.state is not StepState.SUCCEEDED:
-            step.status.finish(StepState.SUCCEEDED)
+            step.status.finish(StepState.SUCCEEDED, timings=step.rounded_timings())
     except CellExecutionError:
         cell = nb.cells[index]
         meta = cell.metadata.get("nb2flow", {})

@@ -154,6 +154,11 @@ class RunLayout:
         return os.path.join(self.root, "bundle")
 
     @property
+    def installs(self) -> str:
+        """What the run installed once, before the steps (commands, exit codes, output)."""
+        return os.path.join(self.root, "installs.json")
+
+    @property
     def values_root(self) -> str:
         return os.path.join(self.root, "values")
 

@@ -42,6 +42,18 @@ class StepRun:
         self.params = read_params(args.params_file, args.param)
         self.status = Status(self.run.status(self.task), self.name, args.attempt)
         self.kernel_pid = None
+        self.timings: dict = {}  # where the step's time went: kernel start, waiting for go, each role's cells
+
+    TIMING_KEYS = {"setup": "setup", "parameters": "setup", "injected": "setup", "load": "load", "save": "save",
+                   "code": "cells", "define": "cells", "wait": "wait"}
+
+    def add_time(self, what, seconds: float) -> None:
+        """Count ``seconds`` under where they went (a cell role, or ``wait`` for the parents)."""
+        key = self.TIMING_KEYS.get(getattr(what, "value", what), "cells")
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+    def rounded_timings(self) -> dict:
+        return {k: round(v, 4) for k, v in self.timings.items()}
 
     def wait_for_go(self) -> bool:
         """Block until the watcher says go (parents done) or cancel; False if cancelled."""

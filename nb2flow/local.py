@@ -351,20 +351,23 @@ class LocalRun:
     def execute(self) -> RunResult:
         # the server imports while the step files are written; it runs the runner the bundle ships
         self.server = None
+        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the run cleanly from the start
         try:
             runner = write_runner(self.layout.bundle)
             self.server = ForkServer(self.options.python, runner, os.path.dirname(os.path.abspath(self.pipeline.path)))
-            self.prepare()
+            try:
+                self.prepare()
+            except KeyboardInterrupt:
+                raise RunInterrupted(f"interrupted before the steps started; run {self.run_id} stopped") from None
             return self._execute()
         finally:
+            signal.signal(signal.SIGTERM, previous)
             if self.server is not None:
                 self.server.close()
 
     def _execute(self) -> RunResult:
         self.reporter.start(self.run_id, self.run_dir, self.views())
         last_draw = 0.0
-        previous = signal.getsignal(signal.SIGTERM)
-        signal.signal(signal.SIGTERM, _raise_interrupt)
         try:
             while not self.scheduler.done:
                 changed = self._observe()
@@ -383,8 +386,6 @@ class LocalRun:
             self.reporter.finish(self.views())
             raise RunInterrupted(f"interrupted; run {self.run_id} stopped, every step process and kernel ended",
                                  hint=f"nb2flow run --resume {self.run_id} completes it") from None
-        finally:
-            signal.signal(signal.SIGTERM, previous)
         for name in list(self.procs):  # succeeded steps still writing their notebooks
             self._reap(name, 30)
         self.reporter.update(self.views())

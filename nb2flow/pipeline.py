@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import ast
 import difflib
+import re
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -153,6 +154,16 @@ class Pipeline:
         return not self.errors
 
 
+NB2FLOW_MAGIC_LINE = re.compile(r"^\s*(%(re)?load_ext\s+nb2flow\s*|%nb2flow(\s.*)?|#.*|)$")
+
+
+def is_nb2flow_magic_cell(source: str) -> bool:
+    """A cell of only ``%load_ext nb2flow`` / ``%nb2flow ...`` lines (and comments): it works on the pipeline and is
+    left out of it, so a step never runs ``%nb2flow run`` on its own notebook."""
+    lines = source.split("\n")
+    return any(line.strip() for line in lines) and all(NB2FLOW_MAGIC_LINE.match(line) for line in lines)
+
+
 def build_structure(nb: Notebook) -> Pipeline:
     """Steps, edges, setup and parameter cells from the tags. Data flow comes later."""
     findings: list[Finding] = []
@@ -187,8 +198,8 @@ def build_structure(nb: Notebook) -> Pipeline:
         i = cell.index
         tags = parsed[i]
         current = steps[-1] if steps else None
-        if tags.role == "skip":
-            skipped.append(i)
+        if tags.role == "skip" or (not tags.is_step_start and not tags.role and is_nb2flow_magic_cell(cell.source)):
+            skipped.append(i)  # `%load_ext nb2flow` and `%nb2flow run` drive the pipeline; they are not part of it
             continue
         if tags.role or tags.is_step_start:
             kale_group = tags.kale_group

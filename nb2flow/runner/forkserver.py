@@ -16,7 +16,9 @@ The protocol, JSON lines over the server's stdin and stdout:
   "seconds": S}}``, or ``{"warm": {"ok": false, "why": ...}}`` when importing them ahead is not safe
   (they started threads), in which case every step imports them itself.
 
-End of input stops the server; it sends SIGTERM to the sessions of children still running.
+End of input stops the server; it sends SIGTERM to the sessions of children still running. So does
+SIGTERM, which the server also gets when the executor dies (the parent-death signal), so no step
+outlives a killed ``nb2flow``.
 """
 
 from __future__ import annotations
@@ -55,7 +57,26 @@ def serve() -> int:
     except ImportError:
         pass
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
-    return _serve_loop(b"", set())
+    children: set = set()
+
+    def on_term(signum, frame):  # the executor is gone (parent-death signal) or stops everything
+        _stop_children(children)
+        os._exit(ExitStatus.INTERRUPTED)
+
+    signal.signal(signal.SIGTERM, on_term)
+    return _serve_loop(b"", children)
+
+
+def _stop_children(children: set) -> None:
+    """SIGTERM to each child: a step leads its own session (its kernel in another); a warm-up child does not."""
+    for pid in list(children):
+        try:
+            os.killpg(pid, signal.SIGTERM)
+        except OSError:
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except OSError:
+                pass
 
 
 def _say(obj) -> None:
@@ -98,11 +119,7 @@ def _serve_loop(buffer: bytes, children: set) -> int:
         if not chunk:
             break
         buffer += chunk
-    for pid in list(children):
-        try:
-            os.killpg(pid, signal.SIGTERM)
-        except OSError:
-            pass
+    _stop_children(children)
     return 0
 
 
@@ -115,8 +132,11 @@ def _warm(request: dict, buffer: bytes, children: set):
     serves on without them. Returns the exit status to end with, or None to go on serving."""
     sys.stdout.flush()
     pid = os.fork()
+    if pid:
+        children.add(pid)  # until it ends: a SIGTERM to this process reaches it (and it stops its own children)
     if pid == 0:
         code = 0
+        children.clear()
         try:
             result = warm_imports(request["warm"], request.get("mode", "notebook"))
             _say({"warm": result})
@@ -128,6 +148,7 @@ def _warm(request: dict, buffer: bytes, children: set):
             sys.stdout.flush()
             os._exit(code)
     _, status = os.waitpid(pid, 0)
+    children.discard(pid)
     code = os.waitstatus_to_exitcode(status)
     if code == WARM_DECLINED:
         return None
@@ -206,13 +227,24 @@ def _fork_step(request: dict) -> int:
             os._exit(int(code))
 
 
+def die_with_parent(signum: int = signal.SIGTERM) -> None:
+    """In a child, before it runs: ``signum`` when the process that started it dies, however it dies (Linux's
+    parent-death signal); elsewhere nothing."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signum))  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError, TypeError):
+        pass
+
+
 class ForkServer:
     """The executor's side: starts ``RUNNER --serve`` and asks it for steps."""
 
     def __init__(self, python: str, runner: str, cwd: str) -> None:
         self.proc = subprocess.Popen([python, runner, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=die_with_parent)
         try:
             self._cond = threading.Condition()
             self._pids: dict = {}

@@ -120,6 +120,10 @@ def fork_kernel(cmd: list, env: dict | None, cwd: str | None) -> ForkedKernel:
         fresh_random_state()
         asyncio.events._set_running_loop(None)
         asyncio.set_event_loop(asyncio.new_event_loop())
+        runner = sys.modules.get("__main__")
+        if os.path.basename(getattr(runner, "__file__", "") or "") == "nb2flow_step.py":
+            # the load and save cells `import nb2flow_step`: the runner this process runs, already compiled
+            sys.modules.setdefault("nb2flow_step", runner)
         sys.modules["__main__"] = types.ModuleType("__main__")
         from ipykernel.kernelapp import IPKernelApp
 

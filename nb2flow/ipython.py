@@ -1,0 +1,293 @@
+"""``%load_ext nb2flow``: check, draw, run and schedule the notebook from inside it.
+
+    %nb2flow check                      the findings, each with its cell
+    %nb2flow graph [--vars]             the step DAG as a mermaid diagram (JupyterLab >= 4.1 draws it)
+    %nb2flow run [-p NAME VALUE ...] [--argo] [--mode script]
+                                        runs the saved notebook in the background, progress in place
+    %nb2flow status [RUN]               a run's steps (default: this notebook's latest run)
+    %nb2flow schedule --cron "0 3 * * *" [--timezone TZ] [-p NAME VALUE ...]
+
+The notebook is the kernel's own: ``__session__`` or ``JPY_SESSION_NAME`` (jupyter_server >= 2),
+``__vsc_ipynb_file__`` (VS Code), else ``--notebook PATH``. Runs and schedules use the file as saved:
+a warning says so when cells ran after its last save. Loading the extension imports nothing heavy;
+``run``, ``status`` and ``schedule`` call the ``nb2flow`` command in a subprocess, so the kernel
+stays usable while a run goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import sys
+import time
+
+USAGE = ("usage: %nb2flow check | graph [--vars] | run [-p NAME VALUE ...] [--argo] | status [RUN] | "
+         "schedule --cron CRON [...]   (any of them: --notebook PATH)")
+POLL = 0.5
+
+
+class NotebookNotFound(Exception):
+    pass
+
+
+def find_notebook(user_ns: dict, given: str | None = None) -> str:
+    """The notebook this kernel runs: ``given``, else what the front end tells the kernel."""
+    if given:
+        path = os.path.abspath(os.path.expanduser(given))
+        if not os.path.isfile(path):
+            raise NotebookNotFound(f"{given}: no such notebook")
+        return path
+    for path in (user_ns.get("__session__"), os.environ.get("JPY_SESSION_NAME"), user_ns.get("__vsc_ipynb_file__")):
+        if path and str(path).endswith(".ipynb"):
+            # absolute as jupyter_server >= 2 sets it; a path relative to the server's root is beside the kernel
+            for candidate in (os.path.abspath(os.path.expanduser(str(path))), os.path.abspath(os.path.basename(str(path)))):
+                if os.path.isfile(candidate):
+                    return candidate
+    raise NotebookNotFound(
+        "which notebook is this? the kernel was not told (JupyterLab with jupyter_server >= 2 sets JPY_SESSION_NAME, "
+        "VS Code sets __vsc_ipynb_file__); pass it: %nb2flow check --notebook analysis.ipynb")
+
+
+class Magics:
+    """The ``%nb2flow`` line magic of one IPython shell."""
+
+    def __init__(self, shell) -> None:
+        self.shell = shell
+        self.last_cell_end: float | None = None  # when the last finished cell finished
+        self.runs: list = []  # background runs started from this kernel: (thread, process)
+
+    # ------------------------------------------------------------------ hooks
+    def post_run_cell(self, result=None) -> None:
+        self.last_cell_end = time.time()
+
+    # ------------------------------------------------------------------ the magic
+    def __call__(self, line: str):
+        try:
+            words = shlex.split(line)
+        except ValueError as exc:
+            return self._error(f"cannot read the arguments: {exc}")
+        notebook = None
+        if "--notebook" in words:
+            i = words.index("--notebook")
+            if i + 1 >= len(words):
+                return self._error("--notebook needs a path")
+            notebook = words[i + 1]
+            del words[i:i + 2]
+        if not words or words[0] in ("-h", "--help", "help"):
+            print(USAGE)
+            return None
+        command, args = words[0], words[1:]
+        handler = getattr(self, f"do_{command}", None)
+        if handler is None:
+            return self._error(f"unknown command {command!r}; {USAGE}")
+        try:
+            path = find_notebook(self.shell.user_ns, notebook)
+        except NotebookNotFound as exc:
+            return self._error(str(exc))
+        return handler(path, args)
+
+    def _error(self, text: str) -> None:
+        print(f"nb2flow: {text}", file=sys.stderr)
+
+    def _warn_unsaved(self, path: str) -> None:
+        """Runs use the file as saved: say so when cells ran after the last save."""
+        if self.last_cell_end and os.path.getmtime(path) < self.last_cell_end:
+            self._error(f"warning: {os.path.basename(path)} was last saved before cells you ran since; "
+                        "the run uses the saved file (save with Ctrl+S to include your edits)")
+
+    # ------------------------------------------------------------------ check, graph: in the kernel
+    def do_check(self, path: str, args: list):
+        from IPython.display import display
+
+        from .api import load
+        from .errors import Nb2flowError
+
+        try:
+            pipeline = load(path)
+        except Nb2flowError as exc:
+            return self._error(exc.render())
+        name = os.path.basename(path)
+        plain = [f.render(name) for f in pipeline.findings]
+        steps = len(pipeline.steps)
+        summary = f"{name}: {steps} step{'s' if steps != 1 else ''}, " + (
+            "no problems" if not pipeline.findings else f"{len(pipeline.errors)} error(s), {len(pipeline.warnings)} warning(s)")
+        md = [f"**{summary}**", ""]
+        for f in pipeline.findings:
+            where = f"cell {f.cell}" if f.cell is not None else "the notebook"
+            md.append(f"- {'❌' if f.severity.value == 'error' else '⚠️'} **[{where}](#nb2flow-cell-{f.cell})**"
+                      + (f" (step:{f.step})" if f.step else "") + (f" `{f.first_line}`" if f.first_line else "")
+                      + f": {f.message}" + (f" — {f.hint}" if f.hint else ""))
+        display({"text/plain": "\n".join(plain + [summary]), "text/markdown": "\n".join(md)}, raw=True)
+        return None
+
+    def do_graph(self, path: str, args: list):
+        from IPython.display import display
+
+        from .api import load
+        from .errors import Nb2flowError
+        from .graph import render
+
+        unknown = [a for a in args if a != "--vars"]
+        if unknown:
+            return self._error(f"graph takes --vars only, not {' '.join(unknown)}")
+        try:
+            pipeline = load(path)
+        except Nb2flowError as exc:
+            return self._error(exc.render())
+        show_vars = "--vars" in args
+        mermaid = render(pipeline, "mermaid", show_vars=show_vars)
+        text = render(pipeline, "text", show_vars=show_vars)
+        display({"text/markdown": f"```mermaid\n{mermaid.rstrip()}\n```\n", "text/plain": text}, raw=True)
+        if pipeline.errors:
+            self._error(f"{len(pipeline.errors)} problem(s); see %nb2flow check")
+        return None
+
+    # ------------------------------------------------------------------ run, status, schedule: the command
+    def do_run(self, path: str, args: list):
+        """Start ``nb2flow run`` in the background; a table of the steps is updated in place, then a link."""
+        import subprocess
+        import threading
+
+        from IPython.display import display
+
+        self._warn_unsaved(path)
+        argo = "--argo" in args
+        cmd = [sys.executable, "-m", "nb2flow", "run", path, "--no-progress", *args]
+        if argo and "--watch" not in args:
+            cmd.append("--watch")
+        handle = display({"text/plain": f"nb2flow: starting a run of {os.path.basename(path)}"}, raw=True, display_id=True)
+        proc = subprocess.Popen(cmd, cwd=os.path.dirname(path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+        thread = threading.Thread(target=self._follow, args=(proc, path, handle), name="nb2flow-run", daemon=True)
+        thread.start()
+        self.runs.append((thread, proc))
+        return None
+
+    def _follow(self, proc, path: str, handle) -> None:
+        """Read the run's lines; show its steps from the run record as they change; at the end, the outcome."""
+        import queue
+        import threading
+
+        lines: queue.Queue = queue.Queue()
+
+        def pump():
+            for line in proc.stdout:
+                lines.put(line.rstrip("\n"))
+            lines.put(None)
+
+        threading.Thread(target=pump, daemon=True).start()
+        log: list = []
+        run_dir = None
+        shown = None
+        finished = False
+        while not finished:
+            try:
+                while True:
+                    line = lines.get(timeout=POLL)
+                    if line is None:
+                        finished = True
+                        break
+                    log.append(line)
+                    run_dir = run_dir or _run_dir_from(line, path)
+            except queue.Empty:
+                pass
+            view = progress_view(run_dir, log, done=finished, code=proc.poll() if finished else None)
+            if view != shown:
+                handle.update(view, raw=True)
+                shown = view
+        proc.wait()
+        handle.update(progress_view(run_dir, log, done=True, code=proc.returncode), raw=True)
+
+    def do_status(self, path: str, args: list):
+        import subprocess
+
+        run = args or [_latest_run(path) or ""]
+        if not run[0]:
+            return self._error(f"no runs of {os.path.basename(path)} yet")
+        r = subprocess.run([sys.executable, "-m", "nb2flow", "status", *run], cwd=os.path.dirname(path), capture_output=True,
+                           text=True, env=dict(os.environ, NO_COLOR="1"))
+        print(r.stdout, end="")
+        if r.stderr:
+            print(r.stderr, end="", file=sys.stderr)
+        return None
+
+    def do_schedule(self, path: str, args: list):
+        import subprocess
+
+        self._warn_unsaved(path)
+        r = subprocess.run([sys.executable, "-m", "nb2flow", "schedule", path, *args], cwd=os.path.dirname(path),
+                           capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+        print(r.stdout, end="")
+        print(r.stderr, end="", file=sys.stderr)
+        return None
+
+
+def _run_dir_from(line: str, path: str) -> str | None:
+    """The run folder named in a progress line (``[ 0.0s] run ID: 5 steps``)."""
+    import re
+
+    m = re.search(r"\] run (\S+): \d+ steps?$", line)
+    if not m:
+        return None
+    folder = os.path.join(os.path.dirname(path), ".nb2flow", "runs", m.group(1))
+    return folder if os.path.isdir(folder) else None
+
+
+def _latest_run(path: str) -> str | None:
+    from .runs import list_runs
+
+    runs = [r for r in list_runs([os.path.dirname(path)], limit=100) if r.get("notebook") == path]
+    return runs[0]["run_id"] if runs else None
+
+
+def progress_view(run_dir: str | None, log: list, *, done: bool, code=None) -> dict:
+    """What the run's output shows now: each step's state, tries and time from the run record (plain text and
+    HTML), and when it is over the outcome with a link to the merged notebook."""
+    import html
+    import json
+
+    record = None
+    if run_dir:
+        try:
+            with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as fh:
+                record = json.load(fh)
+        except (OSError, ValueError):
+            record = None
+    if record is None:  # no run folder (yet, or an Argo run): the command's own lines
+        text = "\n".join(log[-20:]) or "nb2flow: starting"
+        return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
+    from .runner.protocol import StepState
+    from .runs import format_duration
+
+    rows = []
+    for name, s in record.get("steps", {}).items():
+        state = StepState.parse(s["state"])
+        error = s.get("error") or {}
+        detail = f"cell {error.get('cell')}: {error.get('ename')}: {error.get('evalue')}" if error else (
+            f"cell {s['cell']}" if s.get("cell") and state is StepState.RUNNING else "")
+        rows.append((name, state.label, str(s.get("attempts") or "-"), format_duration(s.get("duration")), detail))
+    head = f"run {record['run_id']}: {record['state']}"
+    text = "\n".join([head] + [f"  {r[0]:<16} {r[1]:<12} {r[2]:>3}  {r[3]:>8}  {r[4]}".rstrip() for r in rows])
+    table = "".join(f"<tr><td>{html.escape(r[0])}</td><td>{html.escape(r[1])}</td><td>{r[2]}</td><td>{r[3]}</td>"
+                    f"<td>{html.escape(r[4])}</td></tr>" for r in rows)
+    body = (f"<b>{html.escape(head)}</b><table><tr><th>step</th><th>state</th><th>tries</th><th>time</th><th></th></tr>"
+            f"{table}</table>")
+    if done:
+        merged = record.get("visible_notebook") or record.get("output_notebook")
+        if merged:
+            rel = os.path.relpath(merged, os.path.dirname(os.path.dirname(os.path.dirname(run_dir))))
+            text += f"\nmerged notebook: {rel}"
+            body += f'<p>merged notebook: <a href="{html.escape(rel)}" target="_blank">{html.escape(rel)}</a></p>'
+        failure = next((line for line in reversed(log) if line.startswith("nb2flow: ") and "(step:" in line), None)
+        if failure:
+            text += f"\n{failure}"
+            body += f"<pre>{html.escape(failure)}</pre>"
+    return {"text/plain": text, "text/html": body}
+
+
+def load_ipython_extension(shell) -> None:
+    """``%load_ext nb2flow``: registers ``%nb2flow``."""
+    magics = Magics(shell)
+    shell.register_magic_function(magics, magic_kind="line", magic_name="nb2flow")
+    shell.events.register("post_run_cell", magics.post_run_cell)
+    shell.user_ns.setdefault("_nb2flow_magics", magics)  # tests and users can wait on background runs

@@ -1,0 +1,212 @@
+"""nb2flow as a backend of JupyterLab's scheduler (jupyter-scheduler 2.x): "Create Notebook Job" runs the
+notebook as an nb2flow pipeline.
+
+``pip install 'nb2flow[jupyterlab]'`` installs jupyter-scheduler and enables this module as a server
+extension (``etc/jupyter/jupyter_server_config.d/nb2flow-scheduler.json``; from a source checkout,
+``jupyter server extension enable nb2flow.jupyter_scheduler``). Loaded after jupyter-scheduler, it
+gives the scheduler nb2flow's environment and execution manager through jupyter-scheduler's own
+seams: one environment, *nb2flow pipeline*, with compute types ``local`` (the steps
+run on the notebook server's machine) and ``argo`` (an Argo Workflow, followed to its end), runs
+each job with ``nb2flow run`` on the staged copy of the notebook, and gives the job the merged
+notebook as its output notebook (and HTML), the run record and the per-step notebooks as its side
+files, and a status message naming the failing step and cell. Stopping a job stops nb2flow, which
+stops every step process and kernel. A job definition with a schedule and compute type ``argo``
+becomes an Argo CronWorkflow (``nb2flow schedule``); with ``local``, jupyter-scheduler's own task
+runner starts the jobs (only while the notebook server runs). A notebook without step tags runs as
+jupyter-scheduler would run it.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+from jupyter_scheduler.environments import EnvironmentManager
+from jupyter_scheduler.executors import DefaultExecutionManager
+from jupyter_scheduler.models import RuntimeEnvironment
+from jupyter_scheduler.scheduler import Scheduler as _Scheduler
+
+SUPPORTED = "jupyter-scheduler>=2.7,<3"
+ENVIRONMENT = "nb2flow"
+COMPUTE_TYPES = ("local", "argo")
+SIDE_FOLDER = "nb2flow-run"  # the job's side files: run.json and each step's executed notebook
+
+
+class Environments(EnvironmentManager):
+    """One environment: the notebook as an nb2flow pipeline, here or on Argo."""
+
+    def list_environments(self) -> list:
+        return [RuntimeEnvironment(
+            name=ENVIRONMENT, label="nb2flow pipeline",
+            description="Runs the notebook's tagged steps as a pipeline: local (this server's machine) or argo (Argo Workflows)",
+            file_extensions=["ipynb"], output_formats=["ipynb", "html"], metadata={},
+            compute_types=list(COMPUTE_TYPES), default_compute_type="local", utc_only=False)]
+
+    def manage_environments_command(self) -> str:
+        return ""
+
+    def output_formats_mapping(self) -> dict:
+        return {"ipynb": "Notebook", "html": "HTML"}
+
+
+def job_parameters(parameters: dict | None) -> dict:
+    """A job's parameters as values: jupyter-scheduler writes each as Python source (``n = 5``), so ``5`` is a
+    number and ``'north'`` a string; a bare word it would leave undefined is taken as a string."""
+    import ast
+
+    out = {}
+    for name, text in (parameters or {}).items():
+        try:
+            out[name] = ast.literal_eval(text) if isinstance(text, str) else text
+        except (ValueError, SyntaxError):
+            out[name] = text
+    return out
+
+
+def _parameter_args(parameters: dict | None) -> list:
+    values = job_parameters(parameters)
+    return ["-y", json.dumps(values, default=list)] if values else []  # YAML reads JSON: the values exactly
+
+
+def run_command(input_path: str, compute_type: str | None, parameters: dict | None) -> list:
+    """The ``nb2flow run`` of a job: the staged notebook, here or on Argo (followed to its end), its parameters."""
+    cmd = [sys.executable, "-m", "nb2flow", "run", input_path, "--no-progress"]
+    cmd += ["--argo", "--watch"] if compute_type == "argo" else ["--local"]
+    return cmd + _parameter_args(parameters)
+
+
+def failure_line(output: str) -> str:
+    """The one line nb2flow printed about the failure (``nb2flow: nb.ipynb: cell 5 (step:train): ...``)."""
+    lines = [line for line in output.splitlines() if line.startswith("nb2flow: ") and "warning" not in line]
+    return lines[-1][len("nb2flow: "):] if lines else "nb2flow run failed"
+
+
+class ExecutionManager(DefaultExecutionManager):
+    """Runs a job's notebook with ``nb2flow run``; a notebook without steps as jupyter-scheduler does.
+
+    jupyter-scheduler stops a job by killing this process (SIGKILL): nb2flow gets SIGTERM then (the
+    parent-death signal) and stops every step process and kernel."""
+
+    def execute(self):
+        from .api import load
+        from .runner.forkserver import die_with_parent
+
+        job = self.model
+        input_path = self.staging_paths["input"]
+        staging = os.path.dirname(input_path)
+        if not load(input_path).steps:
+            return super().execute()
+        proc = subprocess.run(run_command(os.path.basename(input_path), job.compute_type, job.parameters), cwd=staging, stdin=subprocess.DEVNULL,
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+                              env=dict(os.environ, NO_COLOR="1"))
+        with open(os.path.join(staging, "nb2flow.log"), "w", encoding="utf-8") as fh:
+            fh.write(proc.stdout)
+        run_dir = _newest_run(staging)
+        self._outputs(job, run_dir)
+        if proc.returncode != 0:
+            raise RuntimeError(failure_line(proc.stdout))
+
+    def _outputs(self, job, run_dir: str | None) -> None:
+        """The merged notebook as the job's output notebook (and HTML); the record and step notebooks as side files."""
+        if run_dir is None:
+            return
+        merged = next(iter(glob.glob(os.path.join(run_dir, "*.out.ipynb"))), None)
+        if merged:
+            import nbconvert
+            import nbformat
+
+            with open(merged, encoding="utf-8") as fh:
+                nb = nbformat.read(fh, as_version=4)
+            for fmt in job.output_formats or []:
+                if fmt == "ipynb":
+                    shutil.copyfile(merged, self.staging_paths["ipynb"])
+                elif fmt in self.staging_paths:
+                    body, _ = nbconvert.get_exporter(fmt)().from_notebook_node(nb)
+                    with open(self.staging_paths[fmt], "w", encoding="utf-8") as fh:
+                        fh.write(body)
+        side = os.path.join(os.path.dirname(self.staging_paths["input"]), SIDE_FOLDER)
+        os.makedirs(side, exist_ok=True)
+        files = []
+        record = os.path.join(run_dir, "run.json")
+        if os.path.isfile(record):
+            shutil.copyfile(record, os.path.join(side, "run.json"))
+            files.append(f"{SIDE_FOLDER}/run.json")
+        for executed in sorted(glob.glob(os.path.join(run_dir, "steps", "*", "*.ipynb"))):
+            name = f"step-{os.path.basename(executed)}"
+            shutil.copyfile(executed, os.path.join(side, name))
+            files.append(f"{SIDE_FOLDER}/{name}")
+        self._package(files)
+
+    def _package(self, files: list) -> None:
+        from jupyter_scheduler.orm import Job
+
+        with self.db_session() as session:
+            current = session.query(Job.packaged_files).filter(Job.job_id == self.job_id).scalar() or []
+            session.query(Job).filter(Job.job_id == self.job_id).update({"packaged_files": sorted(set(current) | set(files))})
+            session.commit()
+
+    def add_side_effects_files(self, staging_dir: str):
+        """Side files are the run's record and step notebooks (above), not nb2flow's internals (values, bundles)."""
+        return None
+
+    def validate(cls, input_path: str) -> bool:  # jupyter-scheduler calls it as cls.validate(cls, path)
+        return True  # the kernel comes from the notebook's metadata, else python3 (nb2flow picks it)
+
+
+def _newest_run(folder: str) -> str | None:
+    runs = glob.glob(os.path.join(folder, ".nb2flow", "runs", "*", "run.json"))
+    return os.path.dirname(max(runs, key=os.path.getmtime)) if runs else None
+
+
+class Scheduler(_Scheduler):
+    """jupyter-scheduler's scheduler with nb2flow's execution manager; an ``argo`` job definition with a schedule
+    becomes an Argo CronWorkflow instead of a task of the server's own runner."""
+
+    def create_job_definition(self, model) -> str:
+        if model.compute_type != "argo" or not model.schedule:
+            return super().create_job_definition(model)
+        saved, self.task_runner = self.task_runner, None  # Argo's cron controller runs it, not this server
+        try:
+            definition_id = super().create_job_definition(model)
+        finally:
+            self.task_runner = saved
+        input_path = self.get_staging_paths(self.get_job_definition(definition_id))["input"]
+        cmd = schedule_command(input_path, model.schedule, model.timezone, model.name, model.parameters)
+        proc = subprocess.run(cmd, cwd=os.path.dirname(input_path), capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+        if proc.returncode != 0:
+            self.delete_job_definition(definition_id)
+            raise RuntimeError(failure_line(proc.stderr))
+        return definition_id
+
+
+def schedule_command(input_path: str, cron: str, timezone: str | None, name: str, parameters: dict | None) -> list:
+    """``nb2flow schedule`` for a job definition: its cron, time zone, name and parameters."""
+    cmd = [sys.executable, "-m", "nb2flow", "schedule", input_path, "--cron", cron, "--name", name]
+    if timezone and timezone != "UTC":
+        cmd += ["--timezone", timezone]
+    return cmd + _parameter_args(parameters)
+
+
+def _jupyter_server_extension_points():
+    return [{"module": "nb2flow.jupyter_scheduler"}]
+
+
+def _load_jupyter_server_extension(serverapp) -> None:
+    """After jupyter-scheduler loaded (extensions load in name order): its environment list and its scheduler
+    become nb2flow's (the environments manager in the server's settings, the scheduler's execution manager)."""
+    settings = serverapp.web_app.settings
+    scheduler = settings.get("scheduler")
+    if scheduler is None:
+        serverapp.log.warning("nb2flow: jupyter-scheduler is not loaded; nothing to do (pip install 'nb2flow[jupyterlab]')")
+        return
+    environments = Environments()
+    settings["environments_manager"] = environments
+    scheduler.environments_manager = environments
+    if type(scheduler) is _Scheduler:  # the default scheduler: nb2flow's adds Argo schedules, nothing else
+        scheduler.__class__ = Scheduler
+    scheduler.execution_manager_class = ExecutionManager
+    serverapp.log.info("nb2flow: JupyterLab's scheduler runs notebooks as nb2flow pipelines (compute types: local, argo)")

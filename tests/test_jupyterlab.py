@@ -1,0 +1,245 @@
+"""nb2flow inside Jupyter: the ``%nb2flow`` magics through a real kernel, on the notebook that calls them."""
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from nbutil import cell, write
+
+from nb2flow.ipython import NotebookNotFound, find_notebook
+
+
+def _execute(path, env_session: bool = True, timeout: int = 300):
+    import nbformat
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    env = dict(os.environ)
+    if env_session:
+        env["JPY_SESSION_NAME"] = str(path)  # as jupyter_server >= 2 starts a notebook's kernel
+    else:
+        env.pop("JPY_SESSION_NAME", None)
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    old = dict(os.environ)
+    os.environ.clear()
+    os.environ.update(env)
+    try:
+        client.execute()
+    finally:
+        os.environ.clear()
+        os.environ.update(old)
+    return nb
+
+
+def _outputs(nb, index, mime):
+    return ["".join(o.get("data", {}).get(mime, "")) for o in nb.cells[index].outputs if o.get("data", {}).get(mime)]
+
+
+def _stream(nb, index, name):
+    return "".join(o.get("text", "") for o in nb.cells[index].outputs if o.get("output_type") == "stream" and o.get("name") == name)
+
+
+def test_the_magics_check_draw_run_and_report_on_their_own_notebook(tmp_path):
+    path = tmp_path / "magic.ipynb"
+    write(path,
+          cell("%load_ext nb2flow"),
+          cell("%nb2flow check"),
+          cell("%nb2flow graph --vars"),
+          cell("n = 2", "parameters"),
+          cell("x = n * 10\nprint('x is', x)", "step:a"),
+          cell("y = x + 1", "step:b"),
+          cell("%nb2flow run -p n 3"),
+          cell("_nb2flow_magics.runs[-1][0].join(240)", "skip"),
+          cell("%nb2flow status"))
+    before = path.read_bytes()
+    nb = _execute(path)
+    check = _outputs(nb, 1, "text/markdown")
+    assert check == ["**magic.ipynb: 2 steps, no problems**\n"]
+    graph_md = _outputs(nb, 2, "text/markdown")[0]
+    assert graph_md.startswith("```mermaid\n") and graph_md.rstrip().endswith("```") and 's0 -- "x" --> s1' in graph_md
+    assert "a" in _outputs(nb, 2, "text/plain")[0]
+    run_text = _outputs(nb, 6, "text/plain")[0]  # the display, updated in place until the run ended
+    assert run_text.startswith("run magic-") and ": succeeded" in run_text.splitlines()[0]
+    assert "merged notebook: nb2flow-runs/magic-" in run_text
+    html = _outputs(nb, 6, "text/html")[0]
+    assert '<a href="nb2flow-runs/magic-' in html and "<td>done</td>" in html
+    assert "was last saved before cells you ran since" in _stream(nb, 6, "stderr")  # the run uses the saved file
+    status = _stream(nb, 8, "stdout")
+    assert status.startswith("run magic-") and "succeeded" in status.splitlines()[0]
+    run_dir = next((tmp_path / ".nb2flow" / "runs").iterdir())
+    record = json.loads((run_dir / "run.json").read_text())
+    assert record["parameters"] == {"n": 3} and set(record["steps"]) == {"a", "b"}  # the magic cells are not steps
+    merged = json.loads(next(run_dir.glob("*.out.ipynb")).read_text())
+    assert any("x is 30" in "".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", []))
+    assert path.read_bytes() == before  # the user's notebook is never modified
+
+
+def test_without_the_front_end_naming_the_notebook_the_magic_says_how_to(tmp_path):
+    path = tmp_path / "anon.ipynb"
+    write(path, cell("%load_ext nb2flow"), cell("%nb2flow check"), cell(f"%nb2flow check --notebook {path.name}"),
+          cell("x = 1", "step:a"))
+    nb = _execute(path, env_session=False)
+    assert "which notebook is this? the kernel was not told" in _stream(nb, 1, "stderr")
+    assert _outputs(nb, 2, "text/markdown") == ["**anon.ipynb: 1 step, no problems**\n"]
+
+
+def test_the_notebook_is_found_where_each_front_end_says():
+    with pytest.raises(NotebookNotFound, match="pass it: %nb2flow check --notebook"):
+        find_notebook({})
+    with pytest.raises(NotebookNotFound, match="no such notebook"):
+        find_notebook({}, "missing.ipynb")
+
+
+def test_loading_the_extension_imports_nothing_heavy():
+    import subprocess
+    import sys
+
+    code = ("import sys\nfrom IPython.core.interactiveshell import InteractiveShell\nbefore = set(sys.modules)\n"
+            "shell = InteractiveShell.instance()\nshell.run_line_magic('load_ext', 'nb2flow')\n"
+            "new = sorted(m for m in set(sys.modules) - before if m.startswith('nb2flow') or m.split('.')[0] in "
+            "('nbformat', 'nbclient', 'jupyter_client', 'yaml', 'click', 'kubernetes', 'rich'))\nprint(new)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "['nb2flow', 'nb2flow.ipython']"
+
+
+# ------------------------------------------------------------------ JupyterLab's scheduler, through a real jupyter_server
+
+
+@pytest.fixture
+def jupyter_server(tmp_path):
+    """jupyter_server with jupyter-scheduler, configured only by the file nb2flow's wheel installs into
+    etc/jupyter/jupyter_server_config.d (read here from the repository: an editable install has no data files)."""
+    import secrets
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
+    root = tmp_path / "root"
+    root.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1",
+               JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parent.parent / "jupyter-config"))
+    env.pop("JPY_SESSION_NAME", None)
+    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
+                             f"--SchedulerApp.db_url=sqlite:///{tmp_path}/scheduler.sqlite"],
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
+                            cwd=root)  # jupyter-scheduler downloads a job's files to paths relative to the server's folder
+    base = f"http://127.0.0.1:{port}"
+
+    def call(method, path, body=None):
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(base + path, data=data, method=method,
+                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=30) as resp:
+            text = resp.read()
+            return json.loads(text) if text else None
+
+    deadline = time.time() + 60
+    while True:
+        try:
+            call("GET", "/api/status")
+            break
+        except OSError:
+            if time.time() > deadline or proc.poll() is not None:
+                raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
+            time.sleep(0.3)
+    try:
+        yield root, call
+    finally:
+        import signal
+
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)
+
+
+def _wait_job(call, job_id, timeout=240):
+    import time
+
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        job = call("GET", f"/scheduler/jobs/{job_id}")
+        # a new job reads STOPPED until its process starts it (jupyter-scheduler's ORM default)
+        if job["status"] in ("COMPLETED", "FAILED") or (job["status"] == "STOPPED" and job.get("start_time")):
+            return job
+        time.sleep(0.5)
+    raise AssertionError(f"job {job_id} did not finish: {job}")
+
+
+def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_server):
+    import time
+
+    root, call = jupyter_server
+    environments = call("GET", "/scheduler/runtime_environments")
+    assert [(e["name"], e["compute_types"]) for e in environments] == [("nb2flow", ["local", "argo"])]
+    write(root / "job.ipynb", cell("n = 2", "parameters"), cell("x = n * 10\nprint('x is', x)", "step:a"),
+          cell("y = x + 1\nprint('y is', y)", "step:b"))
+    job_id = call("POST", "/scheduler/jobs", {"input_uri": "job.ipynb", "input_filename": "job.ipynb", "name": "pipeline job",
+                                              "runtime_environment_name": "nb2flow", "compute_type": "local",
+                                              "output_formats": ["ipynb", "html"], "parameters": {"n": "5"},
+                                              "package_input_folder": True})["job_id"]
+    job = _wait_job(call, job_id)
+    assert job["status"] == "COMPLETED", job
+    call("GET", f"/scheduler/jobs/{job_id}/download_files?redownload=true")  # copies in a process of its own
+    deadline = time.time() + 30
+    while True:
+        described = call("GET", f"/scheduler/jobs/{job_id}")
+        files = {f["file_format"]: f["file_path"] for f in described["job_files"] if f.get("file_path")}
+        if {"ipynb", "html"} <= set(files) or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert {"ipynb", "html"} <= set(files), described
+    merged = json.loads((root / files["ipynb"]).read_text())
+    texts = ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
+    assert "x is 50\n" in texts and "y is 51\n" in texts  # the merged notebook, the job's parameters injected
+    assert merged["cells"][1]["metadata"]["tags"] == ["injected-parameters"]
+    assert "y is 51" in (root / files["html"]).read_text()
+    out_dir = (root / files["ipynb"]).parent
+    side = sorted(p.name for p in (out_dir / "nb2flow-run").iterdir())
+    assert side == ["run.json", "step-a.ipynb", "step-b.ipynb"]  # the record and each step's notebook, nothing internal
+    assert not (out_dir / ".nb2flow").exists()
+
+
+def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
+    root, call = jupyter_server
+    write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))
+    job_id = call("POST", "/scheduler/jobs", {"input_uri": "bad.ipynb", "input_filename": "bad.ipynb", "name": "bad",
+                                              "runtime_environment_name": "nb2flow", "compute_type": "local", "output_formats": ["ipynb"]})["job_id"]
+    job = _wait_job(call, job_id)
+    assert job["status"] == "FAILED"
+    assert job["status_message"].startswith("bad.ipynb: cell 2 (step:b): `y = x / 0`: ZeroDivisionError: division by zero")
+
+
+def test_stopping_a_job_stops_every_step_process_and_kernel(jupyter_server):
+    import time
+
+    from helpers import processes_mentioning
+
+    root, call = jupyter_server
+    write(root / "slow.ipynb", cell("import time", "setup"), cell("time.sleep(120)", "step:a"), cell("time.sleep(120)", "step:b"))
+    job_id = call("POST", "/scheduler/jobs", {"input_uri": "slow.ipynb", "input_filename": "slow.ipynb", "name": "slow",
+                                              "runtime_environment_name": "nb2flow", "compute_type": "local", "output_formats": ["ipynb"]})["job_id"]
+    mine = str(root.parent)  # this test's server: its staging area is under the same folder
+
+    def runs():  # the fork server, its warm-up child, each step and its kernel (forks: the server's command line)
+        return processes_mentioning(f"{mine}/data")
+
+    deadline = time.time() + 60
+    while len(runs()) < 6 and time.time() < deadline:
+        time.sleep(0.3)
+    assert len(runs()) == 6, runs()
+    call("PATCH", f"/scheduler/jobs/{job_id}", {"status": "STOPPED"})
+    deadline = time.time() + 30
+    while processes_mentioning(f"{mine}/data") and time.time() < deadline:
+        time.sleep(0.3)
+    assert processes_mentioning(f"{mine}/data") == []  # nb2flow, its fork server, the steps and their kernels

@@ -41,6 +41,11 @@ WARM_DECLINED = 75  # the warm-up child's exit status when its imports started t
 def serve() -> int:
     """Run the fork server on stdin/stdout until end of input."""
     fresh_path = list(sys.path[1:])  # as `python -m ipykernel_launcher` has it
+    # nbformat imports jsonschema, which imports rfc3987_syntax when installed (JupyterLab's dependencies bring
+    # it) and spends over a second building a grammar for IRI formats nbformat's schema never uses
+    blocked = "rfc3987_syntax" not in sys.modules
+    if blocked:
+        sys.modules["rfc3987_syntax"] = None
     try:  # what every notebook-mode step imports; a failed import only costs speed
         import nbformat  # noqa: F401
         from nbclient import NotebookClient  # noqa: F401
@@ -56,6 +61,9 @@ def serve() -> int:
         enable_kernel_forking(fresh_path)
     except ImportError:
         pass
+    finally:
+        if blocked:
+            del sys.modules["rfc3987_syntax"]  # a notebook that imports it gets it
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
     children: set = set()
 

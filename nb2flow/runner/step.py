@@ -127,7 +127,9 @@ def main(argv=None) -> int:
     if args == ["--serve"]:
         from .forkserver import serve
 
-        return serve()
+        code = serve()
+        sys.stdout.flush()
+        os._exit(code)  # nothing to tear down that matters, and the run waits for this exit
     if args[:1] == [FINALIZE]:
         from .finalize import finalize
 

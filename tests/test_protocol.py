@@ -96,3 +96,19 @@ def test_errors_survive_pickling_with_their_fields(exc):
 def test_cluster_errors_carry_the_http_status():
     assert issubclass(errors.ClusterConflict, errors.ClusterError)
     assert errors.ClusterRejected("x", http_status=422).http_status == 422
+
+
+def test_the_html_rendering_is_skipped_with_a_reason_where_the_image_lacks_nbconvert(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from nb2flow.runner.merge import write_html
+
+    nb = tmp_path / "a.out.ipynb"
+    nb.write_text(json.dumps({"cells": [], "metadata": {}, "nbformat": 4, "nbformat_minor": 5}))
+    monkeypatch.setitem(sys.modules, "nbconvert", None)  # an image without nbconvert
+    assert write_html(str(nb), None) == {"html": None, "html_skipped": "nbconvert is not installed where the run ended"}
+    assert not (tmp_path / "a.out.html").exists()
+    monkeypatch.delitem(sys.modules, "nbconvert")
+    written = write_html(str(nb), str(tmp_path / "visible.ipynb"))
+    assert written["html"] == str(tmp_path / "a.out.html") and (tmp_path / "visible.html").is_file()

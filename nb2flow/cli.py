@@ -393,7 +393,8 @@ def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link,
 
     from . import __version__
     from .runner.protocol import RunLayout
-    from .runs import RUNS_SUBDIR, new_record, write_record
+    from .runner.record import new_record
+    from .runs import RUNS_SUBDIR, write_record
 
     meta = created["metadata"]
     params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}

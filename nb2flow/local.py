@@ -27,8 +27,9 @@ from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
 from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
-from .runs import (RunState, copy_step_results, create_run_dir, new_record, read_record, reusable_from_runs, reusable_steps,
-                   runs_root_for, step_entry, write_record)
+from .runner.record import RunState, new_record, step_entry
+from .runs import (copy_step_results, create_run_dir, read_record, reusable_from_runs, reusable_steps, runs_root_for,
+                   write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
 
 POLL = 0.02

@@ -15,7 +15,6 @@ import secrets
 from .errors import UsageError
 from .names import file_slug
 from .runner.protocol import RUNS_DIR, RunLayout, StepState
-from .runner.record import RunState, new_record, step_entry  # noqa: F401 (the record's schema lives with the runner)
 
 RUNS_SUBDIR = os.path.join(*RUNS_DIR.split("/"))
 

@@ -114,7 +114,8 @@ class Magics:
         md = [f"**{summary}**", ""]
         for f in pipeline.findings:
             where = f"cell {f.cell}" if f.cell is not None else "the notebook"
-            md.append(f"- {'❌' if f.severity.value == 'error' else '⚠️'} **[{where}](#nb2flow-cell-{f.cell})**"
+            # JupyterLab and VS Code have no link that selects a cell: the cell number, bold, and its first line
+            md.append(f"- {'❌' if f.severity.value == 'error' else '⚠️'} **{where}**"
                       + (f" (step:{f.step})" if f.step else "") + (f" `{f.first_line}`" if f.first_line else "")
                       + f": {f.message}" + (f" — {f.hint}" if f.hint else ""))
         display({"text/plain": "\n".join(plain + [summary]), "text/markdown": "\n".join(md)}, raw=True)

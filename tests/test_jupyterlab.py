@@ -11,7 +11,7 @@ from nbutil import cell, write
 from nb2flow.ipython import NotebookNotFound, find_notebook
 
 
-def _execute(path, env_session: bool = True, timeout: int = 300):
+def _execute(path, env_session: bool = True, timeout: int = 300, allow_errors: bool = False):
     import nbformat
     from nbclient import NotebookClient
 
@@ -21,7 +21,8 @@ def _execute(path, env_session: bool = True, timeout: int = 300):
         env["JPY_SESSION_NAME"] = str(path)  # as jupyter_server >= 2 starts a notebook's kernel
     else:
         env.pop("JPY_SESSION_NAME", None)
-    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}})
+    client = NotebookClient(nb, timeout=timeout, kernel_name="python3", resources={"metadata": {"path": str(path.parent)}},
+                            allow_errors=allow_errors)
     old = dict(os.environ)
     os.environ.clear()
     os.environ.update(env)
@@ -243,3 +244,13 @@ def test_stopping_a_job_stops_every_step_process_and_kernel(jupyter_server):
     while processes_mentioning(f"{mine}/data") and time.time() < deadline:
         time.sleep(0.3)
     assert processes_mentioning(f"{mine}/data") == []  # nb2flow, its fork server, the steps and their kernels
+
+
+def test_check_shows_each_finding_with_its_cell(tmp_path):
+    path = tmp_path / "bad.ipynb"
+    write(path, cell("%load_ext nb2flow\n%nb2flow check"), cell("x = 1", "step:a"), cell("print(y)", "step:b"))
+    nb = _execute(path, allow_errors=True)  # the notebook's own error, run top to bottom, is what check foresees
+    md = _outputs(nb, 0, "text/markdown")[0]
+    assert md.startswith("**bad.ipynb: 2 steps, 1 error(s), 0 warning(s)**")
+    assert "- ❌ **cell 3** (step:b) `print(y)`:" in md and "`y`" in md
+    assert "bad.ipynb: cell 3, line 1 (step:b) `print(y)`: error:" in _outputs(nb, 0, "text/plain")[0]

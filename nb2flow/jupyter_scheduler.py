@@ -29,6 +29,7 @@ from jupyter_scheduler.environments import EnvironmentManager
 from jupyter_scheduler.executors import DefaultExecutionManager
 from jupyter_scheduler.models import RuntimeEnvironment
 from jupyter_scheduler.scheduler import Scheduler as _Scheduler
+from jupyter_scheduler.task_runner import TaskRunner as _TaskRunner
 
 SUPPORTED = "jupyter-scheduler>=2.7,<3"
 ENVIRONMENT = "nb2flow"
@@ -177,10 +178,22 @@ class Scheduler(_Scheduler):
         input_path = self.get_staging_paths(self.get_job_definition(definition_id))["input"]
         cmd = schedule_command(input_path, model.schedule, model.timezone, model.name, model.parameters)
         proc = subprocess.run(cmd, cwd=os.path.dirname(input_path), capture_output=True, text=True, env=dict(os.environ, NO_COLOR="1"))
+        self.log.info("%s", proc.stderr.strip())
         if proc.returncode != 0:
             self.delete_job_definition(definition_id)
             raise RuntimeError(failure_line(proc.stderr))
         return definition_id
+
+
+class TaskRunner(_TaskRunner):
+    """jupyter-scheduler's runner of scheduled job definitions, leaving ``argo`` ones to Argo's cron controller (after a
+    server restart it reads every definition with a schedule from its database)."""
+
+    def create_job(self, job_definition_id: str):
+        definition = self.scheduler.get_job_definition(job_definition_id)
+        if definition is not None and definition.compute_type == "argo":
+            return None
+        return super().create_job(job_definition_id)
 
 
 def schedule_command(input_path: str, cron: str, timezone: str | None, name: str, parameters: dict | None) -> list:
@@ -208,5 +221,11 @@ def _load_jupyter_server_extension(serverapp) -> None:
     scheduler.environments_manager = environments
     if type(scheduler) is _Scheduler:  # the default scheduler: nb2flow's adds Argo schedules, nothing else
         scheduler.__class__ = Scheduler
+    else:
+        serverapp.log.warning("nb2flow: a custom scheduler (%s) is configured: scheduled argo job definitions run here, "
+                              "not as Argo CronWorkflows", type(scheduler).__name__)
+    if type(scheduler.task_runner) is _TaskRunner:  # ... and its runner leaves them to Argo
+        scheduler.task_runner.__class__ = TaskRunner
     scheduler.execution_manager_class = ExecutionManager
-    serverapp.log.info("nb2flow: JupyterLab's scheduler runs notebooks as nb2flow pipelines (compute types: local, argo)")
+    serverapp.log.info("nb2flow: JupyterLab's scheduler (%s) runs notebooks as nb2flow pipelines (compute types: local, argo)",
+                       type(scheduler).__name__)

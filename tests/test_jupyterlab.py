@@ -1,5 +1,6 @@
 """nb2flow inside Jupyter: the ``%nb2flow`` magics through a real kernel, on the notebook that calls them."""
 
+import contextlib
 import json
 import os
 from pathlib import Path
@@ -111,9 +112,16 @@ def test_loading_the_extension_imports_nothing_heavy():
 
 @pytest.fixture
 def jupyter_server(tmp_path):
+    with _server(tmp_path) as server:
+        yield server
+
+
+@contextlib.contextmanager
+def _server(tmp_path, extra_env=None):
     """jupyter_server with jupyter-scheduler, configured only by the file nb2flow's wheel installs into
     etc/jupyter/jupyter_server_config.d (read here from the repository: an editable install has no data files)."""
     import secrets
+    import signal
     import socket
     import subprocess
     import sys
@@ -129,8 +137,9 @@ def jupyter_server(tmp_path):
     token = secrets.token_hex(16)
     env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
                JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1",
-               JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parent.parent / "jupyter-config"))
+               JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parent.parent / "jupyter-config"), **(extra_env or {}))
     env.pop("JPY_SESSION_NAME", None)
+    env.pop("KUBERNETES_SERVICE_HOST", None)
     proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
                              f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
                              f"--SchedulerApp.db_url=sqlite:///{tmp_path}/scheduler.sqlite"],
@@ -158,8 +167,6 @@ def jupyter_server(tmp_path):
     try:
         yield root, call
     finally:
-        import signal
-
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
 
@@ -254,3 +261,52 @@ def test_check_shows_each_finding_with_its_cell(tmp_path):
     assert md.startswith("**bad.ipynb: 2 steps, 1 error(s), 0 warning(s)**")
     assert "- ❌ **cell 3** (step:b) `print(y)`:" in md and "`y`" in md
     assert "bad.ipynb: cell 3, line 1 (step:b) `print(y)`: error:" in _outputs(nb, 0, "text/plain")[0]
+
+
+def test_a_scheduled_argo_job_definition_becomes_a_cron_workflow(tmp_path):
+    """"Run on a schedule" with compute type argo: nb2flow schedule makes an Argo CronWorkflow (here on the test API
+    server), and the server's own task runner does not also start it."""
+    from kubeserver import FakeKube
+
+    (tmp_path / ".config" / "nb2flow").mkdir(parents=True)
+    (tmp_path / ".config" / "nb2flow" / "config.yaml").write_text(  # explicit step-pod settings: no notebook pod here
+        "image: quay.io/jupyter/scipy-notebook:2024-10-07\nnamespace: jhub\nshared_workdir: true\n"
+        "volumes: [{name: home, persistentVolumeClaim: {claimName: home}}]\n"
+        f"volume_mounts: [{{name: home, mountPath: {tmp_path}}}]\n")
+    with FakeKube() as kube:
+        config = kube.kubeconfig(tmp_path / "kubeconfig")
+        with _server(tmp_path, {"KUBECONFIG": config}) as (root, call):
+            write(root / "daily.ipynb", cell("scheduled_time = None\nregion = 'north'", "parameters"), cell("x = region", "step:a"))
+            made = call("POST", "/scheduler/job_definitions", {
+                "input_uri": "daily.ipynb", "input_filename": "daily.ipynb", "name": "daily report", "runtime_environment_name": "nb2flow",
+                "compute_type": "argo", "output_formats": ["ipynb"], "schedule": "0 3 * * *", "timezone": "Asia/Seoul",
+                "parameters": {"region": "'south'"}})
+            assert made["job_definition_id"]
+            crons = {k[2]: v for k, v in kube.objects.items() if k[0] == "cronworkflows"}
+            assert len(crons) == 1 and next(iter(crons)).startswith("daily-report-"), (tmp_path / "server.log").read_text()[-2000:]
+            spec = next(iter(crons.values()))["spec"]
+            assert spec["schedules"] == ["0 3 * * *"] and spec["timezone"] == "Asia/Seoul"
+            params = {p["name"]: p["value"] for p in spec["workflowSpec"]["arguments"]["parameters"]}
+            assert params == {"region": '"south"'}  # scheduled_time comes from Argo at each run
+            definition = call("GET", f"/scheduler/job_definitions/{made['job_definition_id']}")
+            assert definition["schedule"] == "0 3 * * *"  # jupyter-scheduler keeps the definition, its runner does not start it
+
+
+def test_the_servers_own_runner_leaves_argo_schedules_to_argo(monkeypatch):
+    """After a restart jupyter-scheduler's task runner reads every scheduled definition: an argo one must not also run
+    here (Argo's cron controller runs it); a local one still does."""
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed")
+    from types import SimpleNamespace
+
+    from jupyter_scheduler.task_runner import TaskRunner as Default
+
+    from nb2flow.jupyter_scheduler import TaskRunner
+
+    started = []
+    monkeypatch.setattr(Default, "create_job", lambda self, definition_id: started.append(definition_id))
+    runner = TaskRunner.__new__(TaskRunner)
+    definitions = {"on-argo": SimpleNamespace(compute_type="argo"), "here": SimpleNamespace(compute_type="local")}
+    runner.scheduler = SimpleNamespace(get_job_definition=definitions.get)
+    runner.create_job("on-argo")
+    runner.create_job("here")
+    assert started == ["here"]

@@ -144,7 +144,7 @@ def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_
                   "phase": "{{workflow.status}}"},
         failures="{{workflow.failures}}", created="{{workflow.creationTimestamp}}",
         params=param_texts, cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join)
-    env = [e for e in pod.env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"] + [{"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"}]
+    env = _step_env(pod.env, gpu=False)
     if config.notify:
         secret, _, key = config.notify.partition("/")
         env.append({"name": "NB2FLOW_NOTIFY_URL",
@@ -160,11 +160,11 @@ def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_
     return template
 
 
-def _step_env(env, step: Step) -> list:
-    """The notebook's env for a step: without a GPU, ``NVIDIA_VISIBLE_DEVICES=void``, since most GPU
+def _step_env(env, *, gpu) -> list:
+    """The notebook's env for a pod: without a GPU, ``NVIDIA_VISIBLE_DEVICES=void``, since most GPU
     images set ``all`` and a container would otherwise see every GPU of its node."""
     out = [e for e in env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"]
-    if not step.options.gpu:
+    if not gpu:
         out.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     return out
 
@@ -189,7 +189,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         name = "step" if not variants else f"step-{len(variants)}"
         variants[key] = name
         container = {"image": step.options.image or pod.image, "command": command, "workingDir": workdir}
-        _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, step), envFrom=pod.env_from,
+        _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, gpu=step.options.gpu), envFrom=pod.env_from,
              volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
              securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}

@@ -205,7 +205,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
 
     if cluster is False or (cluster is None and not namespace and not in_cluster()):
         return []
-    from .cluster import parse_time
+    from .runner.record import parse_timestamp
     from .errors import ClusterError
 
     try:
@@ -215,7 +215,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
             st = wf.get("status") or {}
             phase = {"Error": "failed"}.get(st.get("phase"), st.get("phase", "Pending").lower())
             rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
-                         "state": f"argo {phase}", "started": parse_time(st.get("startedAt")), "ended": parse_time(st.get("finishedAt"))})
+                         "state": f"argo {phase}", "started": parse_timestamp(st.get("startedAt")), "ended": parse_timestamp(st.get("finishedAt"))})
         for cw in kube.list("cronworkflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
             rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
                          "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
@@ -270,7 +270,7 @@ def status(run_id, as_json, namespace, context) -> int:
 
 def _print_record(record: dict, run_dir: str) -> None:
     from .runner.protocol import StepState
-    from .runs import format_duration, path_here
+    from .runs import format_duration, path_here, step_detail
 
     workflow = record.get("workflow") or {}
     if record.get("backend") == "argo":
@@ -280,13 +280,8 @@ def _print_record(record: dict, run_dir: str) -> None:
     click.echo(f"run {record['run_id']}: {record['state']} ({where})")
     rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
     for name, s in record.get("steps", {}).items():
-        error = s.get("error") or {}
-        detail = ""
-        if error:
-            detail = f"{'cell ' + str(error['cell']) + ': ' if error.get('cell') else ''}{error.get('ename')}: {error.get('evalue')}"
-        elif s.get("reused"):
-            detail = "reused"
-        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")), detail[:100]))
+        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")),
+                     step_detail(s)[:100]))
     click.echo(_table(rows))
     shown = path_here(record.get("visible_notebook") or record.get("output_notebook"), record, run_dir)
     if shown:

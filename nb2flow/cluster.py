@@ -26,6 +26,7 @@ from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
 from .progress import StepView, make_reporter
 from .runner.protocol import ARGO_PHASES, BUNDLES_DIR, RUNS_DIR, StepState
+from .runner.record import parse_timestamp
 
 
 @dataclass(frozen=True)
@@ -336,9 +337,8 @@ def single_schedule_form(manifest: dict) -> dict | None:
     return dict(manifest, spec={"schedule": spec["schedules"][0], **older})
 
 
-def step_views(workflow: dict, *, reasons: dict | None = None, cells: dict | None = None) -> list[StepView]:
-    """One view per DAG task, from the workflow's nodes; ``reasons``: task -> why its pod waits (from
-    :func:`waiting_reasons`); ``cells``: task -> (cell number, first line) it is running (:func:`current_cells`)."""
+def step_views(workflow: dict) -> list[StepView]:
+    """One view per DAG task, from the workflow's nodes (:func:`live_views` adds what the pods and run folder say)."""
     nodes = workflow_nodes(workflow)
     tasks = []
     for t in (workflow.get("spec", {}).get("templates") or []):
@@ -352,25 +352,18 @@ def step_views(workflow: dict, *, reasons: dict | None = None, cells: dict | Non
                 by_name[name] = node
     views = []
     now = time.time()
-    reasons, cells = reasons or {}, cells or {}
     for task in tasks:
         node = by_name.get(task)
         if node is None:
-            views.append(StepView(task, StepState.PENDING, note=reasons.get(task)))
+            views.append(StepView(task, StepState.PENDING))
             continue
         state = ARGO_PHASES.get(node.get("phase"), StepState.PENDING)
-        started, finished = parse_time(node.get("startedAt")), parse_time(node.get("finishedAt"))
+        started, finished = parse_timestamp(node.get("startedAt")), parse_timestamp(node.get("finishedAt"))
         elapsed = ((finished or now) - started) if started else None
         attempts = max(1, len(node.get("children") or []) if node.get("type") == "Retry" else 1)
-        # why it failed, or why it waits: the pod's own word first (events, container states), else Argo's
-        # node message (it copies the scheduler's "Unschedulable: 0/5 nodes ..." and quota refusals)
-        note = None
-        if state is StepState.PENDING:
-            note = reasons.get(task) or node.get("message")
-        elif state is StepState.FAILED:
-            note = node.get("message")
-        cell, first = cells.get(task, (None, None)) if state is StepState.RUNNING else (None, None)
-        views.append(StepView(task, state, cell, first, elapsed, attempts, note))
+        # why it failed, or why it waits (Argo copies the scheduler's "Unschedulable: 0/5 nodes ..." and quota refusals)
+        note = node.get("message") if state in (StepState.FAILED, StepState.PENDING) else None
+        views.append(StepView(task, state, None, None, elapsed, attempts, note))
     return views
 
 
@@ -433,9 +426,8 @@ def run_layout(workflow: dict, run_dir: str | None = None):
     pod_folder = posixpath.dirname(notebook)
     bundle = ann.get("nb2flow.io/bundle", "")
     if run_dir:
-        folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
         layout = RunLayout(run_dir)
-        bundle = os.path.join(folder, posixpath.relpath(bundle, pod_folder)) if bundle else ""
+        bundle = os.path.join(layout.notebook_folder, posixpath.relpath(bundle, pod_folder)) if bundle else ""
     else:
         layout = RunLayout(posixpath.join(pod_folder, RUNS_DIR, workflow["metadata"]["name"]))
     if not os.path.isdir(layout.root):
@@ -474,7 +466,7 @@ def controller_silence(workflow: dict, now: float | None = None) -> float | None
     :data:`NO_CONTROLLER_AFTER` (None: the controller has acted, or it is early)."""
     if (workflow.get("status") or {}).get("phase"):
         return None
-    created = parse_time((workflow.get("metadata") or {}).get("creationTimestamp"))
+    created = parse_timestamp((workflow.get("metadata") or {}).get("creationTimestamp"))
     if created is None:
         return None
     waited = (now or time.time()) - created
@@ -495,16 +487,14 @@ def live_views(kube: Kube, namespace: str, workflow: dict, run_dir: str | None =
     views = step_views(workflow)
     reasons = waiting_reasons(kube, namespace, workflow) if any(v.state is StepState.PENDING for v in views) else {}
     cells = current_cells(workflow, run_dir) if any(v.state is StepState.RUNNING for v in views) else {}
-    return step_views(workflow, reasons=reasons, cells=cells) if reasons or cells else views
-
-
-def parse_time(text: str | None) -> float | None:
-    """Seconds since the epoch of a Kubernetes timestamp (``2026-11-28T10:00:00Z``)."""
-    if not text:
-        return None
-    from datetime import datetime
-
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    out = []
+    for v in views:
+        if v.state is StepState.PENDING and v.name in reasons:  # the pod's own word before Argo's node message
+            v = replace(v, note=reasons[v.name])
+        elif v.state is StepState.RUNNING and v.name in cells:
+            v = replace(v, cell=cells[v.name][0], first_line=cells[v.name][1])
+        out.append(v)
+    return out
 
 
 def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30,

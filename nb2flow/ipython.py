@@ -257,16 +257,13 @@ def progress_view(run_dir: str | None, log: list, *, done: bool, code=None) -> d
     if record is None:  # no run folder (yet, or an Argo run): the command's own lines
         text = "\n".join(log[-20:]) or "nb2flow: starting"
         return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
-    from .runner.protocol import StepState
-    from .runs import format_duration
+    from .runner.protocol import RunLayout, StepState
+    from .runs import format_duration, step_detail
 
     rows = []
     for name, s in record.get("steps", {}).items():
-        state = StepState.parse(s["state"])
-        error = s.get("error") or {}
-        detail = f"cell {error.get('cell')}: {error.get('ename')}: {error.get('evalue')}" if error else (
-            f"cell {s['cell']}" if s.get("cell") and state is StepState.RUNNING else "")
-        rows.append((name, state.label, str(s.get("attempts") or "-"), format_duration(s.get("duration")), detail))
+        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts") or "-"), format_duration(s.get("duration")),
+                     step_detail(s)))
     head = f"run {record['run_id']}: {record['state']}"
     text = "\n".join([head] + [f"  {r[0]:<16} {r[1]:<12} {r[2]:>3}  {r[3]:>8}  {r[4]}".rstrip() for r in rows])
     table = "".join(f"<tr><td>{html.escape(r[0])}</td><td>{html.escape(r[1])}</td><td>{r[2]}</td><td>{r[3]}</td>"
@@ -276,7 +273,7 @@ def progress_view(run_dir: str | None, log: list, *, done: bool, code=None) -> d
     if done:
         merged = record.get("visible_notebook") or record.get("output_notebook")
         if merged:
-            rel = os.path.relpath(merged, os.path.dirname(os.path.dirname(os.path.dirname(run_dir))))
+            rel = os.path.relpath(merged, RunLayout(run_dir).notebook_folder)
             text += f"\nmerged notebook: {rel}"
             body += f'<p>merged notebook: <a href="{html.escape(rel)}" target="_blank">{html.escape(rel)}</a></p>'
         failure = next((line for line in reversed(log) if line.startswith("nb2flow: ") and "(step:" in line), None)

@@ -145,8 +145,7 @@ class LocalRun:
         """(folder, record) of this notebook's earlier local runs, newest first."""
         from .runs import list_runs
 
-        folder = os.path.dirname(os.path.dirname(os.path.dirname(self.run_dir)))
-        runs = [r for r in list_runs([folder], limit=50) if r.get("run_dir") != self.run_dir
+        runs = [r for r in list_runs([self.layout.notebook_folder], limit=50) if r.get("run_dir") != self.run_dir
                 and r.get("notebook") == os.path.abspath(self.pipeline.path) and r.get("backend", "local") == "local"]
         return [(r["run_dir"], r) for r in runs]
 

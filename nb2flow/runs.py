@@ -116,8 +116,7 @@ def notebook_of(record: dict, run_dir: str) -> str:
     recorded = record.get("notebook") or ""
     if os.path.isfile(recorded):
         return recorded
-    folder = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(run_dir))))
-    return os.path.join(folder, os.path.basename(recorded))
+    return os.path.join(RunLayout(run_dir).notebook_folder, os.path.basename(recorded))
 
 
 def path_here(path: str | None, record: dict, run_dir: str) -> str | None:
@@ -164,6 +163,18 @@ def list_runs(bases: list[str], limit: int = 20) -> list[dict]:
             records.append(record)
     records.sort(key=lambda r: r.get("started") or 0, reverse=True)
     return records[:limit]
+
+
+def step_detail(entry: dict) -> str:
+    """What a step's row in a run's table says besides its state: its error, the cell it runs, or that it was reused."""
+    error = entry.get("error") or {}
+    if error:
+        return f"{'cell ' + str(error['cell']) + ': ' if error.get('cell') else ''}{error.get('ename')}: {error.get('evalue')}"
+    if entry.get("cell") and StepState.parse(entry.get("state", "")) is StepState.RUNNING:
+        return f"cell {entry['cell']}"
+    if entry.get("reused"):
+        return f"reused from {entry['reused_from']}" if entry.get("reused_from") else "reused"
+    return ""
 
 
 def format_duration(seconds: float | None) -> str:

@@ -195,3 +195,48 @@ def assert_gone(text: str, timeout: float = 5.0) -> None:
     while (left := processes_mentioning(text)) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert left == [], left
+
+
+@contextlib.contextmanager
+def jupyter_server_running(tmp_path: Path, app: str = "jupyter_server", *args: str, extra_env: dict | None = None):
+    """A real ``python -m APP`` (jupyter_server or jupyterlab) on 127.0.0.1 with jupyter-scheduler, serving
+    ``tmp_path/root``, configured only by nb2flow's server-config file (read from the repository: an editable
+    install has no data files; the wheel installs it into etc/jupyter). Yields (root, base URL, token)."""
+    import secrets
+    import signal
+    import socket
+    import subprocess
+    import urllib.request
+
+    root = tmp_path / "root"
+    root.mkdir()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    token = secrets.token_hex(16)
+    env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1", JUPYTER_CONFIG_PATH=str(ROOT / "jupyter-config"),
+               **(extra_env or {}))
+    env.pop("JPY_SESSION_NAME", None)
+    env.pop("KUBERNETES_SERVICE_HOST", None)
+    log = tmp_path / "server.log"
+    proc = subprocess.Popen([sys.executable, "-m", app, f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
+                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
+                             "--ServerApp.allow_root=True", f"--SchedulerApp.db_url=sqlite:///{tmp_path}/scheduler.sqlite", *args],
+                            env=env, stdout=subprocess.DEVNULL, stderr=open(log, "w"), start_new_session=True,
+                            cwd=root)  # jupyter-scheduler downloads a job's files to paths relative to the server's folder
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise AssertionError(log.read_text()[-3000:])
+            time.sleep(0.3)
+    try:
+        yield root, base, token
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -5,14 +5,8 @@ Screenshots of both go to ``docs/``. Skips, saying why, where Chromium, Playwrig
 
 import json
 import os
-import secrets
 import shutil
-import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -35,35 +29,11 @@ def _skip_without_a_browser():
 
 @pytest.fixture
 def lab(tmp_path):
+    from helpers import jupyter_server_running
+
     _skip_without_a_browser()
-    root = tmp_path / "root"
-    root.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(16)
-    env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"),
-               JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parent.parent / "jupyter-config"), NO_COLOR="1")
-    proc = subprocess.Popen([sys.executable, "-m", "jupyterlab", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False",
-                             "--ServerApp.allow_root=True", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=",
-                             f"--SchedulerApp.db_url=sqlite:///{tmp_path}/scheduler.sqlite"],
-                            env=env, cwd=root, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "lab.log", "w"), start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 90
-    while True:
-        try:
-            urllib.request.urlopen(f"{base}/api/status?token={token}", timeout=5).read()
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise AssertionError((tmp_path / "lab.log").read_text()[-3000:])
-            time.sleep(0.5)
-    try:
+    with jupyter_server_running(tmp_path, "jupyterlab", "--LabApp.expose_app_in_browser=True", "--LabApp.news_url=") as (root, base, token):
         yield root, base, token, tmp_path
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def test_jupyterlab_draws_the_graph_and_runs_a_job_from_the_schedulers_dialog(lab):
@@ -123,5 +93,5 @@ def test_jupyterlab_draws_the_graph_and_runs_a_job_from_the_schedulers_dialog(la
             raise
         finally:
             browser.close()
-    staged = list((tmp / ".local" / "share" / "jupyter" / "scheduler_staging_area").glob("*/nb2flow-run/run.json"))
+    staged = list((tmp / "data" / "scheduler_staging_area").glob("*/nb2flow-run/run.json"))
     assert staged and json.loads(staged[0].read_text())["state"] == "succeeded"

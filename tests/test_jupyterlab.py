@@ -3,7 +3,6 @@
 import contextlib
 import json
 import os
-from pathlib import Path
 
 import pytest
 
@@ -118,57 +117,22 @@ def jupyter_server(tmp_path):
 
 @contextlib.contextmanager
 def _server(tmp_path, extra_env=None):
-    """jupyter_server with jupyter-scheduler, configured only by the file nb2flow's wheel installs into
-    etc/jupyter/jupyter_server_config.d (read here from the repository: an editable install has no data files)."""
-    import secrets
-    import signal
-    import socket
-    import subprocess
-    import sys
-    import time
+    """jupyter_server with jupyter-scheduler and nb2flow's server extension; yields (root, call(method, path, body))."""
     import urllib.request
 
+    from helpers import jupyter_server_running
+
     pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
-    root = tmp_path / "root"
-    root.mkdir()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    token = secrets.token_hex(16)
-    env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1",
-               JUPYTER_CONFIG_PATH=str(Path(__file__).resolve().parent.parent / "jupyter-config"), **(extra_env or {}))
-    env.pop("JPY_SESSION_NAME", None)
-    env.pop("KUBERNETES_SERVICE_HOST", None)
-    proc = subprocess.Popen([sys.executable, "-m", "jupyter_server", f"--ServerApp.port={port}", "--ServerApp.ip=127.0.0.1",
-                             f"--IdentityProvider.token={token}", f"--ServerApp.root_dir={root}", "--ServerApp.open_browser=False", "--ServerApp.allow_root=True",
-                             f"--SchedulerApp.db_url=sqlite:///{tmp_path}/scheduler.sqlite"],
-                            env=env, stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"), start_new_session=True,
-                            cwd=root)  # jupyter-scheduler downloads a job's files to paths relative to the server's folder
-    base = f"http://127.0.0.1:{port}"
+    with jupyter_server_running(tmp_path, extra_env=extra_env) as (root, base, token):
+        def call(method, path, body=None):
+            data = json.dumps(body).encode() if body is not None else None
+            req = urllib.request.Request(base + path, data=data, method=method,
+                                         headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=30) as resp:
+                text = resp.read()
+                return json.loads(text) if text else None
 
-    def call(method, path, body=None):
-        data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(base + path, data=data, method=method,
-                                     headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            text = resp.read()
-            return json.loads(text) if text else None
-
-    deadline = time.time() + 60
-    while True:
-        try:
-            call("GET", "/api/status")
-            break
-        except OSError:
-            if time.time() > deadline or proc.poll() is not None:
-                raise AssertionError((tmp_path / "server.log").read_text()[-3000:])
-            time.sleep(0.3)
-    try:
         yield root, call
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(timeout=30)
 
 
 def _wait_job(call, job_id, timeout=240):

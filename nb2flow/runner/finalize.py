@@ -19,23 +19,11 @@ import time
 from .files import write_json
 from .merge import write_html, write_merged
 from .params import read_params
-from .protocol import BundleLayout, RunLayout, StepState, finalize_arg_parser
-from .record import RunState, new_record, step_entry, step_fingerprint
+from .protocol import BundleLayout, RunLayout, StepState, error_line, finalize_arg_parser
+from .record import RunState, new_record, parse_timestamp, step_entry, step_fingerprint
 
 NOTIFY_ENV = "NB2FLOW_NOTIFY_URL"  # set from a Secret (valueFrom.secretKeyRef) on the final pod only
 STOPPED = "Stopped with strategy"  # Argo's node message for the steps `argo stop` / `nb2flow stop` ended
-
-
-def parse_timestamp(text: str | None) -> float | None:
-    """Seconds since the epoch of an RFC 3339 time (``2026-11-30T03:00:00Z``); None when unreadable."""
-    if not text:
-        return None
-    from datetime import datetime
-
-    try:
-        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return None
 
 
 def argo_failures(text: str | None) -> dict:
@@ -82,10 +70,9 @@ def _read_json(path: str):
         return None
 
 
-def build_record(bundle: BundleLayout, run: RunLayout, *, run_id: str, notebook: str, parameters: dict, failures: dict,
+def build_record(pipeline: dict, run: RunLayout, *, run_id: str, notebook: str, parameters: dict, failures: dict,
                  created: float | None, workflow: dict) -> dict:
-    """The run record of a finished Argo run, from the run folder and Argo's failures."""
-    pipeline = _read_json(bundle.pipeline) or {}
+    """The run record of a finished Argo run, from the bundle's ``pipeline.json``, the run folder and Argo's failures."""
     record = new_record(run_id=run_id, notebook=notebook, sha256=pipeline.get("sha256", ""),
                         version=pipeline.get("nb2flow_version", ""), python=sys.executable, mode=pipeline.get("mode", "notebook"),
                         jobs=None, parameters=parameters, started=created, resumed=False, backend="argo")
@@ -129,8 +116,7 @@ def summary(record: dict) -> str:
     failed = first_failure(record)
     if failed:
         name, error = failed
-        where = f"cell {error['cell']} " if error.get("cell") else ""
-        text += f"; {where}(step:{name}): {error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
+        text += "; " + error_line(name, error.get("cell"), error.get("ename", "Error"), error.get("evalue", ""))
     return text
 
 
@@ -175,7 +161,7 @@ def finalize(argv=None) -> int:
     if args.ui_link:
         workflow["ui"] = args.ui_link
     os.makedirs(run.root, exist_ok=True)
-    record = build_record(bundle, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
+    record = build_record(pipeline, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
                           failures=argo_failures(args.failures), created=parse_timestamp(args.created), workflow=workflow)
     if source:
         written = write_merged(source, [s["task"] for s in pipeline.get("steps", [])], run.root, parameters,

@@ -21,22 +21,26 @@ def _runner_import(bundle_root: str) -> str:
     )
 
 
+def _runner_cell(step, comment: str, calls: list) -> str:
+    """A cell of nb2flow's own: import the bundle's runner as ``_nb2flow``, make ``calls``, forget it again."""
+    return (f"# nb2flow: {comment}\n" + _runner_import(step.bundle.root)
+            + "".join(f"_nb2flow.{call}\n" for call in calls) + "del _nb2flow\n")
+
+
 def load_source(step) -> str:
     """The load cell: the values this step reads, from their providers' folders (and the random state)."""
-    source = ("# nb2flow: load the values this step reads from earlier steps\n" + _runner_import(step.bundle.root)
-              + f"_nb2flow.load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})\n")
+    calls = [f"load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})"]
     if step.random_state_from:
-        source += f"_nb2flow.load_random_state({step.random_state_from!r})\n"
-    return source + "del _nb2flow\n"
+        calls.append(f"load_random_state({step.random_state_from!r})")
+    return _runner_cell(step, "load the values this step reads from earlier steps", calls)
 
 
 def save_source(step) -> str:
     """The save cell: the values later steps read (and the random state the next step continues from)."""
-    source = ("# nb2flow: save the values later steps read\n" + _runner_import(step.bundle.root)
-              + f"_nb2flow.save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})\n")
+    calls = [f"save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})"]
     if step.saves_random_state:
-        source += f"_nb2flow.save_random_state({step.run.random_state(step.task)!r})\n"
-    return source + "del _nb2flow\n"
+        calls.append(f"save_random_state({step.run.random_state(step.task)!r})")
+    return _runner_cell(step, "save the values later steps read", calls)
 
 
 def cell_banner(step, cell) -> str:

@@ -142,6 +142,11 @@ class RunLayout:
     RECORD = "run.json"
 
     @property
+    def notebook_folder(self) -> str:
+        """The folder of the notebook whose run this is (``<folder>/.nb2flow/runs/<run id>``)."""
+        return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(self.root))))
+
+    @property
     def record(self) -> str:
         return os.path.join(self.root, self.RECORD)
 
@@ -258,6 +263,12 @@ def step_command(python: str, bundle: str, run_dir: str, task: str, *, params_fi
     if attempt != 1:
         cmd += ["--attempt", str(attempt)]
     return cmd
+
+
+def error_line(step: str, cell, ename: str, evalue: str) -> str:
+    """A step's failure in one line, as Argo's node message, the pod log and notifications show it:
+    ``cell 5 (step:train): ZeroDivisionError: division by zero``."""
+    return f"{f'cell {cell} ' if cell else ''}(step:{step}): {ename}: {evalue}".rstrip(": ")
 
 
 FINALIZE = "--finalize"

@@ -20,6 +20,19 @@ class RunState(str, enum.Enum):
     INTERRUPTED = "interrupted"  # Ctrl-C, or `nb2flow stop` (Argo's Stop)
 
 
+def parse_timestamp(text: str | None) -> float | None:
+    """Seconds since the epoch of an RFC 3339 time as Kubernetes and Argo write them (``2026-11-30T03:00:00Z``);
+    None when absent or unreadable."""
+    if not text:
+        return None
+    from datetime import datetime
+
+    try:
+        return datetime.fromisoformat(text.strip().replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
+
+
 def parameters_key(parameters: dict) -> str:
     """The part of every step's fingerprint that the run's parameters decide."""
     text = json.dumps(parameters, sort_keys=True, default=str)

@@ -10,7 +10,7 @@ import time
 
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
-from .protocol import FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepState, step_arg_parser
+from .protocol import FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepState, error_line, step_arg_parser
 from .status import Status
 
 MISSING_MODULE_HINT = (
@@ -101,7 +101,7 @@ class StepRun:
         if ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST"):
             error["hint"] = MISSING_MODULE_HINT
         self.status.finish(state, cell=cell_number, error=error)
-        summary = f"{f'cell {cell_number} ' if cell_number else ''}(step:{self.name}): {ename}: {evalue}".rstrip(": ")
+        summary = error_line(self.name, cell_number, ename, evalue)
         # what a local run prints, on stderr (the pod log); and one line for Argo's node message
         print(f"nb2flow: {summary}", *[f"    {line}" for line in tb_lines], sep="\n", file=sys.stderr, flush=True)
         if os.path.exists(TERMINATION_LOG):

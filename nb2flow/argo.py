@@ -278,6 +278,26 @@ def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfi
 
 
 RESUMED_FROM = "nb2flow.io/resumed-from"
+#: A value only one submission has: after a lost answer, the object found under the name nb2flow chose with
+#: this value is the one that submission created (see ``Kube.create``).
+SUBMISSION = "nb2flow.io/submission"
+
+
+def named(manifest: dict, name: str | None = None) -> dict:
+    """The manifest with a name chosen here, as the API server would complete ``generateName`` (5 random
+    characters), and this submission's :data:`SUBMISSION` value: sending it twice can never make two."""
+    import secrets
+
+    out = copy.deepcopy(manifest)
+    meta = out["metadata"]
+    prefix = meta.pop("generateName", None)
+    if name is None and "name" not in meta:
+        alphabet = "bcdfghjklmnpqrstvwxz2456789"  # the API server's alphabet for generated names
+        name = (prefix or "nb2flow-") + "".join(secrets.choice(alphabet) for _ in range(5))
+    if name is not None:
+        meta["name"] = name
+    meta.setdefault("annotations", {})[SUBMISSION] = secrets.token_hex(8)
+    return out
 
 
 def resumed_manifest(manifest: dict, *, name: str, kept: list, earlier: str) -> dict:

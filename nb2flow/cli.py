@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
+from .errors import ClusterError, ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
 
 NOTEBOOK = click.Path(dir_okay=True, path_type=str)
 
@@ -230,8 +230,9 @@ def _cluster_runs(namespace, context, cluster) -> list:
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--watch", is_flag=True, help="Follow an Argo run until it ends (after `run --watch` stopped watching); the exit status reflects it.")
 @_kube_options
-def status(run_id, as_json, namespace, context) -> int:
+def status(run_id, as_json, watch, namespace, context) -> int:
     """One run's steps (a run id, or a workflow's name): state, tries, time, errors.
 
     An Argo run is read from its run folder when it has ended (no cluster needed, also after the
@@ -245,6 +246,9 @@ def status(run_id, as_json, namespace, context) -> int:
             raise
         from .errors import ClusterError, ClusterNotFound
 
+        if watch:
+            kube, ns = _kube(namespace, context)
+            return _follow(kube, ns, run_id, progress="auto")
         try:
             return _workflow_status(run_id, as_json, namespace, context)
         except ClusterError as exc:
@@ -252,6 +256,13 @@ def status(run_id, as_json, namespace, context) -> int:
             raise UsageError(f"no run {run_id!r} here, and no workflow of that name ({why})", hint=local_miss.hint) from None
     record = read_record(run_dir)
     workflow = record.get("workflow") or {}
+    if watch:
+        if record.get("backend") != "argo":
+            raise UsageError(f"run {record['run_id']} ran on this machine: its own process shows its progress",
+                             hint=f"`nb2flow status {record['run_id']}` shows how it stands")
+        if record.get("state") == "running":
+            kube, ns = _kube(namespace or workflow.get("namespace"), context)
+            return _follow(kube, ns, workflow.get("name", record["run_id"]), progress="auto", run_dir=run_dir)
     if record.get("backend") == "argo" and record.get("state") == "running":
         from .errors import ClusterError
 
@@ -341,14 +352,14 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
     config = load_config(notebook).with_flags(namespace=namespace, context=context, workdir=workdir)
     for warning in config.warnings:
         click.echo(f"nb2flow: warning: {warning}", err=True)
-    target = resolve_target(notebook, config, pod_spec=pod_spec, from_pod=from_pod, need_kube=need_kube)
+    target = resolve_target(notebook, config, pod_spec=pod_spec, from_pod=from_pod, need_kube=need_kube, notice=_notice)
     for warning in target.pod.warnings:
         click.echo(f"nb2flow: {warning}", err=True)
     return target
 
 
 def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, resume=None, **where) -> int:
-    from .cluster import check_step_files_reach_pods, prepare, prepare_resume, submit, ui_link, watch as watch_workflow
+    from .cluster import check_step_files_reach_pods, prepare, prepare_resume, submit, ui_link
 
     target = _target(pipeline.path, need_kube=True, **where)
     check_step_files_reach_pods(target, submitting=True)
@@ -362,17 +373,36 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
         others = [s.name for s in pipeline.steps if s.name not in kept]
         click.echo(f"nb2flow: resuming {earlier['run_id']}: reusing {', '.join(kept) or 'no step'} (saved values); "
                    f"running {', '.join(others)}", err=True)
-    created = submit(target.kube, manifest)
-    name = created["metadata"]["name"]
-    click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
+    from .argo import named
+
+    manifest = named(manifest)
+    name = manifest["metadata"]["name"]
     link = ui_link(target.config, target.namespace, name)
-    run_dir = _record_submission(pipeline, created, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
+    # the record first: a submission whose answer is lost still has one, under the name nb2flow chose
+    run_dir = _record_submission(pipeline, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
+    try:
+        created = submit(target.kube, manifest)
+    except ClusterError as exc:
+        if exc.transient:  # not known whether it was created: the record stays, and says how to find out
+            raise ClusterError(f"{exc.message}; workflow {name} may or may not have been created",
+                               hint=f"`nb2flow status {name}` tells; its record is in {os.path.relpath(run_dir)}") from None
+        _forget_submission(run_dir)
+        raise
+    _record_submission(pipeline, created, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
+    click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
     if link:
         click.echo(f"  {link}", err=True)
     click.echo(name)
     if not watch:
         return ExitStatus.OK
-    final = watch_workflow(target.kube, target.namespace, name, progress=progress, run_dir=run_dir)
+    return _follow(target.kube, target.namespace, name, progress=progress, run_dir=run_dir)
+
+
+def _follow(kube, namespace: str, name: str, *, progress: str, run_dir: str | None = None) -> int:
+    """Watch a workflow to its end (``run --watch``, ``status --watch``); the exit status reflects it."""
+    from .cluster import watch as watch_workflow
+
+    final = watch_workflow(kube, namespace, name, progress=progress, run_dir=run_dir)
     phase = final.get("status", {}).get("phase")
     click.echo(f"workflow {name}: {phase}", err=True)
     if phase != "Succeeded":
@@ -381,30 +411,43 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
     return ExitStatus.OK
 
 
-def _record_submission(pipeline, created: dict, manifest: dict, mode: str, link, folder: str, resumed=None) -> str:
-    """The run's record as soon as it is submitted (``running``), so ``list`` and ``status`` find it in the run
-    folder at once; the workflow's final task replaces it with the outcome."""
+def _record_submission(pipeline, manifest: dict, mode: str, link, folder: str, resumed=None) -> str:
+    """The run's record (``running``) before the Workflow is sent, completed with its uid once created, so
+    ``list`` and ``status`` find it in the run folder at once — also after a lost answer; the workflow's
+    final task replaces it with the outcome."""
     import time
 
     from . import __version__
     from .runner.protocol import RunLayout
     from .runner.record import new_record
-    from .runs import RUNS_SUBDIR, write_record
+    from .runs import RUNS_SUBDIR, read_record, write_record
 
-    meta = created["metadata"]
+    meta = manifest["metadata"]
     params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
     record = new_record(run_id=meta["name"], notebook=os.path.abspath(pipeline.path), sha256=pipeline.notebook.sha256,
                         version=__version__, python=None, mode=mode, jobs=manifest["spec"].get("parallelism"), parameters=params,
                         started=time.time(), resumed=resumed or False, backend="argo")
-    record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"), "phase": "Pending",
-                          **({"ui": link} if link else {})}
+    record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"),
+                          "phase": "Pending" if meta.get("uid") else "Submitting", **({"ui": link} if link else {})}
     run_dir = os.path.join(folder, RUNS_SUBDIR, meta["name"])
     try:
-        if not os.path.exists(RunLayout(run_dir).record):
-            write_record(run_dir, record)
-    except OSError as exc:
+        path = RunLayout(run_dir).record
+        if not os.path.exists(path) or (read_record(run_dir).get("workflow") or {}).get("phase") == "Submitting":
+            write_record(run_dir, record)  # never over the final task's record
+    except (OSError, ValueError) as exc:
         click.echo(f"nb2flow: warning: cannot write the run's record in {run_dir}: {exc}", err=True)
     return run_dir
+
+
+def _forget_submission(run_dir: str) -> None:
+    """The record written before a submission the API server refused: nothing was created."""
+    from .runner.protocol import RunLayout
+
+    try:
+        os.remove(RunLayout(run_dir).record)
+        os.rmdir(run_dir)  # a resume's folder keeps the steps it had copied in
+    except OSError:
+        pass
 
 
 @cli.command()
@@ -544,12 +587,13 @@ def schedules_trigger(name, namespace, context) -> int:
     `argo submit --from cronwf/NAME` does; scheduled_time is now."""
     import time
 
-    from .cluster import workflow_from_schedule
+    from .argo import named
+    from .cluster import submit, workflow_from_schedule
 
     kube, ns = _kube(namespace, context)
     cron = kube.get("cronworkflows", ns, name)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-    created = kube.create("workflows", ns, workflow_from_schedule(cron, now))
+    created = submit(kube, named(workflow_from_schedule(cron, now)))
     click.echo(f"workflow {created['metadata']['name']} submitted from schedule {name}", err=True)
     click.echo(created["metadata"]["name"])
     return ExitStatus.OK
@@ -680,9 +724,15 @@ def _kube(namespace, context):
     from .config import load_config
     from .kube import Kube
 
+    from .kube import ApiPolicy
+
     config = load_config(None).with_flags(namespace=namespace, context=context)
-    kube = Kube(context=config.context)
+    kube = Kube(context=config.context, policy=ApiPolicy.from_config(config), notice=_notice)
     return kube, config.namespace or kube.default_namespace
+
+
+def _notice(line: str) -> None:
+    click.echo(f"nb2flow: {line}", err=True)
 
 
 def _table(rows) -> str:

@@ -18,7 +18,7 @@ from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
 from .backend import in_pod
-from .errors import ClusterConflict, ClusterRejected, ClusterUnreachable
+from .errors import ClusterConflict, ClusterError, ClusterRejected
 from .kube import Kube, workflow_nodes
 from .materialize import materialize
 from .names import file_slug
@@ -59,22 +59,26 @@ def pod_from_file(path: str) -> dict:
 
 
 def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None = None, from_pod: str | None = None,
-                   need_kube: bool = False) -> Target:
+                   need_kube: bool = False, notice=None) -> Target:
+    """``notice``: where lines about requests being asked again go (None: nowhere)."""
+    from .kube import ApiPolicy
+
     local_dir = os.path.dirname(os.path.abspath(notebook))
     kube = None
+    policy = ApiPolicy.from_config(config)
     pod = None
     if pod_spec:
         pod = pod_from_file(pod_spec)
     elif from_pod:
-        kube = Kube(context=config.context)
+        kube = Kube(context=config.context, policy=policy, notice=notice)
         pod = kube.get_pod(config.namespace or kube.default_namespace, from_pod)
     elif in_pod() and not config.image:
-        kube = Kube()  # says so when the pod has no service-account token
+        kube = Kube(policy=policy, notice=notice)  # says so when the pod has no service-account token
         if not kube.pod_name:
             raise UsageError("inside a pod, but HOSTNAME does not name it", hint="pass --from-pod NAME")
         pod = kube.get_pod(kube.default_namespace, kube.pod_name)
     if need_kube and kube is None:
-        kube = Kube(context=config.context)
+        kube = Kube(context=config.context, policy=policy, notice=notice)
 
     if pod is not None:
         claims = [v["persistentVolumeClaim"]["claimName"] for v in pod.get("spec", {}).get("volumes") or [] if "persistentVolumeClaim" in v]
@@ -197,31 +201,40 @@ def ui_link(config: ClusterConfig, namespace: str, name: str, kind: str = "workf
 
 
 def submit(kube: Kube, manifest: dict) -> dict:
-    return kube.create("workflows", manifest["metadata"]["namespace"], manifest)
+    """Create the Workflow, which must be :func:`argo.named` — asked again safely after a lost answer."""
+    from .argo import SUBMISSION
+
+    return kube.create("workflows", manifest["metadata"]["namespace"], manifest, identity=SUBMISSION)
 
 
 def schedule(kube: Kube, manifest: dict, *, replace_others: bool = False) -> tuple[dict, bool]:
     """Create the CronWorkflow, or update the one of that name when it is this user's (``replace_others``: also
     one someone else made). Returns (object, created)."""
+    from .argo import SUBMISSION, named
+
+    manifest = manifest if SUBMISSION in (manifest["metadata"].get("annotations") or {}) else named(manifest)
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
     try:
         try:
-            return kube.create("cronworkflows", ns, manifest), True
+            made = kube.create("cronworkflows", ns, manifest, identity=SUBMISSION)
+            return made, True
         except ClusterConflict:
             pass
-        current = kube.get("cronworkflows", ns, name)
-        other = schedule_owner_conflict(current, manifest)
-        if other and not replace_others:
-            raise ClusterConflict(f"schedule {name} already exists in namespace {ns}, {other}; not replacing it",
-                                  hint="pass --replace to overwrite it, or --name to schedule under another name")
-        body = dict(manifest)
-        body["metadata"] = dict(manifest["metadata"], resourceVersion=current["metadata"].get("resourceVersion"))
-        return kube.replace("cronworkflows", ns, name, body), False
+
+        def change(current: dict) -> dict:  # re-checked on every read: the owner may change in between
+            other = schedule_owner_conflict(current, manifest)
+            if other and not replace_others:
+                raise ClusterConflict(f"schedule {name} already exists in namespace {ns}, {other}; not replacing it",
+                                      hint="pass --replace to overwrite it, or --name to schedule under another name")
+            return dict(manifest)
+
+        made = kube.update("cronworkflows", ns, name, change)
+        return made, False
     except ClusterRejected as exc:
         older = single_schedule_form(manifest)
         if older is None or "schedules" not in exc.message:
             raise
-        return schedule(kube, older)  # Argo before v3.6 (Kubeflow Pipelines ships such releases)
+        return schedule(kube, older, replace_others=replace_others)  # Argo before v3.6 (Kubeflow Pipelines ships such releases)
 
 
 def schedule_owner_conflict(current: dict, manifest: dict) -> str | None:
@@ -400,14 +413,14 @@ def _pod_task(pod: dict, nodes: dict) -> str:
     return display.split("(", 1)[0]
 
 
-def waiting_reasons(kube: Kube, namespace: str, workflow: dict) -> dict:
+def waiting_reasons(kube: Kube, namespace: str, workflow: dict, **policy) -> dict:
     """task -> why its pod waits, for the workflow's pending pods (pod conditions, container states, events)."""
     nodes = workflow_nodes(workflow)
     out = {}
-    for pod in kube.list_pods(namespace, f"workflows.argoproj.io/workflow={workflow['metadata']['name']}"):
+    for pod in kube.list_pods(namespace, f"workflows.argoproj.io/workflow={workflow['metadata']['name']}", **policy):
         if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
             continue
-        events = kube.pod_events(namespace, pod["metadata"]["name"])
+        events = kube.pod_events(namespace, pod["metadata"]["name"], **policy)
         reason = pod_waiting_reason(pod, events)
         if reason:
             out[_pod_task(pod, nodes)] = reason
@@ -481,11 +494,11 @@ def no_controller_error(namespace: str, name: str, waited: float):
                              f"(`kubectl get pods -A -l app=workflow-controller`; its --namespaced / managed namespaces)")
 
 
-def live_views(kube: Kube, namespace: str, workflow: dict, run_dir: str | None = None) -> list[StepView]:
+def live_views(kube: Kube, namespace: str, workflow: dict, run_dir: str | None = None, **policy) -> list[StepView]:
     """The steps as the cluster sees them now, with why pending ones wait and, where the run folder is
     reachable (``run_dir``, or the pod's own paths), the cell each running step is at."""
     views = step_views(workflow)
-    reasons = waiting_reasons(kube, namespace, workflow) if any(v.state is StepState.PENDING for v in views) else {}
+    reasons = waiting_reasons(kube, namespace, workflow, **policy) if any(v.state is StepState.PENDING for v in views) else {}
     cells = current_cells(workflow, run_dir) if any(v.state is StepState.RUNNING for v in views) else {}
     out = []
     for v in views:
@@ -497,25 +510,62 @@ def live_views(kube: Kube, namespace: str, workflow: dict, run_dir: str | None =
     return out
 
 
-def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0, max_errors: int = 30,
-          run_dir: str | None = None) -> dict:
-    """Follow a workflow until it finishes; a dropped connection is retried, not fatal."""
+class ApiTrouble:
+    """A spell of failed reads while watching: what failed how often (``500 ×3``), since when."""
+
+    def __init__(self) -> None:
+        self.since: float | None = None
+        self.counts: dict[str, int] = {}
+        self.attempt = 0
+
+    def add(self, exc) -> None:
+        self.since = self.since or time.monotonic()
+        key = str(exc.http_status) if exc.http_status else "no answer"
+        self.counts[key] = self.counts.get(key, 0) + 1
+        self.attempt += 1
+
+    def summary(self) -> str:
+        return ", ".join(f"{k} ×{n}" for k, n in self.counts.items())
+
+    def lasted(self) -> float:
+        return time.monotonic() - self.since if self.since else 0.0
+
+
+def watch(kube: Kube, namespace: str, name: str, *, progress: str = "auto", interval: float = 2.0,
+          give_up_after: float | None = None, run_dir: str | None = None) -> dict:
+    """Follow a workflow until it finishes. Each read has the policy's timeouts; a spell of 429s, 5xx, timeouts
+    or dropped connections is ridden out with backoff ("the API server is struggling (500 ×3), still watching")
+    for up to ``give_up_after`` seconds (the ``api_retry_for`` setting); only a lasting failure ends the watch,
+    naming the command that resumes it. The workflow itself is never touched."""
     reporter = make_reporter(progress)
     workflow: dict | None = None
-    errors = 0
+    give_up = kube.policy.retry_for if give_up_after is None else give_up_after
+    trouble = ApiTrouble()
     try:
         while True:
             try:
-                workflow = kube.get("workflows", namespace, name)
-                errors = 0
-            except ClusterUnreachable:
-                if errors >= max_errors:
+                workflow = kube.get("workflows", namespace, name, retry_for=0)
+            except ClusterError as exc:
+                if not exc.transient:
                     raise
-                errors += 1
-                reporter.message(f"lost the connection to the API server; retrying ({errors})")
-                time.sleep(min(interval, 1.0))
+                trouble.add(exc)
+                if trouble.lasted() >= give_up:
+                    raise ClusterError(f"stopped watching workflow {name}: the API server has failed for {int(trouble.lasted())}s "
+                                       f"({trouble.summary()}; last: {exc.message})",
+                                       hint=f"the workflow goes on in the cluster; `nb2flow status --watch {name}` watches it again") from None
+                reporter.message(f"the API server is struggling ({trouble.summary()}), still watching")
+                time.sleep(min(kube.policy.delay(trouble.attempt - 1, getattr(exc, "retry_after", None)),
+                               max(0.05, give_up - trouble.lasted())))
                 continue
-            views = live_views(kube, namespace, workflow, run_dir)
+            if trouble.since is not None:
+                reporter.message(f"the API server answers again after {int(trouble.lasted())}s ({trouble.summary()})")
+                trouble = ApiTrouble()
+            try:
+                views = live_views(kube, namespace, workflow, run_dir, retry_for=0)
+            except ClusterError as exc:
+                if not exc.transient:
+                    raise
+                views = step_views(workflow)  # the pods' word can wait for the next round
             if not reporter.started:
                 reporter.start(name, f"{namespace}/{name}", views)
             reporter.update(views)

@@ -34,6 +34,9 @@ KEYS = {
     "argo_ui": "base URL of the Argo UI, for links (e.g. https://argo.example.org)",
     "notify": "a Secret with a webhook URL, as SECRET/KEY (e.g. nb2flow-notify/url): the end of each Argo run is posted there as JSON (outcome, failing step and cell, links), with a Slack-style text field",
     "notify_on": "failure (default) or always: which Argo runs are posted to the notify webhook",
+    "api_connect_timeout": "seconds to wait for a connection to the Kubernetes API server, each request (default: 5)",
+    "api_read_timeout": "seconds to wait for the API server's answer, each request (default: 30)",
+    "api_retry_for": "how long a request the API server answered 429 or 5xx, or did not answer, is asked again, with backoff, before nb2flow gives up; also how long `--watch` rides out such a spell (default: 60 seconds)",
     "labels": "extra labels for workflows and their pods",
     "pod_annotations": "annotations for step pods (e.g. sidecar.istio.io/inject: \"false\", which nb2flow sets itself when the notebook pod has Istio's sidecar)",
     "volumes": "explicit volumes (a list of Kubernetes Volume objects), without a notebook pod",
@@ -68,6 +71,9 @@ class ClusterConfig:
     argo_ui: str | None = None
     notify: str | None = None
     notify_on: str = "failure"
+    api_connect_timeout: float = 5.0
+    api_read_timeout: float = 30.0
+    api_retry_for: float = 60.0
     labels: dict = field(default_factory=dict)
     pod_annotations: dict = field(default_factory=dict)
     volumes: tuple = ()
@@ -135,6 +141,10 @@ def _coerce(key: str, value, path: str):
         except ValueError:
             raise UsageError(f"{path}: {key}: {value!r} is not a duration (e.g. 24h, 7d)") from None
         return str(value)
+    if key in ("api_connect_timeout", "api_read_timeout", "api_retry_for"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 86400 or (value == 0 and key != "api_retry_for"):
+            raise UsageError(f"{path}: {key} must be a number of seconds (e.g. {getattr(ClusterConfig, key):g})")
+        return float(value)
     if key == "shared_workdir":
         if not isinstance(value, bool):
             raise UsageError(f"{path}: shared_workdir must be true or false")

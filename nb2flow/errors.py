@@ -11,7 +11,7 @@ from .runner.protocol import ExitStatus
 
 __all__ = ["ExitStatus", "Nb2flowError", "NotebookReadError", "UsageError", "ParameterError", "PipelineError",
            "StepFailed", "KernelDied", "RunInterrupted", "ClusterError", "ClusterUnreachable", "ClusterDenied",
-           "ClusterNotFound", "ClusterConflict", "ClusterRejected"]
+           "ClusterNotFound", "ClusterConflict", "ClusterStale", "ClusterRejected", "ClusterBusy", "ClusterBadAnswer"]
 
 
 class Nb2flowError(Exception):
@@ -108,7 +108,12 @@ class RunInterrupted(Nb2flowError):
 
 
 class ClusterError(Nb2flowError):
-    """The cluster refused or could not be reached; ``http_status`` is the API server's answer, if any."""
+    """The cluster refused or could not be reached; ``http_status`` is the API server's answer, if any.
+
+    ``transient`` errors (no answer, 429, 5xx) are the ones worth asking again: the request policy in
+    ``kube.py`` retries them, and a watch rides them out."""
+
+    transient = False
 
     def __init__(self, message: str, *, http_status: int | None = None, **where) -> None:
         super().__init__(message, **where)
@@ -119,7 +124,32 @@ class ClusterError(Nb2flowError):
 
 
 class ClusterUnreachable(ClusterError):
-    """No answer from the API server (network policy, DNS, TLS)."""
+    """No answer from the API server (network policy, DNS, a dropped connection, a timeout); a TLS
+    verification failure is not transient (asking again sends nothing different)."""
+
+    def __init__(self, message: str, *, transient: bool = True, **where) -> None:
+        super().__init__(message, **where)
+        self.transient = transient
+
+    def fields(self) -> dict:
+        return {**super().fields(), "transient": self.transient}
+
+
+class ClusterBusy(ClusterError):
+    """429 or 5xx: the API server is overloaded or failing for now; ``retry_after`` is its Retry-After (seconds)."""
+
+    transient = True
+
+    def __init__(self, message: str, *, retry_after: float | None = None, **where) -> None:
+        super().__init__(message, **where)
+        self.retry_after = retry_after
+
+    def fields(self) -> dict:
+        return {**super().fields(), "retry_after": self.retry_after}
+
+
+class ClusterBadAnswer(ClusterError):
+    """The API server (or something in front of it) answered with a body that is not the JSON expected."""
 
 
 class ClusterDenied(ClusterError):
@@ -132,6 +162,10 @@ class ClusterNotFound(ClusterError):
 
 class ClusterConflict(ClusterError):
     """409: an object of that name exists."""
+
+
+class ClusterStale(ClusterConflict):
+    """409 "the object has been modified": an update based on a stale read; re-read and try again."""
 
 
 class ClusterRejected(ClusterError):

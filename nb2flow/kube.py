@@ -11,20 +11,57 @@ import base64
 import gzip
 import json
 import os
+import time
+from dataclasses import dataclass
 
 from .backend import NO_TOKEN_HINT, SA_DIR, in_pod, pod_namespace, service_account
-from .errors import (ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound, ClusterRejected,
-                     ClusterUnreachable)
+from .errors import (ClusterBadAnswer, ClusterBusy, ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound,
+                     ClusterRejected, ClusterStale, ClusterUnreachable)
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
+
+
+@dataclass(frozen=True)
+class ApiPolicy:
+    """How nb2flow talks to the API server, as kubectl and client-go do: a connect and a read timeout on
+    every request; 429, 5xx, lost connections and timeouts asked again with capped exponential backoff and
+    jitter, honouring Retry-After, for at most ``retry_for`` seconds (settings ``api_connect_timeout``,
+    ``api_read_timeout``, ``api_retry_for``)."""
+
+    connect_timeout: float = 5.0
+    read_timeout: float = 30.0
+    retry_for: float = 60.0
+    backoff_first: float = 0.5
+    backoff_cap: float = 8.0
+
+    @classmethod
+    def from_config(cls, config) -> "ApiPolicy":
+        return cls(connect_timeout=float(config.api_connect_timeout), read_timeout=float(config.api_read_timeout),
+                   retry_for=float(config.api_retry_for))
+
+    def delay(self, attempt: int, retry_after: float | None = None) -> float:
+        """Seconds to wait before try ``attempt + 1``: full jitter over a capped doubling, at least Retry-After."""
+        import random
+
+        backoff = random.uniform(0.5, 1.0) * min(self.backoff_cap, self.backoff_first * (2 ** attempt))
+        return max(backoff, min(retry_after, self.backoff_cap * 4)) if retry_after else backoff
+
+
+#: What a request may be asked again after it went unanswered: everything but a create (POST), which
+#: :meth:`Kube.create` makes safe to repeat by naming the object and looking for it first.
+IDEMPOTENT = ("GET", "PUT", "PATCH", "DELETE")
 
 
 class Kube:
     """A connection to the API server (in-cluster, or from a kubeconfig)."""
 
-    def __init__(self, *, context: str | None = None, kubeconfig: str | None = None) -> None:
+    def __init__(self, *, context: str | None = None, kubeconfig: str | None = None, policy: ApiPolicy | None = None,
+                 notice=None) -> None:
+        """``notice``: called with a line for the user when a request is being asked again (None: quiet)."""
         from kubernetes import client, config
 
+        self.policy = policy or ApiPolicy()
+        self.notice = notice
         cfg = client.Configuration()
         if in_pod() and not kubeconfig and not context:
             if not os.path.isfile(os.path.join(SA_DIR, "token")):
@@ -53,16 +90,43 @@ class Kube:
                 self.default_namespace = "default"
             self.pod_name = None
             self.in_cluster = False
-        cfg.retries = 1
+        cfg.retries = 0  # asking again is the policy's, not urllib3's (which would repeat a POST's connect)
         self.host = cfg.host
         self.api = client.ApiClient(cfg)
         self.core = client.CoreV1Api(self.api)
         self.custom = client.CustomObjectsApi(self.api)
 
-    # --------------------------------------------------------------- errors
-    def _call(self, what: str, fn, *args, namespace: str | None = None, resource: str | None = None, **kwargs):
+    # --------------------------------------------------------------- requests
+    def _call(self, what: str, fn, *args, method: str = "GET", namespace: str | None = None, resource: str | None = None,
+              retry_for: float | None = None, expect: str | None = None, text: bool = False, read_timeout: float | None = None,
+              **kwargs):
+        """One API request under the policy: timeouts, retries of what is transient, the answer decoded.
+
+        ``expect``: "object" (a dict with metadata), "list" (``items``), or None; ``text``: the body as text
+        (pod logs). Every failure is a :class:`ClusterError` with one line."""
+        budget = self.policy.retry_for if retry_for is None else retry_for
+        deadline = time.monotonic() + budget
+        attempt = 0
+        timeout = (self.policy.connect_timeout, read_timeout or self.policy.read_timeout)
+        while True:
+            try:
+                resp = self._send(what, fn, *args, namespace=namespace, resource=resource, _request_timeout=timeout,
+                                  _preload_content=False, **kwargs)
+                return self._decode(what, resp, expect, text)
+            except ClusterError as exc:
+                repeatable = exc.transient and (method in IDEMPOTENT or isinstance(exc, ClusterBusy))
+                wait = self.policy.delay(attempt, getattr(exc, "retry_after", None))
+                if not repeatable or time.monotonic() + wait > deadline:
+                    raise
+                attempt += 1
+                if self.notice and attempt == 1:
+                    self.notice(f"{exc.message}; asking again for up to {int(budget)}s")
+                time.sleep(wait)
+
+    def _send(self, what: str, fn, *args, namespace, resource, **kwargs):
         from kubernetes.client.exceptions import ApiException
-        from urllib3.exceptions import HTTPError as Urllib3Error
+        from urllib3.exceptions import (ConnectTimeoutError, HTTPError as Urllib3Error, NewConnectionError, ProtocolError,
+                                        ReadTimeoutError)
 
         try:
             return fn(*args, **kwargs)
@@ -74,18 +138,54 @@ class Kube:
                 raise ClusterUnreachable(
                     f"the API server at {self.host} presented a certificate that {ca} does not vouch for ({_ssl_error(exc)})",
                     hint="a proxy or a wrong KUBERNETES_SERVICE_HOST in between? ask your admin; nothing was sent",
+                    transient=False,
                 ) from None
+            if _caused_by(exc, ReadTimeoutError, TimeoutError) and not _caused_by(exc, ConnectTimeoutError):
+                raise ClusterUnreachable(f"{what}: no answer from the API server at {self.host} within "
+                                         f"{kwargs['_request_timeout'][1]:g}s (api_read_timeout)") from None
+            if _caused_by(exc, ProtocolError) and not _caused_by(exc, NewConnectionError, ConnectTimeoutError, ConnectionRefusedError):
+                raise ClusterUnreachable(f"{what}: the connection to the API server at {self.host} dropped before it answered",
+                                         hint="asked again where that is safe") from None
             raise ClusterUnreachable(
                 f"cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})",
                 hint="JupyterHub's network policy often blocks notebook pods from the API server: ask your admin to allow egress to it",
             ) from None
 
+    def _decode(self, what: str, resp, expect: str | None, text: bool):
+        """The answer's body as JSON of the expected shape; anything else is :class:`ClusterBadAnswer`."""
+        data = resp.data or b""
+        if text:
+            return data.decode("utf-8", "replace")
+        ctype = (resp.headers or {}).get("Content-Type", "") if hasattr(resp, "headers") else ""
+        try:
+            body = json.loads(data)
+        except ValueError:
+            body = _NOT_JSON
+        wrong = None
+        if body is _NOT_JSON:
+            wrong = "not JSON"
+        elif not isinstance(body, dict):
+            wrong = f"JSON {type(body).__name__ if body is not None else 'null'} instead of an object"
+        elif expect == "list" and not isinstance(body.get("items", []), list):
+            wrong = "a list without items"
+        elif expect == "object" and not isinstance(body.get("metadata"), dict):
+            wrong = f"an object without metadata (kind {body.get('kind', '?')})"
+        if wrong:
+            first = data[:80].decode("utf-8", "replace")
+            raise ClusterBadAnswer(f"{what}: the API server at {self.host} answered {wrong} "
+                                   f"({ctype or 'no content type'}: {first!r})",
+                                   hint="a proxy or login page in front of the API server? check the kubeconfig's server "
+                                        "or KUBERNETES_SERVICE_HOST")
+        return body
+
     def _translate(self, exc, what: str, namespace, resource) -> ClusterError:
         status = exc.status
         message = ""
+        reason = ""
         try:
             body = json.loads(exc.body or "{}")
             message = body.get("message", "")
+            reason = body.get("reason", "")
             causes = body.get("details", {}).get("causes") or []
         except (ValueError, AttributeError):
             causes = []
@@ -105,87 +205,198 @@ class Kube:
                                        hint="install Argo Workflows, or run with --local", http_status=status)
             return ClusterNotFound(f"{what}: not found{ns} (404)" + (f": {message}" if message else ""), http_status=status)
         if status == 409:
+            if reason == "Conflict" or "has been modified" in message:
+                return ClusterStale(f"{what}: someone changed it meanwhile (409: {message or 'conflict'})", http_status=status)
             return ClusterConflict(f"{what}: already exists{ns} (409)", hint="choose another --name, or delete the old one first",
                                    http_status=status)
         if status in (400, 422):  # 400: strict field validation's "unknown field"; 422: invalid values
             fields = "; ".join(f"{c.get('field', '?')}: {c.get('message', '')}" for c in causes) or message
             return ClusterRejected(f"{what}: the API server rejected the manifest ({status}): {fields}", http_status=status)
+        if status == 429 or status >= 500:
+            word = "too many requests" if status == 429 else (message or exc.reason or "server error")
+            return ClusterBusy(f"{what}: the API server answered {status} ({word})", http_status=status,
+                               retry_after=_retry_after((exc.headers or {}).get("Retry-After")))
         return ClusterError(f"{what}: the API server answered {status}: {message or exc.reason}", http_status=status)
 
     # --------------------------------------------------------------- core objects
     def get_pod(self, namespace: str, name: str) -> dict:
-        pod = self._call(f"reading pod {name}", self.core.read_namespaced_pod, name, namespace, namespace=namespace, _preload_content=False)
-        return json.loads(pod.data)
+        return self._call(f"reading pod {name}", self.core.read_namespaced_pod, name, namespace, namespace=namespace, expect="object")
 
     def pvc_access_modes(self, namespace: str, claim: str) -> list[str] | None:
         try:
-            pvc = self._call(f"reading PVC {claim}", self.core.read_namespaced_persistent_volume_claim, claim, namespace,
-                             namespace=namespace, _preload_content=False)
+            data = self._call(f"reading PVC {claim}", self.core.read_namespaced_persistent_volume_claim, claim, namespace,
+                              namespace=namespace, expect="object")
         except ClusterError:
             return None
-        data = json.loads(pvc.data)
-        return (data.get("status", {}).get("accessModes") or data.get("spec", {}).get("accessModes") or [])
+        return ((data.get("status") or {}).get("accessModes") or (data.get("spec") or {}).get("accessModes") or [])
 
-    def list_pods(self, namespace: str, selector: str) -> list[dict]:
-        resp = self._call("listing pods", self.core.list_namespaced_pod, namespace, label_selector=selector,
-                          namespace=namespace, _preload_content=False)
-        return json.loads(resp.data).get("items", [])
+    def list_pods(self, namespace: str, selector: str, **policy) -> list[dict]:
+        return self._call("listing pods", self.core.list_namespaced_pod, namespace, label_selector=selector,
+                          namespace=namespace, expect="list", **policy).get("items") or []
 
-    def pod_events(self, namespace: str, pod: str) -> list[dict]:
+    def pod_events(self, namespace: str, pod: str, **policy) -> list[dict]:
         """The events about a pod (scheduling, volume attach and mount, image pulls), oldest first."""
-        resp = self._call(f"listing the events of {pod}", self.core.list_namespaced_event, namespace,
-                          field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}", namespace=namespace,
-                          _preload_content=False)
-        items = json.loads(resp.data).get("items", [])
-        return sorted(items, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
+        items = self._call(f"listing the events of {pod}", self.core.list_namespaced_event, namespace,
+                           field_selector=f"involvedObject.kind=Pod,involvedObject.name={pod}", namespace=namespace,
+                           expect="list", **policy).get("items") or []
+        return sorted((e for e in items if isinstance(e, dict)), key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "")
 
     def pod_log(self, namespace: str, pod: str, *, container: str = "main", follow: bool = False):
-        """The log text, or an iterator of lines when following."""
+        """The log text, or an iterator of lines when following (a followed log has a connect timeout but no
+        read timeout, as with `kubectl logs -f`: a quiet step is not a dead server)."""
+        what = f"reading the log of {pod}"
         if follow:
-            resp = self._call(f"reading the log of {pod}", self.core.read_namespaced_pod_log, pod, namespace,
-                              container=container, follow=True, _preload_content=False, namespace=namespace)
+            resp = self._send(what, self.core.read_namespaced_pod_log, pod, namespace, container=container, follow=True,
+                              _preload_content=False, _request_timeout=(self.policy.connect_timeout, None),
+                              namespace=namespace, resource=None)
             return (line.decode("utf-8", "replace") for line in resp.stream())
-        return self._call(f"reading the log of {pod}", self.core.read_namespaced_pod_log, pod, namespace,
-                          container=container, namespace=namespace)
+        return self._call(what, self.core.read_namespaced_pod_log, pod, namespace, container=container, namespace=namespace,
+                          text=True)
 
     # --------------------------------------------------------------- argo objects
-    def create(self, plural: str, namespace: str, body: dict) -> dict:
-        return self._call(f"creating a {body.get('kind', plural)}", self.custom.create_namespaced_custom_object, GROUP, VERSION,
-                          namespace, plural, body, field_validation="Strict", namespace=namespace, resource=plural)
+    def create(self, plural: str, namespace: str, body: dict, *, identity: str | None = None) -> dict:
+        """Create an object, safe to ask again. ``body`` is named by nb2flow and carries the annotation
+        ``identity`` with a value only this submission has: after a lost answer, a timeout or a 5xx, nb2flow
+        looks the name up, and the object it finds with that value *is* the one it created (never a second
+        one); a 409 for an object with another value is a true "already exists"."""
+        what = f"creating {body.get('kind', plural)} {body['metadata'].get('name', '')}".rstrip()
+        meta = body["metadata"]
+        name = meta.get("name")
+        token = (meta.get("annotations") or {}).get(identity) if identity else None
+        deadline = time.monotonic() + self.policy.retry_for
+        attempt = 0
+        while True:
+            try:
+                return self._call(what, self.custom.create_namespaced_custom_object, GROUP, VERSION, namespace, plural, body,
+                                  field_validation="Strict", method="POST", namespace=namespace, resource=plural,
+                                  retry_for=0, expect="object")
+            except ClusterConflict as exc:
+                if not (name and token):
+                    raise
+                try:
+                    existing = self.get(plural, namespace, name)
+                except ClusterNotFound:
+                    existing = None  # deleted in between: ask again
+                if existing is not None:
+                    if (existing["metadata"].get("annotations") or {}).get(identity) == token:
+                        return existing  # an earlier try of this very request created it
+                    raise exc
+            except ClusterError as exc:
+                if not exc.transient:
+                    raise
+                unknown = exc
+                if name and token:  # did the lost request create it?
+                    try:
+                        existing = self.get(plural, namespace, name, retry_for=0)
+                    except ClusterNotFound:
+                        existing = None
+                    except ClusterError as lookup:
+                        if not lookup.transient:
+                            raise
+                        existing = None
+                    if existing is not None and (existing["metadata"].get("annotations") or {}).get(identity) == token:
+                        return existing
+                elif isinstance(exc, ClusterUnreachable):
+                    raise  # an unnamed object asked twice could be made twice
+                wait = self.policy.delay(attempt, getattr(exc, "retry_after", None))
+                if time.monotonic() + wait > deadline:
+                    raise unknown
+                attempt += 1
+                if self.notice and attempt == 1:
+                    self.notice(f"{exc.message}; asking again for up to {int(self.policy.retry_for)}s (safe: it is looked up by name first)")
+                time.sleep(wait)
 
-    def get(self, plural: str, namespace: str, name: str) -> dict:
+    def get(self, plural: str, namespace: str, name: str, **policy) -> dict:
         return self._call(f"reading {plural[:-1]} {name}", self.custom.get_namespaced_custom_object, GROUP, VERSION,
-                          namespace, plural, name, namespace=namespace, resource=plural)
+                          namespace, plural, name, namespace=namespace, resource=plural, expect="object", **policy)
 
-    def list(self, plural: str, namespace: str, selector: str) -> list[dict]:
-        return self._call(f"listing {plural}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
-                          label_selector=selector, namespace=namespace, resource=plural).get("items", [])
+    def list(self, plural: str, namespace: str, selector: str, **policy) -> list[dict]:
+        items = self._call(f"listing {plural}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,
+                           label_selector=selector, namespace=namespace, resource=plural, expect="list", **policy).get("items") or []
+        return [o for o in items if isinstance(o, dict) and isinstance(o.get("metadata"), dict)]
 
     def replace(self, plural: str, namespace: str, name: str, body: dict) -> dict:
         return self._call(f"updating {plural[:-1]} {name}", self.custom.replace_namespaced_custom_object, GROUP, VERSION,
-                          namespace, plural, name, body, field_validation="Strict", namespace=namespace, resource=plural)
+                          namespace, plural, name, body, field_validation="Strict", method="PUT", namespace=namespace,
+                          resource=plural, expect="object")
 
-    def patch(self, plural: str, namespace: str, name: str, body: dict) -> dict:
-        return self._call(f"updating {plural[:-1]} {name}", self.custom.patch_namespaced_custom_object, GROUP, VERSION,
-                          namespace, plural, name, body, namespace=namespace, resource=plural)
+    def update(self, plural: str, namespace: str, name: str, change, *, tries: int = 5) -> dict:
+        """Read, change (``change(current) -> new body``), replace; a 409 for a stale read is read again and
+        retried, as client-go's RetryOnConflict does."""
+        for attempt in range(tries):
+            current = self.get(plural, namespace, name)
+            body = change(current)
+            body["metadata"] = dict(body.get("metadata") or {}, resourceVersion=current["metadata"].get("resourceVersion"))
+            try:
+                return self.replace(plural, namespace, name, body)
+            except ClusterStale:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(self.policy.delay(attempt))
+        raise AssertionError("unreachable")
+
+    def patch(self, plural: str, namespace: str, name: str, body: dict, *, tries: int = 5) -> dict:
+        """A merge patch (no resourceVersion: it applies to whatever is current); a 409 is asked again."""
+        for attempt in range(tries):
+            try:
+                return self._call(f"updating {plural[:-1]} {name}", self.custom.patch_namespaced_custom_object, GROUP, VERSION,
+                                  namespace, plural, name, body, method="PATCH", namespace=namespace, resource=plural,
+                                  expect="object")
+            except ClusterStale:
+                if attempt == tries - 1:
+                    raise
+                time.sleep(self.policy.delay(attempt))
+        raise AssertionError("unreachable")
 
     def delete(self, plural: str, namespace: str, name: str) -> None:
         self._call(f"deleting {plural[:-1]} {name}", self.custom.delete_namespaced_custom_object, GROUP, VERSION,
-                   namespace, plural, name, namespace=namespace, resource=plural)
+                   namespace, plural, name, method="DELETE", namespace=namespace, resource=plural)
 
 
 def workflow_nodes(workflow: dict) -> dict:
     """``status.nodes``, decoding ``status.compressedNodes`` (gzip + base64) when Argo compressed them."""
     status = workflow.get("status") or {}
+    if not isinstance(status, dict):
+        return {}
     if status.get("nodes"):
-        return status["nodes"]
+        nodes = status["nodes"]
+        return {k: v for k, v in nodes.items() if isinstance(v, dict)} if isinstance(nodes, dict) else {}
     packed = status.get("compressedNodes")
     if packed:
         try:
-            return json.loads(gzip.decompress(base64.b64decode(packed)))
+            nodes = json.loads(gzip.decompress(base64.b64decode(packed)))
+            return {k: v for k, v in nodes.items() if isinstance(v, dict)} if isinstance(nodes, dict) else {}
         except (ValueError, OSError):
             raise ClusterError("cannot read the workflow's compressedNodes") from None
     return {}
+
+
+_NOT_JSON = object()
+
+
+def _retry_after(value) -> float | None:
+    """Retry-After in seconds (the HTTP-date form is read as "soon")."""
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return 1.0
+
+
+def _caused_by(exc: BaseException, *kinds) -> bool:
+    """Whether ``exc`` or anything it wraps (urllib3 nests its reasons) is one of ``kinds``."""
+    seen: set[int] = set()
+    todo: list = [exc]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, kinds):
+            return True
+        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
+    return False
 
 
 def _ssl_error(exc: BaseException) -> str | None:

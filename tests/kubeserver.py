@@ -2,7 +2,15 @@
 
 It serves what nb2flow uses: pods (read, list by label, logs), events (by field selector), PVCs, and Argo workflows and
 cronworkflows (create with generateName, get, list by label, replace, merge-patch, delete).
-Tests can queue error answers (status codes, a dropped connection) and set workflow status.
+Tests can set workflow status, and queue faults per request, as a real server on a bad day gives them
+(``fault(method, path regex, what)``, each taken by the first request it matches):
+
+- ``"drop"``: the connection is closed before the request is read; ``"drop-after"``: the request is carried
+  out (a create creates) and the connection closed before the answer;
+- ``"hang"``: the connection is accepted and never answered (until the server stops);
+- ``"html"``: 200 with a proxy's login page; ``"null"``: 200 with a JSON ``null`` body;
+- ``"stale"``: 409 "the object has been modified" (reason Conflict), as for a stale resourceVersion;
+- a status code, or ``(code, message, causes, headers)``, e.g. ``(429, "slow down", None, {"Retry-After": "1"})``.
 """
 
 from __future__ import annotations
@@ -51,7 +59,9 @@ class FakeKube:
         self.objects: dict[tuple, dict] = {}  # (plural, namespace, name) -> object
         self.logs: dict[tuple, str] = {}  # (namespace, pod) -> text
         self.requests: list[tuple] = []  # (method, path, query)
-        self.fail: list[tuple] = []  # queued (method, path regex, status or "drop")
+        self.times: list[float] = []  # when each of ``requests`` came (time.monotonic())
+        self.fail: list[tuple] = []  # queued (method, path regex, fault): see the module's docstring
+        self.stopping = threading.Event()
         self.argo_installed = True
         self.lock = threading.Lock()
         server = self
@@ -62,20 +72,33 @@ class FakeKube:
             def log_message(self, *args):
                 pass
 
-            def _send(self, status: int, body) -> None:
+            drop_answer = False
+
+            def _send(self, status: int, body, headers=None, ctype=None) -> None:
+                if self.drop_answer:  # "drop-after": done, but the answer never leaves
+                    self.close_connection = True
+                    self.connection.shutdown(2)
+                    return
                 data = json.dumps(body).encode() if not isinstance(body, (bytes, str)) else (body.encode() if isinstance(body, str) else body)
                 self.send_response(status)
-                self.send_header("Content-Type", "application/json" if not isinstance(body, str) else "text/plain")
+                self.send_header("Content-Type", ctype or ("application/json" if not isinstance(body, str) else "text/plain"))
                 self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
+                for k, v in (headers or {}).items():
+                    self.send_header(k, v)
+                try:
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (its read timeout)
+                    self.close_connection = True
 
-            def _status(self, code: int, message: str, causes=None) -> None:
-                reasons = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid", 500: "InternalError"}
-                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message, "reason": reasons.get(code, ""), "code": code}
+            def _status(self, code: int, message: str, causes=None, headers=None, reason=None) -> None:
+                reasons = {401: "Unauthorized", 403: "Forbidden", 404: "NotFound", 409: "AlreadyExists", 422: "Invalid",
+                           429: "TooManyRequests", 500: "InternalError", 503: "ServiceUnavailable"}
+                body = {"kind": "Status", "apiVersion": "v1", "status": "Failure", "message": message,
+                        "reason": reason or reasons.get(code, ""), "code": code}
                 if causes:
                     body["details"] = {"causes": causes}
-                self._send(code, body)
+                self._send(code, body, headers)
 
             def _handle(self, method: str) -> None:
                 url = urlparse(self.path)
@@ -84,6 +107,7 @@ class FakeKube:
                 raw = self.rfile.read(length) if length else b""
                 with server.lock:
                     server.requests.append((method, url.path, query))
+                    server.times.append(time.monotonic())
                     queued = None
                     for i, (m, pattern, what) in enumerate(server.fail):
                         if m == method and re.search(pattern, url.path):
@@ -93,9 +117,23 @@ class FakeKube:
                     self.close_connection = True
                     self.connection.shutdown(2)
                     return
-                if queued is not None:
+                if queued == "hang":
+                    server.stopping.wait(60)
+                    self.close_connection = True
+                    return
+                if queued == "html":
+                    return self._send(200, "<!DOCTYPE html><html><body><h1>Sign in to continue</h1></body></html>", ctype="text/html")
+                if queued == "null":
+                    return self._send(200, b"null")
+                if queued == "stale":
+                    return self._status(409, "Operation cannot be fulfilled: the object has been modified; please apply your "
+                                             "changes to the latest version and try again", reason="Conflict")
+                if queued == "drop-after":
+                    self.drop_answer = True
+                elif queued is not None:
                     code, *rest = queued if isinstance(queued, tuple) else (queued,)
-                    return self._status(code, rest[0] if rest else f"injected {code}", rest[1] if len(rest) > 1 else None)
+                    return self._status(code, rest[0] if rest else f"injected {code}", rest[1] if len(rest) > 1 else None,
+                                        rest[2] if len(rest) > 2 else None)
                 scheme, _, credentials = (self.headers.get("Authorization") or "").partition(" ")
                 if scheme.lower() != "bearer" or credentials != server.token:  # the scheme is case-insensitive (RFC 7235)
                     return self._status(401, "Unauthorized")
@@ -168,7 +206,7 @@ class FakeKube:
                         return self._send(200, server.objects[key])
                     if method == "PUT":
                         if body["metadata"].get("resourceVersion") != server.objects[key]["metadata"].get("resourceVersion"):
-                            return self._status(409, "the object has been modified")
+                            return self._status(409, "Operation cannot be fulfilled: the object has been modified", reason="Conflict")
                         body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
                         server.objects[key] = body
                         return self._send(200, body)
@@ -226,7 +264,13 @@ class FakeKube:
         self.thread.start()
         return self
 
+    def fault(self, method: str, pattern: str, what, times: int = 1) -> None:
+        """Queue ``what`` (see the module's docstring) for the next ``times`` requests matching."""
+        with self.lock:
+            self.fail.extend([(method, pattern, what)] * times)
+
     def __exit__(self, *exc) -> None:
+        self.stopping.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 

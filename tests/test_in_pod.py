@@ -3,6 +3,7 @@ pod's terminal, with no flags — run as it runs in the pod (see podsim.py), aga
 server over TLS, with controller-like states written by the test."""
 
 import json
+import re
 import socket
 
 import pytest
@@ -151,7 +152,7 @@ def test_permission_denied_names_the_account_and_nb2flow_rbac(tmp_path, pki, kub
     r = make_pod(tmp_path, pki, kube.port).run("run", "analysis.ipynb")
     assert r.returncode == 2
     last = r.stderr.strip().splitlines()[-1]
-    assert last.startswith("nb2flow: creating a Workflow: permission denied in namespace jhub (403): ")
+    assert re.match(r"nb2flow: creating Workflow analysis-[a-z0-9]{5}: permission denied in namespace jhub \(403\): ", last)
     assert last.endswith(f"(service account {NAMESPACE}/{ACCOUNT} needs the Role `nb2flow rbac` prints: an admin runs `nb2flow rbac | kubectl apply -f -`)")
 
 
@@ -159,8 +160,10 @@ def test_argo_not_installed(tmp_path, pki, kube):
     kube.argo_installed = False
     r = make_pod(tmp_path, pki, kube.port).run("run", "analysis.ipynb")
     assert r.returncode == 2
-    assert r.stderr.strip().splitlines()[-1] == ("nb2flow: creating a Workflow: Argo Workflows is not installed in this cluster "
-                                                 "(no workflows.argoproj.io resource) (install Argo Workflows, or run with --local)")
+    last = r.stderr.strip().splitlines()[-1]
+    assert re.fullmatch(r"nb2flow: creating Workflow analysis-[a-z0-9]{5}: Argo Workflows is not installed in this cluster "
+                        r"\(no workflows\.argoproj\.io resource\) \(install Argo Workflows, or run with --local\)", last)
+    assert not list(tmp_path.rglob("run.json"))  # nothing was created: no record says otherwise
 
 
 def test_api_server_out_of_reach_points_at_the_network_policy(tmp_path, pki):

@@ -160,10 +160,13 @@ def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_
     return template
 
 
-def _step_env(env, *, gpu) -> list:
+def _step_env(env, *, gpu, secret: str | None = None, carried=()) -> list:
     """The notebook's env for a pod: without a GPU, ``NVIDIA_VISIBLE_DEVICES=void``, since most GPU
-    images set ``all`` and a container would otherwise see every GPU of its node."""
+    images set ``all`` and a container would otherwise see every GPU of its node. ``carried``: the
+    credentials' names, read from the run's Secret ``secret`` (their values are never in the manifest)."""
     out = [e for e in env if e.get("name") != "NVIDIA_VISIBLE_DEVICES"]
+    for name in carried:
+        out.append({"name": name, "valueFrom": {"secretKeyRef": {"name": secret, "key": name}}})
     if not gpu:
         out.append({"name": "NVIDIA_VISIBLE_DEVICES", "value": "void"})
     return out
@@ -171,7 +174,7 @@ def _step_env(env, *, gpu) -> list:
 
 def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
                   workdir: str, parameters: dict, labels: dict, fail_fast: bool = False, parallelism: int | None = None,
-                  scheduled: bool = False) -> dict:
+                  scheduled: bool = False, env_secret: str | None = None) -> dict:
     """The ``spec`` shared by a Workflow and a CronWorkflow's ``workflowSpec`` (``scheduled``: never tied to
     the node the notebook runs on now)."""
     run_affinity = schedule_affinity(pod) if scheduled else None
@@ -189,7 +192,8 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         name = "step" if not variants else f"step-{len(variants)}"
         variants[key] = name
         container = {"image": step.options.image or pod.image, "command": command, "workingDir": workdir}
-        _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, gpu=step.options.gpu), envFrom=pod.env_from,
+        _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, gpu=step.options.gpu, secret=env_secret,
+                                                                              carried=[n for n, _ in pod.secret_env]), envFrom=pod.env_from,
              volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
              securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}
@@ -225,6 +229,10 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         "ttlStrategy": {"secondsAfterCompletion": int(parse_duration(config.ttl_after_finished))},
         "podGC": {"strategy": config.pod_gc},
     }
+    # the steps' code (and every package it imports) gets no service-account token: only Argo's executor
+    # (its init and wait containers) gets one, of the account it needs to report results
+    spec["automountServiceAccountToken"] = False
+    spec["executor"] = {"serviceAccountName": config.executor_service_account or pod.service_account or "default"}
     _put(spec, arguments={"parameters": params} if params else None, serviceAccountName=pod.service_account,
          parallelism=parallelism, securityContext=security, nodeSelector=pod.node_selector, tolerations=pod.tolerations,
          affinity=(pod.base_affinity if scheduled else pod.affinity), imagePullSecrets=pod.image_pull_secrets, volumes=pod.volumes)
@@ -259,8 +267,8 @@ def annotations(pipeline: Pipeline, notebook_in_pod: str, bundle: str) -> dict:
 
 def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
                       workdir: str, parameters: dict, notebook_in_pod: str, fail_fast: bool = False,
-                      parallelism: int | None = None) -> dict:
-    """A Workflow that runs the pipeline once."""
+                      parallelism: int | None = None, env_secret: str | None = None) -> dict:
+    """A Workflow that runs the pipeline once (``env_secret``: the Secret the credentials are read from)."""
     labels = common_labels(pipeline, pod, config)
     stem = k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)
     return {
@@ -273,7 +281,8 @@ def workflow_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfi
             "annotations": annotations(pipeline, notebook_in_pod, bundle),
         },
         "spec": workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                              parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism),
+                              parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism,
+                              env_secret=env_secret),
     }
 
 
@@ -281,6 +290,24 @@ RESUMED_FROM = "nb2flow.io/resumed-from"
 #: A value only one submission has: after a lost answer, the object found under the name nb2flow chose with
 #: this value is the one that submission created (see ``Kube.create``).
 SUBMISSION = "nb2flow.io/submission"
+#: The Secret a run's (or a schedule's) pods read the notebook's credentials from (its name only).
+ENV_SECRET = "nb2flow.io/env-secret"
+
+
+def env_secret_manifest(manifest: dict, values) -> dict | None:
+    """The Secret holding ``values`` ((name, value) pairs) that ``manifest``'s pods read (None: none needed).
+    It is created just before the Workflow or CronWorkflow and then owned by it (ownerReferences), so it goes
+    when its owner goes; only nb2flow's own labels, never a value, are in the manifest."""
+    import base64
+
+    meta = manifest["metadata"]
+    name = (meta.get("annotations") or {}).get(ENV_SECRET)
+    if not name:
+        return None
+    return {"apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+            "metadata": {"name": name, "namespace": meta["namespace"], "labels": dict(meta.get("labels") or {}),
+                         "annotations": {"nb2flow.io/for": f"{manifest['kind']} {meta.get('name') or meta.get('generateName', '')}"}},
+            "data": {k: base64.b64encode(v.encode("utf-8")).decode("ascii") for k, v in values}}
 
 
 def named(manifest: dict, name: str | None = None) -> dict:
@@ -328,7 +355,8 @@ FAILED_HISTORY = 5
 
 def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, name: str, schedule: str,
                   timezone: str | None, bundle: str, run_root: str, workdir: str, parameters: dict,
-                  notebook_in_pod: str, fail_fast: bool = False, parallelism: int | None = None) -> dict:
+                  notebook_in_pod: str, fail_fast: bool = False, parallelism: int | None = None,
+                  env_secret: str | None = None) -> dict:
     """A CronWorkflow (``schedules:``, as Argo v3.6+ and v4 read it)."""
     problem = cron_problem(schedule)
     if problem:
@@ -338,7 +366,8 @@ def cron_manifest(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         _check_timezone(timezone)
     labels = common_labels(pipeline, pod, config)
     spec = workflow_spec(pipeline, pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                         parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism, scheduled=True)
+                         parameters=parameters, labels=labels, fail_fast=fail_fast, parallelism=parallelism, scheduled=True,
+                         env_secret=env_secret)
     cron = {"schedules": [schedule.strip()], "concurrencyPolicy": "Forbid", "startingDeadlineSeconds": 300,
             # the workflows Argo keeps (run folders keep every run's record and notebook): failures longer, to read them
             "successfulJobsHistoryLimit": SUCCESSFUL_HISTORY, "failedJobsHistoryLimit": FAILED_HISTORY,

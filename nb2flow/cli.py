@@ -47,8 +47,8 @@ def check(notebook: str, as_json: bool) -> int:
         click.echo(json.dumps(pipeline_to_json(pipeline), indent=2))
     else:
         for finding in pipeline.findings:
-            click.echo(_color_finding(finding.render(notebook), finding.severity.value))
-        click.echo(_check_summary(pipeline), err=True)
+            click.echo(_color_finding(_printable(finding.render(notebook)), finding.severity.value))
+        _say(_check_summary(pipeline))
     return ExitStatus.OK if pipeline.ok else ExitStatus.FAILED
 
 
@@ -64,7 +64,7 @@ def graph(notebook: str, fmt: str, show_vars: bool) -> int:
     pipeline = load(notebook)
     click.echo(render(pipeline, fmt, show_vars=show_vars), nl=False)
     if pipeline.errors:
-        click.echo(f"{notebook}: {len(pipeline.errors)} problem(s); see `nb2flow check {notebook}`", err=True)
+        _say(f"{notebook}: {len(pipeline.errors)} problem(s); see `nb2flow check {notebook}`")
     return ExitStatus.OK
 
 
@@ -142,7 +142,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
                                          default=(earlier or {}).get("parameters"))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
     if not quiet:
-        click.echo(f"nb2flow: {reason}", err=True)
+        _say(f"nb2flow: {reason}")
     if backend == "argo":
         if reuse:
             raise UsageError("--reuse is for local runs; on Argo, `nb2flow run --resume RUN` re-runs only what changed")
@@ -158,7 +158,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     result = run_local(pipeline, options)
     if result.output_notebook:
         shown = result.visible_notebook or result.output_notebook
-        click.echo(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}", err=True)
+        _say(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}")
     raise_for_failures(result, pipeline)
     return ExitStatus.OK
 
@@ -188,7 +188,7 @@ def list_(folders, limit, as_json, cluster, namespace, context) -> int:
         click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "notebook", "state", "started", "ended", "run_dir")} for r in records], indent=2))
         return ExitStatus.OK
     if not records:
-        click.echo("no runs yet", err=True)
+        _say("no runs yet")
         return ExitStatus.OK
     rows = [("RUN", "NOTEBOOK", "STATE", "STARTED", "DURATION")]
     for r in records:
@@ -223,7 +223,7 @@ def _cluster_runs(namespace, context, cluster) -> list:
     except (ClusterError, UsageError) as exc:
         if cluster:
             raise
-        click.echo(f"nb2flow: workflows not listed: {exc.render()}", err=True)
+        _say(f"nb2flow: workflows not listed: {exc.render()}")
         return []
 
 
@@ -270,8 +270,8 @@ def status(run_id, as_json, watch, namespace, context) -> int:
             return _workflow_status(workflow.get("name", record["run_id"]), as_json, workflow.get("namespace") or namespace, context,
                                     run_dir=run_dir)
         except (ClusterError, UsageError) as exc:
-            click.echo(f"nb2flow: the cluster cannot say how workflow {record['run_id']} goes ({exc.render()}); "
-                       "showing its run folder", err=True)
+            _say(f"nb2flow: the cluster cannot say how workflow {record['run_id']} goes ({exc.render()}); "
+                       "showing its run folder")
     if as_json:
         click.echo(json.dumps(record, indent=2))
         return ExitStatus.OK
@@ -325,7 +325,7 @@ def _workflow_status(name, as_json, namespace, context, run_dir=None) -> int:
     waited = controller_silence(workflow)
     if waited is not None:
         error = no_controller_error(ns, name, waited)
-        click.echo(f"nb2flow: {error.render()}", err=True)
+        _say(f"nb2flow: {error.render()}")
     return ExitStatus.OK
 
 
@@ -337,7 +337,7 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     pipeline = load(notebook)
     if not pipeline.ok:
         for finding in pipeline.errors:
-            click.echo(finding.render(notebook), err=True)
+            _say(finding.render(notebook))
         raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
@@ -351,10 +351,10 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
 
     config = load_config(notebook).with_flags(namespace=namespace, context=context, workdir=workdir)
     for warning in config.warnings:
-        click.echo(f"nb2flow: warning: {warning}", err=True)
+        _say(f"nb2flow: warning: {warning}")
     target = resolve_target(notebook, config, pod_spec=pod_spec, from_pod=from_pod, need_kube=need_kube, notice=_notice)
     for warning in target.pod.warnings:
-        click.echo(f"nb2flow: {warning}", err=True)
+        _say(f"nb2flow: {warning}")
     return target
 
 
@@ -368,11 +368,11 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
         earlier_dir, earlier = resume
         manifest, kept = prepare_resume(pipeline, target, manifest, earlier_dir, earlier, params, mode)
         if manifest is None:
-            click.echo(f"nb2flow: nothing to re-run: every step of {earlier['run_id']} succeeded and is unchanged", err=True)
+            _say(f"nb2flow: nothing to re-run: every step of {earlier['run_id']} succeeded and is unchanged")
             return ExitStatus.OK
         others = [s.name for s in pipeline.steps if s.name not in kept]
-        click.echo(f"nb2flow: resuming {earlier['run_id']}: reusing {', '.join(kept) or 'no step'} (saved values); "
-                   f"running {', '.join(others)}", err=True)
+        _say(f"nb2flow: resuming {earlier['run_id']}: reusing {', '.join(kept) or 'no step'} (saved values); "
+                   f"running {', '.join(others)}")
     from .argo import named
 
     manifest = named(manifest)
@@ -380,8 +380,10 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
     link = ui_link(target.config, target.namespace, name)
     # the record first: a submission whose answer is lost still has one, under the name nb2flow chose
     run_dir = _record_submission(pipeline, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
+    from .argo import env_secret_manifest
+
     try:
-        created = submit(target.kube, manifest)
+        created = submit(target.kube, manifest, env_secret_manifest(manifest, target.pod.secret_env))
     except ClusterError as exc:
         if exc.transient:  # not known whether it was created: the record stays, and says how to find out
             raise ClusterError(f"{exc.message}; workflow {name} may or may not have been created",
@@ -389,9 +391,9 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
         _forget_submission(run_dir)
         raise
     _record_submission(pipeline, created, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
-    click.echo(f"workflow {name} submitted in namespace {target.namespace}", err=True)
+    _say(f"workflow {name} submitted in namespace {target.namespace}")
     if link:
-        click.echo(f"  {link}", err=True)
+        _say(f"  {link}")
     click.echo(name)
     if not watch:
         return ExitStatus.OK
@@ -404,7 +406,7 @@ def _follow(kube, namespace: str, name: str, *, progress: str, run_dir: str | No
 
     final = watch_workflow(kube, namespace, name, progress=progress, run_dir=run_dir)
     phase = final.get("status", {}).get("phase")
-    click.echo(f"workflow {name}: {phase}", err=True)
+    _say(f"workflow {name}: {phase}")
     if phase != "Succeeded":
         raise StepFailed(f"workflow {name} ended {phase}: {final.get('status', {}).get('message', '')}".rstrip(": "),
                          hint=f"nb2flow logs {name}")
@@ -435,7 +437,7 @@ def _record_submission(pipeline, manifest: dict, mode: str, link, folder: str, r
         if not os.path.exists(path) or (read_record(run_dir).get("workflow") or {}).get("phase") == "Submitting":
             write_record(run_dir, record)  # never over the final task's record
     except (OSError, ValueError) as exc:
-        click.echo(f"nb2flow: warning: cannot write the run's record in {run_dir}: {exc}", err=True)
+        _say(f"nb2flow: warning: cannot write the run's record in {run_dir}: {exc}")
     return run_dir
 
 
@@ -468,10 +470,17 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
 
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
     manifest, bundle = prepare(pipeline, target, params)
-    click.echo(f"nb2flow: step files in {os.path.relpath(bundle)}", err=True)
+    _say(f"nb2flow: step files in {os.path.relpath(bundle)}")
     unseen = check_step_files_reach_pods(target, submitting=False)
     if unseen:
-        click.echo(f"nb2flow: warning: {unseen}: copy {os.path.relpath(bundle)} there before applying the manifest ({STEP_FILES_HINT})", err=True)
+        _say(f"nb2flow: warning: {unseen}: copy {os.path.relpath(bundle)} there before applying the manifest ({STEP_FILES_HINT})")
+    from .argo import ENV_SECRET
+
+    secret = manifest["metadata"]["annotations"].get(ENV_SECRET)
+    if secret:
+        names = ", ".join(n for n, _ in target.pod.secret_env)
+        _say(f"nb2flow: warning: the steps read {names} from Secret {secret}, which `nb2flow run --argo` creates and "
+             "this manifest does not hold (no credential is ever printed): create it before applying the manifest")
     click.echo(dump(manifest, fmt), nl=False)
     return ExitStatus.OK
 
@@ -508,7 +517,10 @@ def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, para
     if dry_run:
         click.echo(dump(manifest), nl=False)
         return ExitStatus.OK
-    made, created = create_schedule(target.kube, manifest, replace_others=replace)
+    from .argo import env_secret_manifest
+
+    made, created = create_schedule(target.kube, manifest, replace_others=replace,
+                                    secret=env_secret_manifest(manifest, target.pod.secret_env))
     from .cluster import schedule_spec_error
 
     problem = schedule_spec_error(target.kube, target.namespace, name)
@@ -517,7 +529,7 @@ def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, para
                          hint=f"fix the schedule and run nb2flow schedule again, or nb2flow unschedule {name}")
     tz = f" ({timezone})" if timezone else ""
     older = " (Argo before v3.6: spec.schedule)" if "schedule" in (made.get("spec") or {}) else ""
-    click.echo(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}{older}; step files {os.path.relpath(bundle)}", err=True)
+    _say(f"schedule {name} {'created' if created else 'updated'} in namespace {target.namespace}: {cron}{tz}{older}; step files {os.path.relpath(bundle)}")
     return ExitStatus.OK
 
 
@@ -543,7 +555,7 @@ def schedules(ctx, as_json, namespace, context) -> int:
         click.echo(json.dumps(rows, indent=2))
         return ExitStatus.OK
     if not rows:
-        click.echo(f"no schedules in namespace {ns}", err=True)
+        _say(f"no schedules in namespace {ns}")
         return ExitStatus.OK
     table = [("SCHEDULE", "CRON", "STATE", "LAST RUN", "RESULT", "NEXT RUN", "NOTEBOOK")]
     for r in rows:
@@ -555,34 +567,52 @@ def schedules(ctx, as_json, namespace, context) -> int:
     return ExitStatus.OK
 
 
-def _suspend(name, namespace, context, suspend: bool) -> None:
+def _own(kube, ns, plural: str, name: str, verb: str, force: bool) -> dict:
+    """The object, once it is known to be the user's own (or ``--force``); see :func:`cluster.check_owner`."""
+    from .cluster import check_owner
+
+    obj = kube.get(plural, ns, name)
+    said = check_owner(kube, obj, what=f"{'schedule' if plural == 'cronworkflows' else 'workflow'} {name}", verb=verb, force=force)
+    if said:
+        _say(f"nb2flow: {said}")
+    return obj
+
+
+FORCE = click.option("--force", is_flag=True, help="Act on another user's object (or one nb2flow did not make).")
+
+
+def _suspend(name, namespace, context, suspend: bool, force: bool) -> None:
     kube, ns = _kube(namespace, context)
+    _own(kube, ns, "cronworkflows", name, "pause" if suspend else "resume", force)
     kube.patch("cronworkflows", ns, name, {"spec": {"suspend": suspend}})
-    click.echo(f"schedule {name} {'paused: no new runs until `nb2flow schedules resume ' + name + '`' if suspend else 'resumed'}", err=True)
+    _say(f"schedule {name} {'paused: no new runs until `nb2flow schedules resume ' + name + '`' if suspend else 'resumed'}")
 
 
 @schedules.command("pause")
 @click.argument("name")
+@FORCE
 @_kube_options
-def schedules_pause(name, namespace, context) -> int:
+def schedules_pause(name, force, namespace, context) -> int:
     """Stop the schedule NAME from starting runs (runs already going go on)."""
-    _suspend(name, namespace, context, True)
+    _suspend(name, namespace, context, True, force)
     return ExitStatus.OK
 
 
 @schedules.command("resume")
 @click.argument("name")
+@FORCE
 @_kube_options
-def schedules_resume(name, namespace, context) -> int:
+def schedules_resume(name, force, namespace, context) -> int:
     """Let the schedule NAME start runs again."""
-    _suspend(name, namespace, context, False)
+    _suspend(name, namespace, context, False, force)
     return ExitStatus.OK
 
 
 @schedules.command("trigger")
 @click.argument("name")
+@FORCE
 @_kube_options
-def schedules_trigger(name, namespace, context) -> int:
+def schedules_trigger(name, force, namespace, context) -> int:
     """Run the schedule NAME now, from its own spec (its step files snapshot and parameters), as
     `argo submit --from cronwf/NAME` does; scheduled_time is now."""
     import time
@@ -591,22 +621,24 @@ def schedules_trigger(name, namespace, context) -> int:
     from .cluster import submit, workflow_from_schedule
 
     kube, ns = _kube(namespace, context)
-    cron = kube.get("cronworkflows", ns, name)
+    cron = _own(kube, ns, "cronworkflows", name, "trigger", force)
     now = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     created = submit(kube, named(workflow_from_schedule(cron, now)))
-    click.echo(f"workflow {created['metadata']['name']} submitted from schedule {name}", err=True)
+    _say(f"workflow {created['metadata']['name']} submitted from schedule {name}")
     click.echo(created["metadata"]["name"])
     return ExitStatus.OK
 
 
 @cli.command()
 @click.argument("name")
+@FORCE
 @_kube_options
-def unschedule(name, namespace, context) -> int:
-    """Delete the schedule NAME."""
+def unschedule(name, force, namespace, context) -> int:
+    """Delete the schedule NAME (yours; another user's with --force)."""
     kube, ns = _kube(namespace, context)
+    _own(kube, ns, "cronworkflows", name, "delete", force)
     kube.delete("cronworkflows", ns, name)
-    click.echo(f"schedule {name} deleted", err=True)
+    _say(f"schedule {name} deleted")
     return ExitStatus.OK
 
 
@@ -628,7 +660,7 @@ def logs(name, step, follow, namespace, context) -> int:
         if kept is None:
             raise UsageError(f"no pods for {'step ' + step + ' of ' if step else ''}workflow {name} (yet, or already cleaned up)",
                              hint="executed notebooks and logs stay in the run folder on the shared volume")
-        click.echo(f"nb2flow: the pods are gone; the cells' output as kept in {os.path.relpath(kept[0])}", err=True)
+        _say(f"nb2flow: the pods are gone; the cells' output as kept in {os.path.relpath(kept[0])}")
         for task, text in kept[1]:
             _echo_prefixed(text, task if len(kept[1]) > 1 else None)
         return ExitStatus.OK
@@ -667,23 +699,27 @@ def _echo_prefixed(text: str, task: str | None) -> None:
 
 @cli.command()
 @click.argument("name")
+@FORCE
 @_kube_options
-def stop(name, namespace, context) -> int:
-    """Stop workflow NAME (running steps are stopped, exit handlers run)."""
+def stop(name, force, namespace, context) -> int:
+    """Stop workflow NAME (running steps are stopped, exit handlers run); yours, another user's with --force."""
     kube, ns = _kube(namespace, context)
+    _own(kube, ns, "workflows", name, "stop", force)
     kube.patch("workflows", ns, name, {"spec": {"shutdown": "Stop"}})
-    click.echo(f"workflow {name} stopping", err=True)
+    _say(f"workflow {name} stopping")
     return ExitStatus.OK
 
 
 @cli.command()
 @click.argument("name")
+@FORCE
 @_kube_options
-def delete(name, namespace, context) -> int:
-    """Delete workflow NAME."""
+def delete(name, force, namespace, context) -> int:
+    """Delete workflow NAME (yours; another user's with --force)."""
     kube, ns = _kube(namespace, context)
+    _own(kube, ns, "workflows", name, "delete", force)
     kube.delete("workflows", ns, name)
-    click.echo(f"workflow {name} deleted", err=True)
+    _say(f"workflow {name} deleted")
     return ExitStatus.OK
 
 
@@ -713,8 +749,8 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
     if not namespace or not service_account:
         raise UsageError("which account? no service-account token here to take it from",
                          hint="pass --service-account NAME -n NAMESPACE, or --pod-spec FILE.json")
-    click.echo(f"nb2flow: the Role and RoleBinding for service account {namespace}/{service_account} ({where}); "
-               "an admin applies them with kubectl apply -f -", err=True)
+    _say(f"nb2flow: the Role and RoleBinding for service account {namespace}/{service_account} ({where}); "
+               "an admin applies them with kubectl apply -f -")
     docs = rbac_manifests(namespace, service_account, runner)
     click.echo(yaml.safe_dump_all(docs, sort_keys=False), nl=False)
     return ExitStatus.OK
@@ -731,11 +767,25 @@ def _kube(namespace, context):
     return kube, config.namespace or kube.default_namespace
 
 
+def _say(text: str) -> None:
+    """A message for people (stderr), with terminal commands from outside text removed."""
+    from .runner.tracebacks import printable
+
+    click.echo(printable(text), err=True)
+
+
 def _notice(line: str) -> None:
-    click.echo(f"nb2flow: {line}", err=True)
+    _say(f"nb2flow: {line}")
+
+
+def _printable(text: str) -> str:
+    from .runner.tracebacks import printable
+
+    return printable(text)
 
 
 def _table(rows) -> str:
+    rows = [[_printable(str(c)).replace("\n", " ") for c in r] for r in rows]
     widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
@@ -767,18 +817,18 @@ def main(argv: list[str] | None = None) -> None:
     try:
         rv = cli.main(args=argv, prog_name="nb2flow", standalone_mode=False)
     except click.exceptions.Abort:
-        click.echo("nb2flow: interrupted", err=True)
+        _say("nb2flow: interrupted")
         sys.exit(ExitStatus.INTERRUPTED)
     except KeyboardInterrupt:
-        click.echo("nb2flow: interrupted", err=True)
+        _say("nb2flow: interrupted")
         sys.exit(ExitStatus.INTERRUPTED)
     except click.ClickException as exc:
         exc.show()
         sys.exit(ExitStatus.BAD_INPUT)
     except Nb2flowError as exc:
-        click.echo(f"nb2flow: {exc.render()}", err=True)
+        _say(f"nb2flow: {exc.render()}")
         for line in getattr(exc, "traceback", None) or []:
-            click.echo(f"    {line}", err=True)
+            _say(f"    {line}")
         sys.exit(exc.status)
     except BrokenPipeError:
         sys.exit(ExitStatus.OK)
@@ -789,10 +839,7 @@ def main(argv: list[str] | None = None) -> None:
         fd, path = tempfile.mkstemp(prefix="nb2flow-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
-        click.echo(
-            f"nb2flow: internal error ({type(exc).__name__}: {exc}); this is a bug in nb2flow, "
-            f"please report it with the traceback saved in {path}",
-            err=True,
-        )
+        _say(f"nb2flow: internal error ({type(exc).__name__}: {exc}); this is a bug in nb2flow, "
+             f"please report it with the traceback saved in {path}")
         sys.exit(ExitStatus.INTERNAL)
     sys.exit(int(rv) if isinstance(rv, int) else ExitStatus.OK)

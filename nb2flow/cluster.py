@@ -97,13 +97,18 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
         else:
             rwo = None  # offline and not told: assume ReadWriteOnce (JupyterHub's default home volume)
         settings = pod_settings(pod, container=config.container, service_account=config.service_account,
-                                keep_secret_refs=config.secret_refs == "keep", rwo_claims=rwo, image=config.image)
+                                keep_secret_refs=config.secret_refs == "keep", rwo_claims=rwo, image=config.image,
+                                refuse_risky=config.risky_pod_settings == "refuse")
         settings = replace(settings, single_pod_claims=tuple(sorted(single_pod)))
     elif config.image:
+        from .podspec import filter_env
+
+        env, _, carried = filter_env(list(config.env), keep_secret_refs=config.secret_refs == "keep")
         settings = PodSettings(
             image=config.image, namespace="default", image_pull_secrets=tuple(config.image_pull_secrets),
             volumes=tuple(config.volumes), volume_mounts=tuple(config.volume_mounts), node_selector=dict(config.node_selector) or None,
-            tolerations=tuple(config.tolerations), service_account=config.service_account, env=tuple(config.env),
+            tolerations=tuple(config.tolerations), service_account=config.service_account, env=tuple(env),
+            secret_env=tuple(carried),
             resources=step_resources(config.resources),
         )
     else:
@@ -137,7 +142,10 @@ def check_step_files_reach_pods(target: Target, *, submitting: bool) -> str | No
 
 
 def bundle_id(pipeline: Pipeline, fingerprints: dict) -> str:
-    digest = hashlib.sha256(json.dumps(fingerprints, sort_keys=True).encode()).hexdigest()[:12]
+    """The step files' folder: named by their content *and* the notebook's whole name, so two notebooks
+    never share one (the same content under two names, or two names alike in their first 40 characters)."""
+    key = {"notebook": os.path.basename(pipeline.path), "steps": fingerprints}
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return f"{file_slug(pipeline.notebook.stem, 40)}-{digest}"
 
 
@@ -152,13 +160,25 @@ def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: d
     bundle = posixpath.join(target.workdir, BUNDLES_DIR, ident)
     run_root = posixpath.join(target.workdir, RUNS_DIR)
     notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))
+    env_secret = None
+    if target.pod.secret_env:  # the credentials' Secret: one a schedule keeps, else a new one a run
+        import secrets
+
+        from .names import k8s_name
+
+        env_secret = (f"{schedule['name']}-env" if schedule
+                      else f"{k8s_name(pipeline.notebook.stem, max_len=40)}-env-{secrets.token_hex(4)}")
     common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod,
-                  fail_fast=fail_fast, parallelism=parallelism)
+                  fail_fast=fail_fast, parallelism=parallelism, env_secret=env_secret)
     if schedule:
         manifest = cron_manifest(pipeline, target.pod, target.config, name=schedule["name"], schedule=schedule["cron"],
                                  timezone=schedule.get("timezone"), **common)
     else:
         manifest = workflow_manifest(pipeline, target.pod, target.config, **common)
+    if env_secret:
+        from .argo import ENV_SECRET
+
+        manifest["metadata"]["annotations"][ENV_SECRET] = env_secret
     return manifest, local_bundle
 
 
@@ -194,26 +214,100 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     return resumed_manifest(manifest, name=name, kept=tasks, earlier=earlier.get("run_id", "")), kept
 
 
+def whoami(kube: Kube) -> str | None:
+    """Who runs this command, as the owner label nb2flow puts on objects: the user JupyterHub's spawner labelled
+    this notebook pod with (the user cannot change it). None outside a notebook pod: nb2flow cannot tell."""
+    from .errors import ClusterError
+    from .names import label_value
+    from .podspec import pod_owner
+
+    if not (kube.in_cluster and kube.pod_name):
+        return None
+    try:
+        owner = pod_owner(kube.get_pod(kube.default_namespace, kube.pod_name))
+    except ClusterError:
+        return None
+    return label_value(owner) if owner else None
+
+
+def check_owner(kube: Kube, obj: dict, *, what: str, verb: str, force: bool) -> str | None:
+    """Management commands act on the user's own objects only: refuse another user's Workflow or CronWorkflow
+    (the ``nb2flow.io/owner`` label) unless ``force``, saying whose it is. Returns a line to print when acting
+    on someone else's with ``force`` (None: it is the user's own)."""
+    from .argo import MANAGED_BY, OWNER_LABEL
+
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    owner = labels.get(OWNER_LABEL)
+    me = whoami(kube)
+    if owner and owner == me:
+        return None
+    if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
+        whose = "not made by nb2flow"
+    elif owner:
+        whose = f"made by {owner}"
+    else:
+        whose = "made by nb2flow for no known user"
+    mine = f"you are {me}" if me else "outside a notebook pod nb2flow cannot tell who you are"
+    if not force:
+        raise UsageError(f"{what} is {whose} ({mine}); not going to {verb} it", hint=f"pass --force to {verb} it anyway")
+    return f"{verb} {what}, {whose} (--force)"
+
+
 def ui_link(config: ClusterConfig, namespace: str, name: str, kind: str = "workflows") -> str | None:
     if not config.argo_ui:
         return None
     return f"{config.argo_ui.rstrip('/')}/{kind}/{namespace}/{name}"
 
 
-def submit(kube: Kube, manifest: dict) -> dict:
-    """Create the Workflow, which must be :func:`argo.named` — asked again safely after a lost answer."""
+def submit(kube: Kube, manifest: dict, secret: dict | None = None) -> dict:
+    """Create the Workflow, which must be :func:`argo.named` — asked again safely after a lost answer — and,
+    first, its credentials' ``secret`` (:func:`argo.env_secret_manifest`), which it then owns."""
     from .argo import SUBMISSION
 
-    return kube.create("workflows", manifest["metadata"]["namespace"], manifest, identity=SUBMISSION)
+    return with_secret(kube, secret, lambda: kube.create("workflows", manifest["metadata"]["namespace"], manifest,
+                                                         identity=SUBMISSION))
 
 
-def schedule(kube: Kube, manifest: dict, *, replace_others: bool = False) -> tuple[dict, bool]:
+def with_secret(kube: Kube, secret: dict | None, create) -> dict:
+    """Create or update ``secret``, then its owner (``create()``), then make the owner own it: the pods never
+    start before the Secret they read exists, a refused owner takes its Secret away with it, and deleting
+    the owner deletes the Secret (Kubernetes' garbage collector, by the ownerReference)."""
+    if not secret:
+        return create()
+    ns, name = secret["metadata"]["namespace"], secret["metadata"]["name"]
+    kube.put_secret(ns, secret)
+    try:
+        owner = create()
+    except ClusterError as exc:
+        if not exc.transient:
+            try:
+                kube.delete_secret(ns, name)
+            except ClusterError:
+                pass
+        raise
+    meta = owner["metadata"]
+    kube.patch_secret(ns, name, {"metadata": {"ownerReferences": [
+        {"apiVersion": owner.get("apiVersion", "argoproj.io/v1alpha1"), "kind": owner.get("kind"), "name": meta["name"],
+         "uid": meta.get("uid", "")}]}})
+    return owner
+
+
+def schedule(kube: Kube, manifest: dict, *, replace_others: bool = False, secret: dict | None = None) -> tuple[dict, bool]:
     """Create the CronWorkflow, or update the one of that name when it is this user's (``replace_others``: also
     one someone else made). Returns (object, created)."""
     from .argo import SUBMISSION, named
 
     manifest = manifest if SUBMISSION in (manifest["metadata"].get("annotations") or {}) else named(manifest)
     ns, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    if secret:
+        created = []
+
+        def made() -> dict:
+            out, new = schedule(kube, manifest, replace_others=replace_others)
+            created.append(new)
+            return out
+
+        return with_secret(kube, secret, made), created[0]
     try:
         try:
             made = kube.create("cronworkflows", ns, manifest, identity=SUBMISSION)
@@ -257,12 +351,19 @@ def default_schedule_name(stem: str, owner: str | None) -> str:
     called ``analysis`` in one namespace get two schedules."""
     import re
 
-    from .names import CRON_NAME_MAX, k8s_name
+    from .names import CRON_NAME_MAX, k8s_name, short_hash
 
     if not owner:
         return k8s_name(stem, max_len=CRON_NAME_MAX, unique=True)
     who = re.sub(r"-{3}[0-9a-f]{8}$", "", owner.split("@")[0])  # JupyterHub's escaped name ends in ---HASH
-    return k8s_name(f"{stem}-{who}", max_len=CRON_NAME_MAX, unique=True)
+    full = k8s_name(f"{stem}-{who}", max_len=CRON_NAME_MAX, unique=True)
+    if len(f"{stem}-{who}") <= CRON_NAME_MAX:
+        return full
+    # too long: the owner's part is kept whole (up to 20 characters) and the hash covers notebook and owner,
+    # so two users' long-named notebooks never share a schedule
+    owner_part = k8s_name(who, max_len=999)[:20].rstrip("-")
+    tail = f"-{owner_part}-{short_hash(stem + chr(0) + owner)}"
+    return k8s_name(stem, max_len=999)[:CRON_NAME_MAX - len(tail)].rstrip("-") + tail
 
 
 def workflow_from_schedule(cron: dict, scheduled: str) -> dict:
@@ -616,10 +717,14 @@ def run_folder_logs(workflow: dict, step: str | None) -> tuple[str, list] | None
 
 
 def rbac_manifests(namespace: str, service_account: str, runner: str | None = None) -> list[dict]:
-    """The Role and RoleBinding the notebook's service account needs, and the runner's."""
+    """The Role and RoleBinding the notebook's service account needs (to submit), and those of the account Argo's
+    executor runs as in step pods (``runner``: the ``executor_service_account`` setting; the steps' own
+    containers get no token): only reporting results, workflowtaskresults create and patch."""
     rules = [
         {"apiGroups": ["argoproj.io"], "resources": ["workflows", "cronworkflows"],
          "verbs": ["create", "get", "list", "watch", "patch", "update", "delete"]},
+        # each run's (and schedule's) Secret of the notebook's credentials, owned by its Workflow or CronWorkflow
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["create", "get", "update", "patch", "delete"]},
         {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch"]},
         {"apiGroups": [""], "resources": ["pods/log"], "verbs": ["get"]},
         {"apiGroups": [""], "resources": ["persistentvolumeclaims"], "verbs": ["get"]},

@@ -22,9 +22,11 @@ KEYS = {
     "container": "the notebook container's name, when the pod has several and nb2flow cannot tell",
     "image": "image for step pods instead of the notebook's (explicit settings without a pod)",
     "service_account": "service account step pods run as (default: the notebook's)",
+    "executor_service_account": "the account Argo's executor (the step pods' init and wait containers) runs as; the steps' own containers get no service-account token (default: the step pods' account; `nb2flow rbac --runner NAME` prints its Role)",
     "workdir": "the notebook's folder as step pods see it (default: the notebook's absolute folder)",
     "shared_workdir": "true when, outside the notebook's pod, this folder is the pod's volume mounted here (else run and schedule refuse: the step pods could not see the step files)",
     "python": "interpreter in the image that runs nb2flow_step.py (default: python3)",
+    "risky_pod_settings": "warn (default) or refuse: what to do when the notebook pod has hostPath volumes (a docker.sock), secrets-store CSI volumes or runs as root (runAsUser: 0), which step pods would copy",
     "secret_refs": "keep (default) or drop env variables that reference Secrets (valueFrom.secretKeyRef)",
     "rwx_claims": "PVC names that are ReadWriteMany, offline (others are taken as ReadWriteOnce and steps are pinned to the notebook's node)",
     "gpu_resource": "resource name a gpu:N tag asks for (default: nvidia.com/gpu)",
@@ -59,10 +61,12 @@ class ClusterConfig:
     container: str | None = None
     image: str | None = None
     service_account: str | None = None
+    executor_service_account: str | None = None
     workdir: str | None = None
     shared_workdir: bool = False
     python: str = "python3"
     secret_refs: str = "keep"
+    risky_pod_settings: str = "warn"
     rwx_claims: tuple = ()
     gpu_resource: str = "nvidia.com/gpu"
     active_deadline: str = "24h"
@@ -155,6 +159,8 @@ def _coerce(key: str, value, path: str):
         raise UsageError(f"{path}: notify_on must be failure or always")
     if key == "notify" and (not isinstance(value, str) or not value.strip("/") or value.count("/") > 1):
         raise UsageError(f"{path}: notify must name a Secret and its key, as SECRET/KEY (e.g. nb2flow-notify/url)")
+    if key == "risky_pod_settings" and value not in ("warn", "refuse"):
+        raise UsageError(f"{path}: risky_pod_settings must be warn or refuse")
     if key == "secret_refs" and value not in ("keep", "drop"):
         raise UsageError(f"{path}: secret_refs must be keep or drop")
     if not isinstance(value, (str, int, float)):

@@ -253,6 +253,29 @@ class Kube:
         return self._call(what, self.core.read_namespaced_pod_log, pod, namespace, container=container, namespace=namespace,
                           text=True)
 
+    def put_secret(self, namespace: str, body: dict) -> dict:
+        """Create the Secret, or replace the one of that name (a schedule's, made again)."""
+        name = body["metadata"]["name"]
+        try:
+            return self._call(f"creating Secret {name}", self.core.create_namespaced_secret, namespace, body, method="PUT",
+                              namespace=namespace, expect="object")  # the name is nb2flow's: asking again is safe
+        except ClusterConflict:
+            pass
+        current = self._call(f"reading Secret {name}", self.core.read_namespaced_secret, name, namespace, namespace=namespace,
+                             expect="object")
+        new = dict(body, metadata=dict(body["metadata"], resourceVersion=current["metadata"].get("resourceVersion"),
+                                       ownerReferences=current["metadata"].get("ownerReferences") or []))
+        return self._call(f"updating Secret {name}", self.core.replace_namespaced_secret, name, namespace, new, method="PUT",
+                          namespace=namespace, expect="object")
+
+    def patch_secret(self, namespace: str, name: str, patch: dict) -> dict:
+        return self._call(f"updating Secret {name}", self.core.patch_namespaced_secret, name, namespace, patch, method="PATCH",
+                          namespace=namespace, expect="object")
+
+    def delete_secret(self, namespace: str, name: str) -> None:
+        self._call(f"deleting Secret {name}", self.core.delete_namespaced_secret, name, namespace, method="DELETE",
+                   namespace=namespace)
+
     # --------------------------------------------------------------- argo objects
     def create(self, plural: str, namespace: str, body: dict, *, identity: str | None = None) -> dict:
         """Create an object, safe to ask again. ``body`` is named by nb2flow and carries the annotation

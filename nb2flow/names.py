@@ -48,7 +48,9 @@ def k8s_name(text: str, *, max_len: int = LABEL_MAX, fallback: str = "notebook",
         changed = True
     elif letter_first and not name[0].isalpha():
         name = f"{fallback}-{name}"
-    suffix = f"-{short_hash(text)}" if (unique and changed) or name == fallback else ""
+    # a name cut short always carries a hash of the whole text: two long names that share their first
+    # characters (…-v1, …-v2) never become one
+    suffix = f"-{short_hash(text)}" if (unique and changed) or name == fallback or len(name) > max_len else ""
     name = name[:max_len - len(suffix)].rstrip("-") + suffix
     return name
 

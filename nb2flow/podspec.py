@@ -3,8 +3,9 @@
 :func:`pod_settings` is pure: it takes the Pod as ``kubectl get pod -o json`` prints it (or
 as the API returns it) plus the settings of :mod:`nb2flow.config`, and returns
 :class:`PodSettings` and the warnings a user should see. Credentials never pass: the
-JupyterHub API token (``JUPYTERHUB_*``, ``JPY_*``), any plain-value variable whose name looks
-like a credential, the service-account token volume and other secret volumes.
+JupyterHub API token (``JUPYTERHUB_*``, ``JPY_*``) stays with the notebook; any plain-value variable whose name or value
+looks like a credential goes to step pods through a Secret made for the run (never as a plain value in
+a manifest), and the service-account token volume and other secret volumes are left out.
 """
 
 from __future__ import annotations
@@ -16,7 +17,38 @@ from dataclasses import dataclass, field
 
 from .errors import UsageError
 
-CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|PASSPHRASE|KEY|CREDENTIAL|(^|_)PAT($|_)|AUTH", re.I)
+#: Names that say "credential" (carrying such a value through a Secret costs nothing when it is not one).
+CREDENTIAL_NAME = re.compile(r"TOKEN|SECRET|PASS|PWD|KEY|CREDENTIAL|(^|_)PAT($|_)|AUTH|JWT|BEARER|COOKIE|SESSION|DSN|WEBHOOK|"
+                             r"CONN(ECTION)?_?STR|PRIVATE|SIGNATURE|(^|_)SAS($|_)|CERT", re.I)
+NOT_CREDENTIAL_NAME = frozenset({"PWD", "OLDPWD"})  # the shell's working folders
+#: Values that are credentials whatever their variable is called: URLs with a password or a token as user,
+#: connection strings with key fields, JWTs, PEM private keys, webhook URLs of known services, tokens of known
+#: services by their prefix, URL query parameters that carry a secret, Authorization header values.
+CREDENTIAL_VALUE = re.compile("|".join([
+    r"^[a-z][a-z0-9+.\-]*://[^/\s@:]*:[^/\s@]+@",                       # scheme://user:password@host
+    r"^[a-z][a-z0-9+.\-]*://[A-Za-z0-9_\-]{16,}@",                      # scheme://TOKEN@host (Sentry DSN)
+    r"(^|;)\s*(AccountKey|SharedAccessKey|SharedAccessSignature|Password|Pwd|PrivateKey|ClientSecret|Secret)\s*=",
+    r"eyJ[A-Za-z0-9_\-]{5,}\.eyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",         # JWT
+    r"-----BEGIN [A-Z ]*PRIVATE KEY-----",
+    r"^https://(hooks\.slack\.com/(services|workflows)/|(discord|discordapp)\.com/api/webhooks/|[\w.-]*webhook\.office\.com/|"
+    r"outlook\.office\.com/webhook/|hooks\.zapier\.com/|chat\.googleapis\.com/v1/spaces/|api\.telegram\.org/bot)",
+    r"^(ghp_|gho_|ghu_|ghs_|ghr_|github_pat_|glpat-|xox[abposr]-|sk-[A-Za-z0-9_\-]{16,}|sk_live_|rk_live_|pk_live_|hf_[A-Za-z]{20,}|"
+    r"npm_[A-Za-z0-9]{20,}|pypi-AgE|dop_v1_|SG\.[\w\-]{16,}\.|AKIA[0-9A-Z]{16}|ASIA[0-9A-Z]{16}|AIza[0-9A-Za-z_\-]{30,})",
+    r"[?&](access_token|token|api_?key|key|sig|signature|secret|password|client_secret|auth)=[^&\s]{6,}",
+    r"^(Bearer|Basic|Token)\s+[A-Za-z0-9+/=._\-]{12,}$",
+]), re.I)
+#: A long run of token characters mixing letters and digits (API keys without a known prefix).
+OPAQUE_TOKEN = re.compile(r"^(?=[A-Za-z0-9+/=_\-]*[0-9])(?=[A-Za-z0-9+/=_\-]*[A-Za-z])[A-Za-z0-9+/=_\-]{32,}$")
+
+
+def is_credential(name: str, value) -> bool:
+    """Whether an env variable holds a credential, by its name or by the shape of its value."""
+    if name.upper() not in NOT_CREDENTIAL_NAME and CREDENTIAL_NAME.search(name):
+        return True
+    text = str(value or "").strip()
+    return bool(text) and bool(CREDENTIAL_VALUE.search(text) or OPAQUE_TOKEN.match(text))
+
+
 HUB_PREFIXES = ("JUPYTERHUB_", "JPY_")
 HUB_CREDENTIAL = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|KEY|CREDENTIAL", re.I)  # JUPYTERHUB_API_TOKEN, JPY_API_TOKEN
 SIDECARS = frozenset({"istio-proxy", "linkerd-proxy", "envoy", "oauth2-proxy", "cloud-sql-proxy", "vault-agent", "kube-rbac-proxy"})
@@ -43,6 +75,7 @@ class PodSettings:
     service_account: str | None = None
     resources: dict = field(default_factory=dict)
     env: tuple = ()
+    secret_env: tuple = field(default=(), repr=False)  # (name, value) credentials: only ever in the run's Secret
     env_from: tuple = ()
     owner: str | None = None
     node_name: str | None = None
@@ -125,10 +158,13 @@ def _is_credential_volume(volume: dict) -> str | None:
     return None
 
 
-def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, dict[str, list[str]]]:
-    """The env a step may have, and the names left out by reason (never their values):
-    ``credentials``, ``hub`` (JupyterHub's settings for the notebook server), ``secret refs``."""
+def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, dict[str, list[str]], list]:
+    """The env a step may have as plain values, the names left out by reason (never their values), and the
+    credentials to carry through a Secret as ``(name, value)`` pairs (by name or by the shape of the value).
+    Reasons: ``credentials`` (JupyterHub's own tokens: they stay with the notebook server), ``hub``
+    (JupyterHub's settings for the notebook server), ``secret refs``."""
     kept: list = []
+    carried: list = []
     dropped: dict[str, list[str]] = {"credentials": [], "hub": [], "secret refs": []}
     for item in env or []:
         name = item.get("name", "")
@@ -140,11 +176,35 @@ def filter_env(env: list, *, keep_secret_refs: bool = True) -> tuple[list, dict[
                 dropped["secret refs"].append(name)
             else:
                 kept.append(copy.deepcopy(item))  # a reference: no secret in it
-        elif CREDENTIAL_NAME.search(name):
-            dropped["credentials"].append(name)
+        elif is_credential(name, item.get("value")):
+            carried.append((name, str(item.get("value") or "")))
         else:
             kept.append(copy.deepcopy(item))
-    return kept, dropped
+    return kept, dropped, carried
+
+
+SECRETS_STORE_DRIVER = "secrets-store.csi.k8s.io"
+
+
+def risky_settings(spec: dict, container: dict, volumes: list, mounts: list) -> list[str]:
+    """What step pods would copy from the notebook pod that reaches beyond the pod, each named: hostPath
+    volumes (a node's folders; ``docker.sock`` controls the node), secrets-store CSI volumes (cloud secrets
+    mounted as files), and a root user."""
+    found = []
+    where = {m.get("name"): m.get("mountPath") for m in mounts}
+    for v in volumes:
+        if "hostPath" in v:
+            path = (v["hostPath"] or {}).get("path", "?")
+            node = " (the node's container runtime: whoever reaches it controls the node)" if path.rstrip("/").endswith(".sock") else ""
+            found.append(f"hostPath volume {v.get('name')} ({path} of the node, at {where.get(v.get('name'), '?')}){node}")
+        csi = v.get("csi") or {}
+        if csi.get("driver") == SECRETS_STORE_DRIVER:
+            cls = (csi.get("volumeAttributes") or {}).get("secretProviderClass", "?")
+            found.append(f"secrets-store CSI volume {v.get('name')} (SecretProviderClass {cls}, at {where.get(v.get('name'), '?')})")
+    for what, ctx in (("the pod", spec.get("securityContext") or {}), ("the container", container.get("securityContext") or {})):
+        if ctx.get("runAsUser") == 0:
+            found.append(f"runAsUser: 0 ({what} runs as root)")
+    return found
 
 
 def _strip_privilege(ctx: dict | None) -> dict | None:
@@ -172,8 +232,9 @@ def step_resources(base: dict) -> dict:
 
 def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | None = None,
                  service_account: str | None = None, keep_secret_refs: bool = True,
-                 rwo_claims: set | None = None, image: str | None = None) -> PodSettings:
-    """Step-pod settings from the notebook's Pod. ``rwo_claims``: PVC names known to be ReadWriteOnce."""
+                 rwo_claims: set | None = None, image: str | None = None, refuse_risky: bool = False) -> PodSettings:
+    """Step-pod settings from the notebook's Pod. ``rwo_claims``: PVC names known to be ReadWriteOnce;
+    ``refuse_risky``: refuse (instead of warning about) what :func:`risky_settings` finds."""
     spec = pod.get("spec") or {}
     meta = pod.get("metadata") or {}
     c = notebook_container(pod, container)
@@ -193,7 +254,14 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
     if secret_drops:
         warnings.append(f"not mounted in step pods (credentials): {', '.join(secret_drops)}")
 
-    env, dropped_env = filter_env(c.get("env") or [], keep_secret_refs=keep_secret_refs)
+    risky = risky_settings(spec, c, volumes, mounts)
+    if risky and refuse_risky:
+        raise UsageError(f"the notebook pod has settings step pods would copy that reach beyond the pod: {'; '.join(risky)}",
+                         hint="risky_pod_settings: refuse is set in nb2flow.yaml; set it to warn to copy them with a warning")
+    for what in risky:
+        warnings.append(f"warning: copied to step pods: {what}")
+
+    env, dropped_env, carried = filter_env(c.get("env") or [], keep_secret_refs=keep_secret_refs)
     why = {"credentials": "credentials", "hub": "JupyterHub's settings for the notebook server",
            "secret refs": "Secret references; secret_refs: drop"}
     for reason, names in dropped_env.items():
@@ -201,6 +269,9 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
             warnings.append(f"not copied to step pods ({why[reason]}): {len(names)} JUPYTERHUB_* variables")
         elif names:
             warnings.append(f"not copied to step pods ({why[reason]}): {', '.join(sorted(names))}")
+    if carried:
+        warnings.append(f"carried to step pods through a Secret of the run, never as plain values in the manifest "
+                        f"(credentials, by name or value): {', '.join(sorted(n for n, _ in carried))}")
     refs = [e["name"] for e in env if "secretKeyRef" in (e.get("valueFrom") or {})]
     if refs:
         warnings.append(f"kept as Secret references (no value copied): {', '.join(refs)}; set secret_refs: drop to leave them out")
@@ -216,8 +287,7 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         warnings.append(f"{', '.join(rwo)} is ReadWriteOnce{how}: a run now goes to the notebook's node {node}; "
                         "a scheduled run keeps its pods on one node, the notebook server's while it runs")
 
-    labels = meta.get("labels") or {}
-    owner = labels.get("hub.jupyter.org/username") or (meta.get("annotations") or {}).get("hub.jupyter.org/username")
+    owner = pod_owner(pod)
     istio = "sidecar.istio.io/status" in (meta.get("annotations") or {}) or any(
         x.get("name") == "istio-proxy" for x in spec.get("containers") or [])
     poddefaults = sorted(k for k in (meta.get("annotations") or {}) if k.startswith("poddefault.admission.kubeflow.org/"))
@@ -242,6 +312,7 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         service_account=service_account or spec.get("serviceAccountName") or None,
         resources=step_resources(c.get("resources") or {}),
         env=tuple(env),
+        secret_env=tuple(carried),
         env_from=tuple(copy.deepcopy(c.get("envFrom") or [])),
         owner=owner,
         node_name=node,
@@ -253,6 +324,12 @@ def pod_settings(pod: dict, *, container: str | None = None, working_dir: str | 
         notebook_selector=_notebook_selector(meta),
         warnings=tuple(warnings),
     )
+
+
+def pod_owner(pod: dict) -> str | None:
+    """The user a notebook pod belongs to, as JupyterHub's spawner labels it (set by the hub, not the user)."""
+    meta = pod.get("metadata") or {}
+    return (meta.get("labels") or {}).get("hub.jupyter.org/username") or (meta.get("annotations") or {}).get("hub.jupyter.org/username")
 
 
 def _notebook_selector(meta: dict) -> dict | None:

@@ -12,6 +12,7 @@ import time
 from dataclasses import dataclass
 
 from .runner.protocol import StepState
+from .runner.tracebacks import printable
 from .runs import format_duration
 
 
@@ -82,7 +83,7 @@ class PlainReporter(QuietReporter):
         self.last: dict[str, tuple] = {}
 
     def _print(self, text: str) -> None:
-        print(f"[{time.monotonic() - self.t0:7.1f}s] {text}", file=self.stream, flush=True)
+        print(f"[{time.monotonic() - self.t0:7.1f}s] {printable(text)}", file=self.stream, flush=True)
 
     def start(self, run_id, run_dir, views) -> None:
         self.started = True
@@ -107,7 +108,7 @@ class PlainReporter(QuietReporter):
                 self._print(f"{v.name}: {text}")
 
     def finish(self, views) -> None:
-        print("\n".join(summary_lines(views)), file=self.stream, flush=True)
+        print(printable("\n".join(summary_lines(views))), file=self.stream, flush=True)
 
     def message(self, text: str) -> None:
         self._print(text)
@@ -138,14 +139,14 @@ class LiveReporter(QuietReporter):
         for v in views:
             elapsed = format_duration(v.elapsed) if v.elapsed is not None else ""
             attempt = f" (try {v.attempt})" if v.attempt > 1 else ""
-            table.add_row(v.name, f"[{styles.get(v.state, '')}]{_escape(_describe(v))}{attempt}[/]", elapsed)
+            table.add_row(_escape(v.name), f"[{styles.get(v.state, '')}]{_escape(_describe(v))}{attempt}[/]", elapsed)
         return table
 
     def start(self, run_id, run_dir, views) -> None:
         from rich.live import Live
 
         self.started = True
-        self.console.print(f"run [bold]{run_id}[/]: {len(views)} step{'s' if len(views) != 1 else ''}")
+        self.console.print(f"run [bold]{_escape(run_id)}[/]: {len(views)} step{'s' if len(views) != 1 else ''}")
         self.live = Live(self._table(views), console=self.console, refresh_per_second=8, transient=False)
         self.live.start()
 
@@ -166,4 +167,4 @@ class LiveReporter(QuietReporter):
 def _escape(text: str) -> str:
     from rich.markup import escape
 
-    return escape(text)
+    return escape(printable(text))

@@ -149,6 +149,22 @@ def check_references(spec: dict) -> list:
     return problems
 
 
+def check_executor_account(spec: dict) -> list:
+    """validate.go validateLeaf, at its end: a leaf template whose automountServiceAccountToken is false (its own,
+    else the workflow's) needs an executor.serviceAccountName (its own, else the workflow's), "templates.%s.executor
+    .serviceAccountName must not be empty if automountServiceAccountToken is false"; the controller's
+    workflowpod.go (setupServiceAccount) then mounts that account's token in the executor's containers only."""
+    problems = []
+    for t in spec.get("templates") or []:
+        if "container" not in t and "script" not in t:
+            continue
+        automount = t.get("automountServiceAccountToken", spec.get("automountServiceAccountToken"))
+        executor = (t.get("executor") or {}).get("serviceAccountName") or (spec.get("executor") or {}).get("serviceAccountName")
+        if automount is False and not executor:
+            problems.append(f"templates.{t['name']}.executor.serviceAccountName must not be empty if automountServiceAccountToken is false")
+    return problems
+
+
 def check_cron(cron: dict) -> list:
     """validate.go ValidateCronWorkflow: the name at most 52 characters, every schedule parses with
     robfig/cron's ParseStandard (:449)."""
@@ -173,4 +189,4 @@ def workflow_problems(manifest: dict) -> list:
     spec = manifest["spec"]
     templates = spec.get("templates") or []
     return (check_field_names(templates) + check_task_names_and_dependencies(templates) + check_parameter_names(spec)
-            + check_durations(templates) + check_references(spec))
+            + check_durations(templates) + check_references(spec) + check_executor_account(spec))

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
 ARGO = re.compile(r"^/apis/argoproj\.io/v1alpha1/namespaces/([^/]+)/(workflows|cronworkflows)(?:/([^/]+))?$")
-CORE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims|events)(?:/([^/]+))?(/log)?$")
+CORE = re.compile(r"^/api/v1/namespaces/([^/]+)/(pods|persistentvolumeclaims|events|secrets)(?:/([^/]+))?(/log)?$")
 
 
 def _match_fields(obj: dict, selector: str) -> bool:
@@ -145,7 +145,7 @@ class FakeKube:
                     return self._argo(method, m.group(1), m.group(2), m.group(3), body, query)
                 m = CORE.match(url.path)
                 if m:
-                    return self._core(method, m.group(1), m.group(2), m.group(3), bool(m.group(4)), query)
+                    return self._core(method, m.group(1), m.group(2), m.group(3), bool(m.group(4)), query, body)
                 return self._status(404, "the server could not find the requested resource")
 
             def _admit(self, plural, body, query):
@@ -218,7 +218,9 @@ class FakeKube:
                         return self._send(200, {"kind": "Status", "status": "Success"})
                 return self._status(405, "method not allowed")
 
-            def _core(self, method, ns, plural, name, log, query):
+            def _core(self, method, ns, plural, name, log, query, body=None):
+                if plural == "secrets" and method != "GET":
+                    return self._secret(method, ns, name, body)
                 if method != "GET":
                     return self._status(405, "method not allowed")
                 with server.lock:
@@ -232,6 +234,34 @@ class FakeKube:
                     if log:
                         return self._send(200, server.logs.get((ns, name), ""))
                     return self._send(200, obj)
+
+            def _secret(self, method, ns, name, body):
+                """Secrets: create (409 for a name taken), replace (resourceVersion checked), merge-patch, delete."""
+                with server.lock:
+                    if method == "POST":
+                        key = ("secrets", ns, body["metadata"]["name"])
+                        if key in server.objects:
+                            return self._status(409, f'secrets "{key[2]}" already exists')
+                        body["metadata"].update(namespace=ns, resourceVersion="1", uid=secrets.token_hex(8))
+                        server.objects[key] = body
+                        return self._send(201, body)
+                    key = ("secrets", ns, name)
+                    if key not in server.objects:
+                        return self._status(404, f'secrets "{name}" not found')
+                    if method == "PUT":
+                        current = server.objects[key]
+                        if body["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
+                            return self._status(409, "Operation cannot be fulfilled: the object has been modified", reason="Conflict")
+                        body["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+                        server.objects[key] = body
+                        return self._send(200, body)
+                    if method == "PATCH":
+                        _merge(server.objects[key], body)
+                        return self._send(200, server.objects[key])
+                    if method == "DELETE":
+                        del server.objects[key]
+                        return self._send(200, {"kind": "Status", "status": "Success"})
+                return self._status(405, "method not allowed")
 
             def do_GET(self):
                 self._handle("GET")

@@ -124,7 +124,7 @@ def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: 
         template = templates[task["template"]]
         values = dict(globals_) | {f"inputs.parameters.{p['name']}": p["value"] for p in (task.get("arguments") or {}).get("parameters") or []}
         results[task_name] = _run_pod(f"{name}-{task_name}", template["container"], spec.get("volumes") or [], claims,
-                                      pod_security, values, secrets or {}, timeout)
+                                      pod_security, values, secrets or {}, timeout, _automount(spec, template))
         failed = failed or results[task_name].exit_code != 0
         stopped = stopped or task_name == stop_after
     if spec.get("onExit"):
@@ -136,17 +136,36 @@ def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: 
                           "phase": "Failed", "podName": "", "finishedAt": created} for t, r in results.items() if r.exit_code is None]
         values = dict(globals_) | {"workflow.status": "Failed" if failures else "Succeeded", "workflow.failures": json.dumps(failures)}
         results["onExit"] = _run_pod(f"{name}-onexit", templates[spec["onExit"]]["container"], spec.get("volumes") or [], claims,
-                                     pod_security, values, secrets or {}, timeout)
+                                     pod_security, values, secrets or {}, timeout, _automount(spec, templates[spec["onExit"]]))
     return results
 
 
-def _run_pod(pod_name, container, volumes, claims, pod_security, values, secrets, timeout) -> PodResult:
+SA_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
+REPLAY_TOKEN = "eyJhbGciOiJSUzI1NiJ9.replay-service-account-token.sig"
+
+
+def _automount(spec: dict, template: dict) -> bool:
+    """Whether Kubernetes mounts the service-account token in the main container: unless the template, else the
+    workflow, says automountServiceAccountToken: false (Argo copies it to the pod; the executor's containers get
+    the executor account's token on their own mounts, which the main container does not see)."""
+    value = template.get("automountServiceAccountToken", spec.get("automountServiceAccountToken"))
+    return value is not False
+
+
+def _run_pod(pod_name, container, volumes, claims, pod_security, values, secrets, timeout, automount=True) -> PodResult:
     by_name = {v["name"]: v for v in volumes}
     scratch = Path(tempfile.mkdtemp(prefix="nb2flow-pod-"))
     os.chmod(scratch, 0o777)
     (scratch / "termination-log").touch()
     os.chmod(scratch / "termination-log", 0o666)  # writable by the container's user, as the kubelet makes it
     lines, covered = container_dev(scratch), set()
+    if automount:  # the kubelet's projected token volume, at the path every client reads
+        (scratch / "sa").mkdir()
+        (scratch / "sa" / "token").write_text(REPLAY_TOKEN)
+        os.chmod(scratch / "sa", 0o755)
+        os.chmod(scratch / "sa" / "token", 0o644)
+        real_run = os.path.realpath("/var/run")
+        lines += [f"mount -t tmpfs -o mode=755 tmpfs {real_run}", f"mkdir -p {SA_PATH} && mount --bind {scratch / 'sa'} {SA_PATH}"]
     for m in sorted(container.get("volumeMounts") or [], key=lambda m: len(m["mountPath"])):
         volume = by_name[m["name"]]
         if "persistentVolumeClaim" in volume:

@@ -160,7 +160,7 @@ def test_no_credential_reaches_the_manifest(validators, analysis, tmp_path):
     assert "team-s3-credentials" not in json.dumps(dropped)
 
 
-def test_other_credentials_and_custom_token_mounts_are_dropped(validators, analysis, tmp_path):
+def test_other_credentials_go_through_the_runs_secret_and_custom_token_mounts_are_dropped(validators, analysis, tmp_path):
     def mutate(pod):
         c = pod["spec"]["containers"][0]
         c["env"] += [{"name": n, "value": f"value-of-{n}"} for n in ("OPENAI_API_KEY", "DB_PASSWORD", "AWS_SESSION_TOKEN", "GITHUB_PAT", "MY_CREDENTIALS", "SAFE_SETTING")]
@@ -171,12 +171,110 @@ def test_other_credentials_and_custom_token_mounts_are_dropped(validators, analy
     _, target, m = manifest_for(analysis, pod_file(tmp_path, mutate))
     validate(validators, m)
     text = json.dumps(m)
+    secret = m["metadata"]["annotations"]["nb2flow.io/env-secret"]
+    env = {e["name"]: e for e in m["spec"]["templates"][1]["container"]["env"]}
     for n in ("OPENAI_API_KEY", "DB_PASSWORD", "AWS_SESSION_TOKEN", "GITHUB_PAT", "MY_CREDENTIALS"):
-        assert f"value-of-{n}" not in text and n not in text
+        assert f"value-of-{n}" not in text
+        assert env[n] == {"name": n, "valueFrom": {"secretKeyRef": {"name": secret, "key": n}}}
     assert "value-of-SAFE_SETTING" in text
     assert "/opt/tokens" not in text and "custom-token" not in text and "ssh-keys" not in text
-    assert any("OPENAI_API_KEY" in w for w in target.pod.warnings)
+    assert any("OPENAI_API_KEY" in w and "through a Secret of the run" in w for w in target.pod.warnings)
     assert any("ssh-keys (secret ssh)" in w for w in target.pod.warnings)
+
+
+#: Credentials whose variable names say nothing, recognised by the shape of their value (and some by name).
+CREDENTIAL_CORPUS = {
+    "DATABASE_URL": "postgresql://analyst:hunter2-db@db.internal:5432/sales",
+    "MLFLOW_TRACKING_URI": "https://ren:mlflow-pass-77@mlflow.example.org",
+    "REDIS_URL": "redis://:redis-pass-42@cache:6379/0",
+    "SLACK_WEBHOOK": "https://hooks.slack.com/services/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",
+    "TEAMS_HOOK": "https://example.webhook.office.com/webhookb2/teams-hook-0001",
+    "DISCORD": "https://discord.com/api/webhooks/123456/discord-hook-0001",
+    "SENTRY_DSN": "https://0123456789abcdef0123456789abcdef@o12345.ingest.sentry.io/6789",
+    "AZURE_STORAGE_CONNECTION_STRING": "DefaultEndpointsProtocol=https;AccountName=acct;AccountKey=azurekey0001==;EndpointSuffix=core.windows.net",
+    "SERVICEBUS": "Endpoint=sb://ns.servicebus.windows.net/;SharedAccessKeyName=root;SharedAccessKey=sbkey0001=",
+    "MSSQL": "Server=db;Database=x;User Id=sa;Password=mssql-pass-0001;",
+    "DB_PASS": "plainpass0001",
+    "PGPASS": "pgpass0001",
+    "JWT": "jwtvalue0001",
+    "BEARER": "bearervalue0001",
+    "SESSION_COOKIE": "cookievalue0001",
+    "ID_DOC": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiJyZW4ifQ.c2lnbmF0dXJlMDAwMQ",
+    "GH": "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    "OPENAI": "sk-proj-abcdefghijklmnop0001",
+    "AWS_ID": "AKIAABCDEFGHIJKLMNOP",
+    "HF": "hf_abcdefghijklmnopqrstuvwxyzABCD",
+    "SIGNED_URL": "https://bucket.s3.amazonaws.com/data.csv?X-Amz-Expires=3600&signature=signedurl0001",
+    "AUTH_HEADER": "Bearer headertoken0001abcdef",
+    "KEYLESS_NAME": "Zm9vYmFyMDAwMWJhemJheDAwMDJxdXV4MDAwMw9876",
+    "PEM": "-----BEGIN RSA PRIVATE KEY-----\nMIIEpemkey0001\n-----END RSA PRIVATE KEY-----",
+}
+
+
+def test_credential_shaped_values_never_reach_the_manifest(validators, analysis, tmp_path):
+    plain = {"MLFLOW_PLAIN": "http://mlflow.mlops.svc.cluster.local:5000", "LANG": "C.UTF-8", "PWD": "/home/jovyan"}
+
+    def mutate(pod):
+        pod["spec"]["containers"][0]["env"] += [{"name": k, "value": v} for k, v in {**CREDENTIAL_CORPUS, **plain}.items()]
+
+    for schedule in (None, {"name": "analysis-ren", "cron": "0 3 * * *"}):
+        _, target, m = manifest_for(analysis, pod_file(tmp_path, mutate), schedule=schedule)
+        validate(validators, m)
+        text = dump(m) + dump(m, "json")
+        for name, value in CREDENTIAL_CORPUS.items():
+            assert value not in text and value.split("\n")[0] not in text, name
+        for value in plain.values():
+            assert value in text
+        from nb2flow.argo import env_secret_manifest
+
+        secret = env_secret_manifest(m, target.pod.secret_env)
+        assert secret["metadata"]["name"] == m["metadata"]["annotations"]["nb2flow.io/env-secret"]
+        assert set(secret["data"]) >= set(CREDENTIAL_CORPUS)
+        assert "JUPYTERHUB_API_TOKEN" not in secret["data"] and "JPY_API_TOKEN" not in secret["data"]  # those stay in the notebook pod
+        if schedule:
+            assert secret["metadata"]["name"] == "analysis-ren-env"
+
+
+def test_step_containers_get_no_service_account_token_but_the_executor_does(validators, analysis, tmp_path):
+    _, _, m = manifest_for(analysis, pod_file(tmp_path))
+    validate(validators, m)
+    assert m["spec"]["automountServiceAccountToken"] is False
+    assert m["spec"]["executor"] == {"serviceAccountName": m["spec"]["serviceAccountName"]}
+    _, _, m = manifest_for(analysis, pod_file(tmp_path), executor_service_account="argo-executor")
+    assert m["spec"]["executor"] == {"serviceAccountName": "argo-executor"}
+    from argo_rules import workflow_problems
+
+    broken = json.loads(json.dumps(m))
+    del broken["spec"]["executor"]  # Argo's own rule: no token for the main container needs an executor account
+    assert workflow_problems(broken) == ["templates.step.executor.serviceAccountName must not be empty if "
+                                         "automountServiceAccountToken is false"] + [
+        f"templates.{t['name']}.executor.serviceAccountName must not be empty if automountServiceAccountToken is false"
+        for t in broken["spec"]["templates"][2:] if "container" in t]
+
+
+@pytest.mark.parametrize("setting", ["warn", "refuse"])
+def test_host_paths_secrets_store_volumes_and_root_are_named(analysis, tmp_path, setting):
+    from nb2flow.errors import UsageError
+
+    def mutate(pod):
+        c = pod["spec"]["containers"][0]
+        pod["spec"]["volumes"] += [{"name": "docker", "hostPath": {"path": "/var/run/docker.sock"}},
+                                   {"name": "vault", "csi": {"driver": "secrets-store.csi.k8s.io", "readOnly": True,
+                                                             "volumeAttributes": {"secretProviderClass": "team-vault"}}}]
+        c["volumeMounts"] += [{"name": "docker", "mountPath": "/var/run/docker.sock"}, {"name": "vault", "mountPath": "/mnt/vault"}]
+        c["securityContext"]["runAsUser"] = 0
+
+    if setting == "refuse":
+        with pytest.raises(UsageError) as caught:
+            manifest_for(analysis, pod_file(tmp_path, mutate), risky_pod_settings="refuse")
+        assert "hostPath volume docker (/var/run/docker.sock of the node" in caught.value.render()
+        assert "risky_pod_settings: refuse" in caught.value.render()
+        return
+    _, target, m = manifest_for(analysis, pod_file(tmp_path, mutate))
+    said = [w for w in target.pod.warnings if w.startswith("warning: copied to step pods: ")]
+    assert [w.split(": ", 2)[2].split(" (")[0] for w in said] == ["hostPath volume docker", "secrets-store CSI volume vault",
+                                                                    "runAsUser: 0"]
+    assert "whoever reaches it controls the node" in said[0]
 
 
 def test_sidecar_pod_uses_the_notebook_container(validators, analysis, tmp_path):

@@ -206,3 +206,32 @@ def test_a_module_the_image_lacks_says_what_happened_and_the_fix(tmp_path, pki, 
     assert r.returncode == 1
     assert ("ModuleNotFoundError: No module named 'nb2flow_surely_not_installed' (a step pod starts from the notebook's image:"
             " a package pip-installed into the running notebook server is not in it; install it under the home volume") in r.stderr
+
+
+def test_management_commands_act_on_your_own_objects_only(tmp_path, pki, kube):
+    """Every user is in one namespace: stop, delete, unschedule and the schedule commands refuse another user's
+    workflows and schedules (the owner label, against the user JupyterHub labelled this pod with) unless --force."""
+    import copy
+
+    pod = make_pod(tmp_path, pki, kube.port)
+    mine = pod.run("run", "analysis.ipynb").stdout.strip()
+    assert pod.run("schedule", "analysis.ipynb", "--cron", "0 3 * * *").returncode == 0
+    theirs = copy.deepcopy(workflows(kube)[mine])
+    theirs["metadata"].update(name="analysis-dana", labels={**theirs["metadata"]["labels"], "nb2flow.io/owner": "dana-lee"})
+    kube.add("workflows", theirs)
+    cron = copy.deepcopy(kube.objects[("cronworkflows", NAMESPACE, f"analysis-{OWNER}")])
+    cron["metadata"].update(name="analysis-dana-lee", labels={**cron["metadata"]["labels"], "nb2flow.io/owner": "dana-lee"})
+    kube.add("cronworkflows", cron)
+    for args in (["stop", "analysis-dana"], ["delete", "analysis-dana"], ["unschedule", "analysis-dana-lee"],
+                 ["schedules", "pause", "analysis-dana-lee"], ["schedules", "resume", "analysis-dana-lee"],
+                 ["schedules", "trigger", "analysis-dana-lee"]):
+        r = pod.run(*args)
+        assert r.returncode == 2, (args, r.stderr)
+        assert "is made by dana-lee (you are ren-ito-example-org---3b9e1a2c); not going to" in r.stderr, r.stderr
+    assert "shutdown" not in workflows(kube)["analysis-dana"]["spec"] and "suspend" not in cron["spec"]
+    assert ("cronworkflows", NAMESPACE, "analysis-dana-lee") in kube.objects and len(workflows(kube)) == 2
+    r = pod.run("stop", "analysis-dana", "--force")
+    assert r.returncode == 0 and "stop workflow analysis-dana, made by dana-lee (--force)" in r.stderr
+    assert pod.run("stop", mine).returncode == 0  # your own: no flag, no word
+    assert workflows(kube)[mine]["spec"]["shutdown"] == "Stop"
+    assert pod.run("schedules", "pause", f"analysis-{OWNER}").returncode == 0

@@ -44,3 +44,30 @@ def test_label_values_and_folder_names(text):
     slug = file_slug(text)
     assert re.fullmatch(r"[A-Za-z0-9._-]+", slug) and not slug.startswith(("-", ".")) and "--" not in slug[-8:]
     assert not slug.endswith(("-", "."))
+
+
+def test_long_names_cut_short_carry_a_hash_and_owners_stay_distinct():
+    from nb2flow.cluster import default_schedule_name
+
+    v1 = "quarterly-revenue-forecast-for-the-emea-and-apac-regions-v1"
+    v2 = v1[:-1] + "2"
+    assert k8s_name(v1, max_len=CRON_NAME_MAX, unique=True) != k8s_name(v2, max_len=CRON_NAME_MAX, unique=True)
+    assert k8s_name(v1, max_len=CRON_NAME_MAX) != k8s_name(v2, max_len=CRON_NAME_MAX)  # cut short: hashed even when valid
+    names = {default_schedule_name(stem, owner) for stem in (v1, v2)
+             for owner in ("ren.ito@example.org", "dana.lee.with.a.very.long.name@example.org",
+                           "dana.lee.with.a.very.long.name2@example.org", None)}
+    assert len(names) == 8
+    for name in names:
+        assert DNS_LABEL_RE.match(name) and len(name) <= CRON_NAME_MAX
+    assert "-ren-ito-" in default_schedule_name(v1, "ren.ito@example.org")  # the owner is not cut off
+
+
+def test_two_notebooks_never_share_a_bundle():
+    from nb2flow.cluster import bundle_id
+    from nbutil import cell, load_cells
+
+    same = [cell("x = 1", "step:a")]
+    a = load_cells(*same, path="an analysis with a long name that is cut right at - version one.ipynb")
+    b = load_cells(*same, path="an analysis with a long name that is cut right at - version two.ipynb")
+    prints = {"a": "0" * 64}
+    assert bundle_id(a, prints) != bundle_id(b, prints)

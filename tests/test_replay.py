@@ -404,3 +404,55 @@ def test_a_scheduled_run_gives_the_notebook_its_scheduled_time(tmp_path):
     assert json.loads((claim / "work" / "day.json").read_text()) == {"when": "2026-11-30T03:00:00Z", "day": "2026-11-28"}
     record = json.loads((claim / "work" / ".nb2flow" / "runs" / "daily-ren-1764471600" / "run.json").read_text())
     assert record["parameters"] == {"days": 2, "scheduled_time": "2026-11-30T03:00:00Z"}
+
+
+def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_no_token(tmp_path):
+    """Submitted to the test API server: the notebook pod's credentials are in a Secret owned by the Workflow,
+    never in the Workflow; replayed as pods, the step reads them from the Secret, and its container has no
+    service-account token (the executor's account is Argo's alone)."""
+    import base64
+    import copy
+
+    from kubeserver import FakeKube
+    from nbutil import cell, write
+    from podreplay import REPLAY_TOKEN, kubelet_fs_group, run_pods
+
+    from helpers import JH_CLAIM, jupyterhub_pod, run_in_process
+
+    _pod_replay_or_skip()
+    db = "postgresql://analyst:hunter2-db@db.internal:5432/sales"
+    pod = jupyterhub_pod()
+    pod["spec"]["containers"][0]["env"].append({"name": "DATABASE_URL", "value": db})
+    (tmp_path / "pod.json").write_text(json.dumps(pod))
+    claim = tmp_path / "claim"
+    work = claim / "work"
+    work.mkdir(parents=True)
+    (work / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\n")
+    token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    write(work / "c.ipynb", cell("import os, json", "setup"), cell("url = os.environ['DATABASE_URL']", "step:read"),
+          cell(f"json.dump({{'url': url, 'token': os.path.exists({token_file!r})}}, open('out.json', 'w'))", "step:write"))
+    with FakeKube() as kube:
+        config = kube.kubeconfig(tmp_path / "kubeconfig")
+        r = run_in_process(["run", "c.ipynb", "--argo", "--pod-spec", str(tmp_path / "pod.json")], cwd=work,
+                           env={"KUBECONFIG": config, "KUBERNETES_SERVICE_HOST": None, "HOME": str(tmp_path)})
+        assert r.returncode == 0, r.stderr
+        name = r.stdout.strip()
+        workflow = kube.objects[("workflows", "jhub", name)]
+        secret_name = workflow["metadata"]["annotations"]["nb2flow.io/env-secret"]
+        secret = kube.objects[("secrets", "jhub", secret_name)]
+    assert db not in json.dumps(workflow) and "hunter2" not in r.stderr + r.stdout
+    assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": name,
+                                                      "uid": workflow["metadata"]["uid"]}]
+    values = {(secret_name, k): base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    kubelet_fs_group(claim, 100)
+    results = run_pods(workflow, {JH_CLAIM: claim}, name=name, secrets=values)
+    assert {t: r.exit_code for t, r in results.items()} == {"read": 0, "write": 0, "onExit": 0}, [r.log for r in results.values()]
+    assert json.loads((work / "out.json").read_text()) == {"url": db, "token": False}
+    # the replay does mount the token where a workflow lets Kubernetes do so: the check above can fail
+    open_wf = copy.deepcopy(workflow)
+    del open_wf["spec"]["automountServiceAccountToken"]
+    (work / "out.json").unlink()
+    results = run_pods(open_wf, {JH_CLAIM: claim}, name=name + "-open", secrets=values)
+    assert results["write"].exit_code == 0, results["write"].log
+    assert json.loads((work / "out.json").read_text())["token"] is True
+    assert REPLAY_TOKEN not in results["write"].log

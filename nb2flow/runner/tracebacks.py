@@ -9,6 +9,19 @@ import traceback
 from .protocol import Role
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+#: Terminal commands in text from outside (a notebook, the API server, a pod): CSI sequences (colours, cursor
+#: moves) and OSC sequences (ESC ] 52 writes the clipboard, ESC ] 8 makes links), to BEL or ST.
+TERMINAL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?|\x9b[0-?]*[ -/]*[@-~]|\x9d[^\x07\x9c]*[\x07\x9c]?")
+#: Characters a terminal acts on rather than shows: C0 controls but newline and tab, DEL, C1 controls, and the
+#: bidirectional overrides that make text read in another order than it runs.
+INVISIBLE_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` safe to print to a terminal: terminal commands removed, other control characters made visible
+    (``\\x1b``, ``\\u202e``); newlines and tabs kept."""
+    text = TERMINAL_RE.sub("", str(text))
+    return INVISIBLE_RE.sub(lambda m: repr(m.group())[1:-1] if ord(m.group()) > 0xff else f"\\x{ord(m.group()):02x}", text)
 CELL_IN_RE = re.compile(r"Cell In\s?\[(\d+)\], line (\d+)")
 CELL_FILE_RE = re.compile(r"^<cell (\d+)>$")
 # a frame in a library: an installed package, the standard library, or compiled code (a relative .pyx path)

@@ -25,6 +25,7 @@ from .config import ClusterConfig
 from .cron import cron_problem
 from .errors import UsageError
 from .pipeline import Pipeline, Step
+from .runner.auth import KEY_ENV
 from .names import GENERATE_NAME_MAX, k8s_name, label_value
 from .podspec import PodSettings, schedule_affinity
 from .runner import protocol
@@ -109,9 +110,11 @@ def _variant_key(step: Step) -> tuple:
 def step_command(python: str, bundle: str, run_root: str, workdir: str, param_texts: dict) -> list[str]:
     """The step command with Argo's placeholders: the run folder per workflow, the step, the parameters
     (``param_texts``: Python name -> the JSON text Argo substitutes, see :func:`parameter_texts`)."""
+    from .runner import runner_digest
+
     return protocol.step_command(
         python, bundle, posixpath.join(run_root, "{{workflow.name}}"), "{{inputs.parameters.step}}",
-        params=param_texts, cwd=workdir, join=posixpath.join,
+        params=param_texts, cwd=workdir, join=posixpath.join, digest=runner_digest(),
     )
 
 
@@ -133,18 +136,21 @@ FINAL_REQUESTS = {"cpu": "100m", "memory": "256Mi"}  # reading statuses and merg
 
 
 def final_template(pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str, workdir: str,
-                   param_texts: dict, affinity: dict | None) -> dict:
+                   param_texts: dict, affinity: dict | None, env_secret: str | None = None) -> dict:
     """The exit handler: writes the run's record, merged notebook and HTML whatever the outcome, with the step
     runner (no nb2flow in the image), and posts the outcome to the ``notify`` webhook."""
     link = (f"{config.argo_ui.rstrip('/')}/workflows/{{{{workflow.namespace}}}}/{{{{workflow.name}}}}"
             if config.argo_ui else None)
+    from .runner import runner_digest
+
     command = protocol.finalize_command(
         config.python, bundle, posixpath.join(run_root, "{{workflow.name}}"),
         workflow={"name": "{{workflow.name}}", "namespace": "{{workflow.namespace}}", "uid": "{{workflow.uid}}",
                   "phase": "{{workflow.status}}"},
         failures="{{workflow.failures}}", created="{{workflow.creationTimestamp}}",
-        params=param_texts, cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join)
-    env = _step_env(pod.env, gpu=False)
+        params=param_texts, cwd=workdir, ui_link=link, notify_on=config.notify_on, join=posixpath.join,
+        digest=runner_digest())
+    env = _step_env(pod.env, gpu=False, secret=env_secret, carried=[KEY_ENV] if env_secret else [])
     if config.notify:
         secret, _, key = config.notify.partition("/")
         env.append({"name": "NB2FLOW_NOTIFY_URL",
@@ -172,6 +178,12 @@ def _step_env(env, *, gpu, secret: str | None = None, carried=()) -> list:
     return out
 
 
+def _carried(pod: PodSettings, env_secret: str | None) -> list:
+    """The names a step reads from the run's Secret: the notebook's credentials and the key that checks the
+    step files' signatures."""
+    return [n for n, _ in pod.secret_env] + [KEY_ENV] if env_secret else []
+
+
 def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *, bundle: str, run_root: str,
                   workdir: str, parameters: dict, labels: dict, fail_fast: bool = False, parallelism: int | None = None,
                   scheduled: bool = False, env_secret: str | None = None) -> dict:
@@ -193,7 +205,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
         variants[key] = name
         container = {"image": step.options.image or pod.image, "command": command, "workingDir": workdir}
         _put(container, imagePullPolicy=pod.image_pull_policy, env=_step_env(pod.env, gpu=step.options.gpu, secret=env_secret,
-                                                                              carried=[n for n, _ in pod.secret_env]), envFrom=pod.env_from,
+                                                                              carried=_carried(pod, env_secret)), envFrom=pod.env_from,
              volumeMounts=pod.volume_mounts, resources=_resources(pod.resources, step, config),
              securityContext=pod.security_context)
         template = {"name": name, "inputs": {"parameters": [{"name": "step"}]}, "container": container}
@@ -212,7 +224,7 @@ def workflow_spec(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig, *
             task["dependencies"] = [task_name(p) for p in step.parents]
         tasks.append(task)
     templates.append(final_template(pod, config, bundle=bundle, run_root=run_root, workdir=workdir,
-                                    param_texts=texts, affinity=run_affinity))
+                                    param_texts=texts, affinity=run_affinity, env_secret=env_secret))
     annotations = dict(config.pod_annotations)
     if pod.istio_sidecar:  # Istio's sidecar never exits, so a step pod with one would never complete
         annotations.setdefault("sidecar.istio.io/inject", "false")

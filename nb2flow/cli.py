@@ -116,13 +116,13 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     """
     from .backend import choose_backend
     from .local import RunOptions, raise_for_failures, run_local
-    from .runs import find_run, notebook_of, read_record
+    from .runs import find_run, notebook_of, read_trusted_record
 
     earlier = None
     if resume:
         search = [os.getcwd()] + ([os.path.dirname(os.path.abspath(notebook))] if notebook else [])
         run_dir = find_run(resume, search)
-        earlier = read_record(run_dir)
+        earlier = read_trusted_record(run_dir)
         notebook = notebook or notebook_of(earlier, run_dir)
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
@@ -381,9 +381,10 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
     # the record first: a submission whose answer is lost still has one, under the name nb2flow chose
     run_dir = _record_submission(pipeline, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
     from .argo import env_secret_manifest
+    from .cluster import secret_values
 
     try:
-        created = submit(target.kube, manifest, env_secret_manifest(manifest, target.pod.secret_env))
+        created = submit(target.kube, manifest, env_secret_manifest(manifest, secret_values(target)))
     except ClusterError as exc:
         if exc.transient:  # not known whether it was created: the record stays, and says how to find out
             raise ClusterError(f"{exc.message}; workflow {name} may or may not have been created",
@@ -445,8 +446,12 @@ def _forget_submission(run_dir: str) -> None:
     """The record written before a submission the API server refused: nothing was created."""
     from .runner.protocol import RunLayout
 
+    from .runner.auth import SIG_SUFFIX
+    from .runner.files import unlink
+
+    unlink(RunLayout(run_dir).record)
+    unlink(RunLayout(run_dir).record + SIG_SUFFIX)
     try:
-        os.remove(RunLayout(run_dir).record)
         os.rmdir(run_dir)  # a resume's folder keeps the steps it had copied in
     except OSError:
         pass
@@ -476,11 +481,13 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
         _say(f"nb2flow: warning: {unseen}: copy {os.path.relpath(bundle)} there before applying the manifest ({STEP_FILES_HINT})")
     from .argo import ENV_SECRET
 
+    from .runner.auth import KEY_ENV
+
     secret = manifest["metadata"]["annotations"].get(ENV_SECRET)
-    if secret:
-        names = ", ".join(n for n, _ in target.pod.secret_env)
-        _say(f"nb2flow: warning: the steps read {names} from Secret {secret}, which `nb2flow run --argo` creates and "
-             "this manifest does not hold (no credential is ever printed): create it before applying the manifest")
+    names = ", ".join([n for n, _ in target.pod.secret_env] + [KEY_ENV])
+    _say(f"nb2flow: warning: the steps read {names} from Secret {secret}, which `nb2flow run --argo` and `schedule` "
+         f"create and this manifest does not hold (no credential or key is ever printed): create it before applying the "
+         f"manifest ({KEY_ENV}: the hexadecimal key in ~/.config/nb2flow/key)")
     click.echo(dump(manifest, fmt), nl=False)
     return ExitStatus.OK
 
@@ -518,9 +525,10 @@ def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, para
         click.echo(dump(manifest), nl=False)
         return ExitStatus.OK
     from .argo import env_secret_manifest
+    from .cluster import secret_values
 
     made, created = create_schedule(target.kube, manifest, replace_others=replace,
-                                    secret=env_secret_manifest(manifest, target.pod.secret_env))
+                                    secret=env_secret_manifest(manifest, secret_values(target)))
     from .cluster import schedule_spec_error
 
     problem = schedule_spec_error(target.kube, target.namespace, name)

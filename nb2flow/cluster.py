@@ -154,20 +154,25 @@ def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: d
     """Write the step files (a snapshot named by their content) and build the manifest."""
     from .materialize import fingerprints
 
+    from .runs import private
+    from .runner.files import make_private_dirs
+
     ident = bundle_id(pipeline, fingerprints(pipeline, mode))
     local_bundle = os.path.join(target.local_dir, BUNDLES_DIR, ident)
+    make_private_dirs(os.path.dirname(local_bundle))
+    private(os.path.dirname(os.path.dirname(local_bundle)))
     materialize(pipeline, local_bundle, mode=mode, cwd=target.workdir)
     bundle = posixpath.join(target.workdir, BUNDLES_DIR, ident)
     run_root = posixpath.join(target.workdir, RUNS_DIR)
     notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))
-    env_secret = None
-    if target.pod.secret_env:  # the credentials' Secret: one a schedule keeps, else a new one a run
-        import secrets
+    # the Secret of the key that checks the step files' signatures and of the notebook's credentials: one a
+    # schedule keeps, else a new one each run
+    import secrets
 
-        from .names import k8s_name
+    from .names import k8s_name
 
-        env_secret = (f"{schedule['name']}-env" if schedule
-                      else f"{k8s_name(pipeline.notebook.stem, max_len=40)}-env-{secrets.token_hex(4)}")
+    env_secret = (f"{schedule['name']}-env" if schedule
+                  else f"{k8s_name(pipeline.notebook.stem, max_len=40)}-env-{secrets.token_hex(4)}")
     common = dict(bundle=bundle, run_root=run_root, workdir=target.workdir, parameters=parameters, notebook_in_pod=notebook_in_pod,
                   fail_fast=fail_fast, parallelism=parallelism, env_secret=env_secret)
     if schedule:
@@ -175,11 +180,18 @@ def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: d
                                  timezone=schedule.get("timezone"), **common)
     else:
         manifest = workflow_manifest(pipeline, target.pod, target.config, **common)
-    if env_secret:
-        from .argo import ENV_SECRET
+    from .argo import ENV_SECRET
 
-        manifest["metadata"]["annotations"][ENV_SECRET] = env_secret
+    manifest["metadata"]["annotations"][ENV_SECRET] = env_secret
     return manifest, local_bundle
+
+
+def secret_values(target: Target) -> list:
+    """What the run's Secret holds: the notebook's credentials, and the user's key (see :mod:`nb2flow.keys`)."""
+    from .keys import user_key
+    from .runner.auth import KEY_ENV
+
+    return list(target.pod.secret_env) + [(KEY_ENV, user_key().hex())]
 
 
 def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_dir: str, earlier: dict, parameters: dict,
@@ -192,7 +204,7 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     from .argo import resumed_manifest, run_parameters
     from .materialize import fingerprints
     from .names import GENERATE_NAME_MAX, k8s_name
-    from .runner.files import write_json
+    from .runner.files import make_private_dirs, write_json
     from .runner.protocol import RunLayout
     from .runner.record import step_fingerprint
     from .runs import copy_step_results, reusable_steps
@@ -204,7 +216,7 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
         return None, kept
     name = f"{k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)}-{secrets.token_hex(3)[:5]}"
     new = RunLayout(os.path.join(target.local_dir, *RUNS_DIR.split("/"), name))
-    os.makedirs(new.root)
+    make_private_dirs(new.root)
     for step_name, entry in kept.items():
         task = entry.get("task") or step_name
         copy_step_results(earlier_dir, new.root, task)

@@ -28,7 +28,7 @@ from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
 from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
 from .runner.record import RunState, new_record, step_entry
-from .runs import (copy_step_results, create_run_dir, read_record, reusable_from_runs, reusable_steps, runs_root_for,
+from .runs import (copy_step_results, create_run_dir, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
 
@@ -100,14 +100,14 @@ class LocalRun:
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
-        write_json(self.layout.parameters, self.options.parameters)
+        write_json(self.layout.parameters, self.options.parameters, signed=True)
         bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode, installs_once=True)
         self.fingerprints = {name: step_fingerprint(print_, self.options.parameters) for name, print_ in bundle.fingerprints.items()}
         kept: dict = {}
         parents = {s.name: s.parents for s in self.pipeline.steps}
         if self.options.resume:
             try:
-                earlier = read_record(self.run_dir)
+                earlier = read_trusted_record(self.run_dir)
             except (OSError, ValueError):
                 raise UsageError(f"{self.run_dir}: no readable run record to resume") from None
             kept = reusable_steps(earlier, self.fingerprints, parents)
@@ -145,9 +145,20 @@ class LocalRun:
         """(folder, record) of this notebook's earlier local runs, newest first."""
         from .runs import list_runs
 
+        from .runner.auth import Untrusted, verified_json
+        from .runner.protocol import RunLayout
+
         runs = [r for r in list_runs([self.layout.notebook_folder], limit=50) if r.get("run_dir") != self.run_dir
                 and r.get("notebook") == os.path.abspath(self.pipeline.path) and r.get("backend", "local") == "local"]
-        return [(r["run_dir"], r) for r in runs]
+        trusted = []
+        for r in runs:  # only runs whose record this user's nb2flow wrote (a planted or changed one is passed over)
+            try:
+                verified_json(RunLayout(r["run_dir"]).record)
+            except (Untrusted, OSError, ValueError):
+                self.reporter.message(f"not reusing {os.path.basename(r['run_dir'])}: its record is not one nb2flow wrote for you")
+                continue
+            trusted.append((r["run_dir"], r))
+        return trusted
 
     def _install(self, installs: tuple) -> None:
         """The set-up cells' install lines, once, before the steps (each step would otherwise run them)."""
@@ -353,8 +364,12 @@ class LocalRun:
         self.server = None
         previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the run cleanly from the start
         try:
+            from .keys import user_key
+            from .runner import runner_digest
+
             runner = write_runner(self.layout.bundle)
-            self.server = ForkServer(self.options.python, runner, os.path.dirname(os.path.abspath(self.pipeline.path)))
+            self.server = ForkServer(self.options.python, runner, os.path.dirname(os.path.abspath(self.pipeline.path)),
+                                     digest=runner_digest(), key=user_key())
             try:
                 self.prepare()
             except KeyboardInterrupt:

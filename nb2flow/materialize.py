@@ -212,9 +212,11 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
 
     ``installs_once``: the set-up cells' install lines are left out of the steps and listed in
     ``pipeline.json`` for the run to make once (a local run); fingerprints do not depend on it."""
+    from .keys import user_key
     from .runner import write_runner
-    from .runner.files import write_atomic, write_json
+    from .runner.files import make_private_dirs, write_atomic, write_json
 
+    user_key()  # every file a step loads is signed with it
     if mode not in MODES:
         raise PipelineError(f"unknown mode {mode!r} (notebook or script)")
     if not pipeline.ok:
@@ -227,7 +229,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     if not pipeline.steps:
         raise PipelineError("nothing to run: the notebook has no steps", path=pipeline.path, hint="tag the cells to run step:NAME")
     layout = BundleLayout(bundle_dir)
-    os.makedirs(layout.steps, exist_ok=True)
+    make_private_dirs(layout.steps)
     write_runner(bundle_dir)
     consumers = consumers_of(pipeline)
     prints = fingerprints(pipeline, mode)
@@ -250,9 +252,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             "options": step.options.to_json(),
             "fingerprint": prints[step.name],
         }
-        write_json(layout.spec(step.task), spec)
+        write_json(layout.spec(step.task), spec, signed=True)
         if mode == "script":
-            write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once))
+            write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once), signed=True)
         else:
             cells = [
                 _cell_json(source, role, number, tags, index)
@@ -267,9 +269,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
                 "nbformat": 4,
                 "nbformat_minor": 5,
             }
-            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1))
+            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1), signed=True)
     installs = tuple(setup_installs(pipeline)) if installs_once else ()
-    write_json(layout.source, source_snapshot(pipeline))
+    write_json(layout.source, source_snapshot(pipeline), signed=True)
     write_json(
         layout.pipeline,
         {
@@ -284,6 +286,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
                 for s in pipeline.steps
             ],
         },
+        signed=True,
     )
     return Bundle(path=os.path.abspath(bundle_dir), mode=mode, fingerprints=prints, installs=installs)
 

@@ -25,16 +25,20 @@ def runs_root_for(notebook_path: str) -> str:
 
 def create_run_dir(root: str, stem: str) -> tuple[str, str]:
     """A new, empty run folder ``<root>/<stem>-<time>-<random>``; never shared by two runs."""
+    from .runner.files import make_private_dirs
+
     try:
-        os.makedirs(root, exist_ok=True)
+        make_private_dirs(root)
+        private(os.path.dirname(root))  # .nb2flow/, also when an older nb2flow made it with the umask
         for _ in range(20):
             stamp = _dt.datetime.now().strftime("%Y%m%d-%H%M%S")
             run_id = f"{file_slug(stem)}-{stamp}-{secrets.token_hex(3)}"
             path = os.path.join(root, run_id)
             try:
-                os.mkdir(path)  # atomic: fails if another run took the name
+                os.mkdir(path, 0o700)  # atomic: fails if another run took the name
             except FileExistsError:
                 continue
+            os.chmod(path, 0o700)  # owner-only whatever the umask
             return run_id, path
     except OSError as exc:
         raise UsageError(f"{root}: cannot create the run folder: {exc.strerror or exc}",
@@ -42,15 +46,38 @@ def create_run_dir(root: str, stem: str) -> tuple[str, str]:
     raise UsageError(f"{root}: could not create a new run folder")
 
 
+def private(folder: str) -> None:
+    """Make an existing folder of nb2flow's owner-only (best effort: it may be someone else's)."""
+    try:
+        if os.stat(folder).st_uid == os.getuid():
+            os.chmod(folder, 0o700)
+    except OSError:
+        pass
+
+
 def read_record(run_dir: str) -> dict:
     with open(RunLayout(run_dir).record, encoding="utf-8") as fh:
         return json.load(fh)
 
 
+def read_trusted_record(run_dir: str) -> dict:
+    """The run's record for acting on it (``--resume``: which notebook, which steps to keep), only when its
+    signature checks: a record someone else planted or changed is refused with one line."""
+    from .keys import user_key
+    from .runner.auth import Untrusted, verified_json
+
+    user_key()
+    try:
+        return verified_json(RunLayout(run_dir).record)
+    except Untrusted as exc:
+        raise UsageError(str(exc).removeprefix("nb2flow: "),
+                         hint="resume only runs you made; `nb2flow run NOTEBOOK` starts afresh") from None
+
+
 def write_record(run_dir: str, record: dict) -> None:
     from .runner.files import write_json
 
-    write_json(RunLayout(run_dir).record, record, sort_keys=False)
+    write_json(RunLayout(run_dir).record, record, sort_keys=False, signed=True)
 
 
 def reusable_steps(earlier: dict, fingerprints: dict, parents: dict) -> dict:
@@ -91,10 +118,12 @@ def copy_step_results(old_dir: str, new_dir: str, task: str) -> None:
     (hard links on the same volume, values can be large; else copies)."""
     import shutil
 
+    from .runner.files import make_private_dirs
+
     old, new = RunLayout(old_dir), RunLayout(new_dir)
     if os.path.isdir(old.values(task)):
         shutil.copytree(old.values(task), new.values(task), copy_function=_link_or_copy, dirs_exist_ok=True)
-    os.makedirs(new.step_dir(task), exist_ok=True)
+    make_private_dirs(new.step_dir(task))
     for path in (old.executed(task), old.output_log(task)):
         if os.path.isfile(path):
             _link_or_copy(path, os.path.join(new.step_dir(task), os.path.basename(path)))

@@ -104,6 +104,13 @@ def run_pods(manifest: dict, claims: dict, *, name: str = "wf-replay", secrets: 
     ``stop_after``: `argo stop` once that task ends (later tasks are not started). Returns task ->
     :class:`PodResult`. Independent tasks go on after a failure (``failFast: false``)."""
     spec = manifest["spec"]
+    env_secret = next((e["valueFrom"]["secretKeyRef"]["name"] for t in manifest["spec"]["templates"]
+                       for e in (t.get("container") or {}).get("env") or []
+                       if (e.get("valueFrom") or {}).get("secretKeyRef", {}).get("key") == "NB2FLOW_KEY"), None)
+    if env_secret and (env_secret, "NB2FLOW_KEY") not in (secrets or {}):
+        from nb2flow.keys import user_key  # the key `nb2flow run --argo` puts in the run's Secret
+
+        secrets = {**(secrets or {}), (env_secret, "NB2FLOW_KEY"): user_key().hex()}
     templates = {t["name"]: t for t in spec["templates"]}
     dag = templates[spec["entrypoint"]]["dag"]
     tasks = {t["name"]: t for t in dag["tasks"]}

@@ -79,7 +79,7 @@ def test_first_run_with_no_flags_submits_to_argo_and_says_why(tmp_path, pki, kub
     wf = workflows(kube)[name]
     paths = [(m, p) for m, p, q in kube.requests]
     assert ("GET", f"/api/v1/namespaces/{NAMESPACE}/pods/{JH_POD}") in paths  # its own Pod, by HOSTNAME and the namespace file
-    assert next(q for m, p, q in kube.requests if m == "POST").get("fieldValidation") == "Strict"
+    assert next(q for m, p, q in kube.requests if m == "POST" and p.endswith("/workflows")).get("fieldValidation") == "Strict"
     assert wf["spec"]["templates"][1]["container"]["workingDir"] == "/home/jovyan"
     assert "c0ffee00" not in json.dumps(wf)  # the pod's JUPYTERHUB_API_TOKEN stays in the pod
     assert (pod.home / ".nb2flow" / "bundles").is_dir()  # step files on the home volume the step pods mount

@@ -60,7 +60,7 @@ def test_submit_reads_the_pod_and_pvc_and_creates_the_workflow_strictly(kube, ho
     paths = [(m, p) for m, p, q in kube.requests]
     assert ("GET", f"/api/v1/namespaces/jhub/pods/{POD}") in paths
     assert ("GET", f"/api/v1/namespaces/jhub/persistentvolumeclaims/{JH_CLAIM}") in paths
-    post = next(q for m, p, q in kube.requests if m == "POST")
+    post = next(q for m, p, q in kube.requests if m == "POST" and p.endswith("/workflows"))
     assert post.get("fieldValidation") == "Strict"
     assert TOKEN not in json.dumps(wf) + r.stderr + r.stdout
     # the PVC said ReadWriteOnce: steps are pinned to the notebook's node
@@ -162,7 +162,7 @@ def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
     assert f"workflow {name}: Succeeded" in err
     assert "compare: done" in err
     assert "the API server is struggling (no answer ×2), still watching" in err  # nb2flow's own retry ran
-    posts = [p for m, p, q in kube.requests if m == "POST"]
+    posts = [p for m, p, q in kube.requests if m == "POST" and p.endswith("/workflows")]
     assert len(posts) == 1  # nothing submitted twice
 
 
@@ -244,7 +244,7 @@ def test_schedule_on_argo_before_3_6_uses_the_single_schedule_field(tmp_path, ho
         spec = server.objects[("cronworkflows", "jhub", SCHEDULE)]["spec"]
         assert spec["schedule"] == "0 3 * * *" and "schedules" not in spec
         assert "(Argo before v3.6: spec.schedule)" in r.stderr
-        first = [q for m, p, q in server.requests if m == "POST"]
+        first = [q for m, p, q in server.requests if m == "POST" and "/cronworkflows" in p]
         assert len(first) == 2  # schedules refused (400, unknown field), then schedule accepted
 
 
@@ -602,7 +602,7 @@ def test_watch_rides_out_5xx_and_429_honouring_retry_after(kube, home):
     gets = [t for (m, p, q), t in zip(kube.requests, kube.times) if m == "GET" and p.endswith(f"/workflows/{name}")]
     # the workflow finished as the 429 was taken: the last read is the one after it, which waited its Retry-After
     assert gets[-1] - gets[-2] >= 1.9
-    assert [m for m, p, q in kube.requests if m == "POST"] == ["POST"]
+    assert [m for m, p, q in kube.requests if m == "POST" and p.endswith("/workflows")] == ["POST"]
 
 
 def test_a_lasting_failure_ends_the_watch_with_the_command_that_resumes_it(kube, home):

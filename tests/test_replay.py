@@ -356,7 +356,11 @@ def test_resume_of_an_argo_run_reruns_only_failed_and_never_run_steps_reading_th
     (work / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\n")
     with FakeKube() as kube:
         config = kube.kubeconfig(tmp_path / "kubeconfig")
-        env = {"NO_COLOR": "1", "KUBECONFIG": config, "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": None}
+        from nb2flow.keys import user_key
+
+        # the same user as the one whose pods wrote the earlier run (their key, from this home)
+        env = {"NO_COLOR": "1", "KUBECONFIG": config, "HOME": str(tmp_path), "KUBERNETES_SERVICE_HOST": None,
+               "NB2FLOW_KEY": user_key().hex()}
         r = run_in_process(["run", "--resume", "wf-first", "--pod-spec", str(FIXTURE)], cwd=work, env=env)
         assert r.returncode == 0, r.stderr
         assert "resuming wf-first: reusing a, c (saved values); running b, d" in r.stderr
@@ -456,3 +460,54 @@ def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_n
     assert results["write"].exit_code == 0, results["write"].log
     assert json.loads((work / "out.json").read_text())["token"] is True
     assert REPLAY_TOKEN not in results["write"].log
+
+
+@pytest.mark.parametrize("planted", ["runner", "step notebook", "value"])
+def test_step_pods_refuse_files_a_neighbour_changed_on_the_volume(tmp_path, planted):
+    """A schedule's step files stay on the shared volume for months: a neighbour (uid 1000 too) who changes the
+    runner, a step notebook or a saved value gets nothing run — the pod checks the runner's SHA-256 pinned in the
+    manifest and every other file's signature with the key from the run's Secret, and says which file."""
+    import pickle
+
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    _pod_replay_or_skip()
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    marker = claim / "work" / "pwned"
+    nb = write(claim / "work" / "s.ipynb", cell("x = 40", "step:a"), cell("print(x + 2)", "step:b"))
+    manifest = manifest_from_yaml(dump(emit(Path(nb), {})))
+    bundle = next((claim / "work" / ".nb2flow" / "bundles").iterdir())
+    code = f"open({str(marker).replace(str(claim), '/home/jovyan')!r}, 'w').close()\n"
+    if planted == "runner":
+        runner = bundle / "nb2flow_step.py"
+        runner.write_text(code + runner.read_text())
+        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/nb2flow_step.py: not the step runner nb2flow wrote"
+    elif planted == "step notebook":
+        step_nb = bundle / "steps" / "b.ipynb"
+        doc = json.loads(step_nb.read_text())
+        doc["cells"].insert(0, {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None})
+        step_nb.write_text(json.dumps(doc))
+        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/steps/b.ipynb: its signature was not made with your key"
+    kubelet_fs_group(claim, 100)
+    if planted == "value":  # a's value, replaced between the two steps
+        first = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v", stop_after="a")
+        assert first["a"].exit_code == 0
+        value = claim / "work" / ".nb2flow" / "runs" / "wf-v" / "values" / "a" / "x.pkl"
+
+        class Payload:
+            def __reduce__(self):
+                return (eval, (code,))
+
+        value.write_bytes(pickle.dumps(Payload()))
+        manifest["spec"]["templates"][0]["dag"]["tasks"] = [t for t in manifest["spec"]["templates"][0]["dag"]["tasks"] if t["name"] == "b"]
+        for t in manifest["spec"]["templates"][0]["dag"]["tasks"]:
+            t.pop("dependencies", None)
+        refused = "/home/jovyan/work/.nb2flow/runs/wf-v/values/a/x.pkl: its signature was not made with your key"
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v")
+    target = results["a" if planted == "runner" else "b"]
+    assert target.exit_code != 0 and refused in target.log, target.log
+    assert not marker.exists()

@@ -58,7 +58,10 @@ def test_run_folder_layout(analysis_run):
         assert (run_dir / "steps" / task / f"{task}.ipynb").is_file()
         assert (run_dir / "steps" / task / "output.log").is_file()
     # only values a later step reads are saved
-    assert sorted(p.name for p in (run_dir / "values" / "clean").iterdir()) == ["X_test.pkl", "X_train.pkl", "y_test.pkl", "y_train.pkl"]
+    assert sorted(p.name for p in (run_dir / "values" / "clean").iterdir()) == [
+        "X_test.pkl", "X_test.pkl.sig", "X_train.pkl", "X_train.pkl.sig", "y_test.pkl", "y_test.pkl.sig", "y_train.pkl", "y_train.pkl.sig"]
+    assert oct(run_dir.stat().st_mode & 0o777) == "0o700" and oct((run_dir / "values").stat().st_mode & 0o777) == "0o700"
+    assert oct((run_dir / "values" / "clean" / "X_test.pkl").stat().st_mode & 0o777) == "0o600"
     assert not (run_dir / "values" / "compare").exists()
     assert not list(run_dir.rglob("*.tmp-*"))
 

@@ -23,7 +23,7 @@ import os
 from .protocol import RUNNER_FILE, BundleLayout
 
 #: Modules of the runner, in the order the assembled file defines them.
-MODULES = ("protocol", "files", "values", "params", "status", "record", "tracebacks", "kernels", "step",
+MODULES = ("protocol", "auth", "files", "values", "params", "status", "record", "tracebacks", "kernels", "step",
            "notebook_mode", "script_mode", "merge", "finalize", "forkserver")
 
 _HEADER = '''#!/usr/bin/env python3
@@ -70,14 +70,21 @@ def runner_source() -> str:
     return "".join(parts)
 
 
+def runner_digest() -> str:
+    """The SHA-256 of ``nb2flow_step.py`` as :func:`write_runner` writes it (what a command pins)."""
+    import hashlib
+
+    return hashlib.sha256(runner_source().encode("utf-8")).hexdigest()
+
+
 def write_runner(bundle_root: str) -> str:
     """Write ``nb2flow_step.py`` into a bundle folder; its path."""
-    from .files import write_atomic
+    from .files import make_private_dirs, write_atomic
 
     path = BundleLayout(bundle_root).runner
-    os.makedirs(bundle_root, exist_ok=True)
+    make_private_dirs(bundle_root)
     write_atomic(path, runner_source())
     return path
 
 
-__all__ = ["MODULES", "RUNNER_FILE", "runner_source", "write_runner"]
+__all__ = ["MODULES", "RUNNER_FILE", "runner_digest", "runner_source", "write_runner"]

@@ -5,27 +5,52 @@ from __future__ import annotations
 import json
 import os
 
+from .auth import write_signature
 
-def write_atomic(path: str, data) -> None:
-    """Write to a temporary name in the same folder, then rename over ``path``."""
+
+def make_private_dirs(path: str) -> str:
+    """``path`` and any missing folder on its way, each created owner-only (0700) whatever the umask."""
+    path = os.path.abspath(path)
+    missing = []
+    while path and not os.path.isdir(path):
+        missing.append(path)
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    for folder in reversed(missing):
+        try:
+            os.mkdir(folder, 0o700)
+        except FileExistsError:
+            continue
+        os.chmod(folder, 0o700)
+    return missing[0] if missing else path
+
+
+def write_atomic(path: str, data, *, signed: bool = False) -> None:
+    """Write to a temporary name in the same folder (owner-only, 0600), then rename over ``path``;
+    ``signed``: with its signature beside it (see :mod:`auth`), for a file a step will load."""
     if isinstance(data, str):
         data = data.encode("utf-8")
     folder = os.path.dirname(path) or "."
-    os.makedirs(folder, exist_ok=True)
+    make_private_dirs(folder)
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp-{os.getpid()}")
     try:
-        with open(tmp, "wb") as fh:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
+        if signed:
+            write_signature(path, data)
         os.replace(tmp, path)
     except BaseException:
         unlink(tmp)
         raise
 
 
-def write_json(path: str, data: dict, *, sort_keys: bool = True) -> None:
+def write_json(path: str, data: dict, *, sort_keys: bool = True, signed: bool = False) -> None:
     """``sort_keys=False`` keeps the order the data has (a run record lists its steps in notebook order)."""
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str))
+    write_atomic(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str), signed=signed)
 
 
 def write_new(path: str, data) -> str:
@@ -64,9 +89,9 @@ def check_inside(path: str, root: str) -> str:
 
 
 def make_dir_inside(path: str, root: str) -> str:
-    """Create ``path`` (inside ``root``), checking before and after that no symlink leads out."""
+    """Create ``path`` (inside ``root``, owner-only), checking before and after that no symlink leads out."""
     check_inside(path, root)
-    os.makedirs(path, exist_ok=True)
+    make_private_dirs(path)
     return check_inside(path, root)
 
 

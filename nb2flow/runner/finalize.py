@@ -16,6 +16,8 @@ import os
 import sys
 import time
 
+from .files import make_private_dirs
+from .auth import Untrusted, take_key, verified_json
 from .files import write_json
 from .merge import write_html, write_merged
 from .params import read_params
@@ -153,14 +155,19 @@ def finalize(argv=None) -> int:
     args = finalize_arg_parser().parse_args(argv)
     bundle, run = BundleLayout(os.path.abspath(args.bundle)), RunLayout(os.path.abspath(args.run_dir))
     parameters = read_params(None, args.param)
-    source = _read_json(bundle.source) or {}
-    pipeline = _read_json(bundle.pipeline) or {}
+    take_key()
+    try:  # what the merged notebook is made of and which steps there are: only as nb2flow wrote them
+        source = verified_json(bundle.source) if os.path.exists(bundle.source) else {}
+        pipeline = verified_json(bundle.pipeline) if os.path.exists(bundle.pipeline) else {}
+    except Untrusted as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
     folder = os.path.abspath(args.cwd or os.getcwd())
     notebook = os.path.join(folder, os.path.basename(pipeline.get("notebook", source.get("stem", "notebook") + ".ipynb")))
     workflow = {"name": args.workflow, "namespace": args.namespace, "uid": args.uid, "phase": args.phase}
     if args.ui_link:
         workflow["ui"] = args.ui_link
-    os.makedirs(run.root, exist_ok=True)
+    make_private_dirs(run.root)
     record = build_record(pipeline, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
                           failures=argo_failures(args.failures), created=parse_timestamp(args.created), workflow=workflow)
     if source:
@@ -177,7 +184,7 @@ def finalize(argv=None) -> int:
         record["notified"] = problem or "sent"
         if problem:
             print(f"nb2flow: warning: the notification was not sent: {problem}", file=sys.stderr)
-    write_json(run.record, record, sort_keys=False)
+    write_json(run.record, record, sort_keys=False, signed=True)
     print(summary(record), flush=True)
     for key in ("visible_notebook", "visible_html", "html_skipped"):
         if record.get(key):

@@ -31,8 +31,9 @@ import sys
 import threading
 import traceback
 
+from .auth import KEY_ENV
 from .kernels import enable_kernel_forking, fresh_random_state
-from .protocol import ExitStatus
+from .protocol import ExitStatus, runner_argv
 
 
 WARM_DECLINED = 75  # the warm-up child's exit status when its imports started threads: the server goes on cold
@@ -249,10 +250,15 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
 class ForkServer:
     """The executor's side: starts ``RUNNER --serve`` and asks it for steps."""
 
-    def __init__(self, python: str, runner: str, cwd: str) -> None:
-        self.proc = subprocess.Popen([python, runner, "--serve"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                     stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"), preexec_fn=die_with_parent)
+    def __init__(self, python: str, runner: str, cwd: str, *, digest: str | None = None, key: bytes | None = None) -> None:
+        """``digest``: the runner file's SHA-256, checked before it runs; ``key``: the user's key, handed over in
+        the environment (the server takes it out at once, see :mod:`auth`)."""
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if key is not None:
+            env[KEY_ENV] = key.hex()
+        self.proc = subprocess.Popen(runner_argv(python, runner, digest) + ["--serve"], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
+                                     env=env, preexec_fn=die_with_parent)
         try:
             self._cond = threading.Condition()
             self._pids: dict = {}

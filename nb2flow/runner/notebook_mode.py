@@ -5,20 +5,43 @@ from __future__ import annotations
 import os
 import sys
 
+from .auth import private_key_file, verified_text
 from .files import write_atomic
 from .kernels import kernel_pid, kill_forked_kernels, use_forking_provisioner
 from .params import injection_index, parameters_source
-from .protocol import ExitStatus, Role, StepState
+from .protocol import RUNNER_FILE, ExitStatus, Role, StepState
 from .tracebacks import append_outputs, error_from_outputs, kernel_death_reason, user_traceback
 
 
 def _runner_import(bundle_root: str) -> str:
-    """Source that imports the copy of the runner shipped with the step files, as ``_nb2flow``."""
+    """Source that gives a kernel the runner shipped with the step files as ``_nb2flow``: the module this
+    process already runs when the kernel is its fork, else the bundle's file, run only when its SHA-256 is
+    this runner's own (never an import from the shared folder, where a planted module or ``.pyc`` could
+    stand in)."""
+    path = os.path.join(bundle_root, RUNNER_FILE)
+    digest = globals().get("RUNNER_DIGEST") or _file_digest(path)
     return (
-        f"import sys as _nb2flow_sys\n_nb2flow_sys.path.insert(0, {bundle_root!r})\n"
-        "import nb2flow_step as _nb2flow\n"
-        f"_nb2flow_sys.path.remove({bundle_root!r})\ndel _nb2flow_sys\n"
+        "import sys as _s, hashlib as _h, types as _t\n"
+        "_m = _s.modules.get('nb2flow_step')\n"
+        f"if getattr(_m, 'RUNNER_DIGEST', None) != {digest!r}:\n"
+        f"    with open({path!r}, 'rb') as _f:\n"
+        "        _b = _f.read()\n"
+        f"    if _h.sha256(_b).hexdigest() != {digest!r}:\n"
+        f"        raise RuntimeError('nb2flow: ' + {path!r} + ': not the step runner nb2flow wrote; refusing to run it')\n"
+        "    _m = _t.ModuleType('nb2flow_step')\n"
+        f"    _m.__file__, _m.RUNNER_DIGEST = {path!r}, {digest!r}\n"
+        "    _s.modules['nb2flow_step'] = _m\n"
+        f"    exec(compile(_b, {path!r}, 'exec'), _m.__dict__)\n"
+        "_nb2flow = _m\n"
+        "del _s, _h, _t, _m\n"
     )
+
+
+def _file_digest(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()
 
 
 def _runner_cell(step, comment: str, calls: list) -> str:
@@ -29,7 +52,8 @@ def _runner_cell(step, comment: str, calls: list) -> str:
 
 def load_source(step) -> str:
     """The load cell: the values this step reads, from their providers' folders (and the random state)."""
-    calls = [f"load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})"]
+    calls = [f"use_key_file({step.key_file!r})",
+             f"load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})"]
     if step.random_state_from:
         calls.append(f"load_random_state({step.random_state_from!r})")
     return _runner_cell(step, "load the values this step reads from earlier steps", calls)
@@ -37,7 +61,8 @@ def load_source(step) -> str:
 
 def save_source(step) -> str:
     """The save cell: the values later steps read (and the random state the next step continues from)."""
-    calls = [f"save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})"]
+    calls = [f"use_key_file({step.key_file!r})",
+             f"save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})"]
     if step.saves_random_state:
         calls.append(f"save_random_state({step.run.random_state(step.task)!r})")
     return _runner_cell(step, "save the values later steps read", calls)
@@ -72,7 +97,8 @@ def run_notebook(step) -> int:
     from nbclient import NotebookClient
     from nbclient.exceptions import CellExecutionError, DeadKernelError
 
-    nb = nbformat.read(step.bundle.notebook(step.task), as_version=4)
+    nb = nbformat.reads(verified_text(step.bundle.notebook(step.task)), as_version=4)
+    key_dir, step.key_file = private_key_file()  # the kernel's load and save cells read the key from here
     inject_parameters(nb, step.params, nbformat)
     for cell in nb.cells:
         role = cell.metadata.get("nb2flow", {}).get("role")
@@ -177,6 +203,7 @@ def run_notebook(step) -> int:
         stop_kernel(step, client)
         step.remove_partial_files()
         shutil.rmtree(ipc_dir, ignore_errors=True)
+        shutil.rmtree(key_dir, ignore_errors=True)
         try:
             write_atomic(step.run.executed(step.task), nbformat.writes(nb))
         except OSError:

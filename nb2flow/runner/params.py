@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+from .auth import verified_json
 from .protocol import Role
 
 
@@ -38,8 +39,7 @@ def read_params(params_file: str | None, items: list | None) -> dict:
     """The values of ``--params-file`` then each ``--param NAME=JSON`` (later wins)."""
     params: dict = {}
     if params_file:
-        with open(params_file, encoding="utf-8") as fh:
-            params.update(json.load(fh))
+        params.update(verified_json(params_file))
     for item in items or []:
         name, _, raw = item.partition("=")
         try:

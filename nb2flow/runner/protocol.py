@@ -243,15 +243,38 @@ class BundleLayout:
         return os.path.join(self.steps, f"{task}.py")
 
 
+#: How a process starts the step runner from a shared folder: ``python -c RUNNER_BOOT RUNNER DIGEST ARGS``
+#: reads the file once, runs it only when its SHA-256 is the digest nb2flow wrote into the command (the
+#: manifest, or the local run's own memory), and runs exactly the bytes it checked.
+RUNNER_BOOT = (
+    "import hashlib, sys\n"
+    "path, digest = sys.argv[1], sys.argv[2]\n"
+    "with open(path, 'rb') as fh:\n"
+    "    code = fh.read()\n"
+    "if hashlib.sha256(code).hexdigest() != digest:\n"
+    "    sys.exit('nb2flow: ' + path + ': not the step runner nb2flow wrote (its SHA-256 differs from the one in the "
+    "command): refusing to run it; in a shared folder, someone else may have changed it')\n"
+    "sys.argv = [path] + sys.argv[3:]\n"
+    "globals().update(__file__=path, RUNNER_DIGEST=digest)\n"
+    "exec(compile(code, path, 'exec'), globals())\n"
+)
+
+
+def runner_argv(python: str, runner: str, digest: str | None) -> list:
+    """The start of a command that runs the runner file ``runner``: checked against ``digest`` when given."""
+    return [python, "-c", RUNNER_BOOT, runner, digest] if digest else [python, runner]
+
+
 def step_command(python: str, bundle: str, run_dir: str, task: str, *, params_file: str | None = None,
                  params: dict | None = None, cwd: str | None = None, wait: bool = False, attempt: int = 1,
-                 join=os.path.join) -> list:
+                 join=os.path.join, digest: str | None = None) -> list:
     """The command that runs one step, locally and in a pod.
 
     ``params`` maps a name to the text after ``--param NAME=`` (JSON, or an Argo placeholder);
-    ``join`` builds the runner's path (``posixpath.join`` for a pod's paths).
+    ``join`` builds the runner's path (``posixpath.join`` for a pod's paths); ``digest``: the runner's
+    SHA-256, checked before it runs (see :data:`RUNNER_BOOT`).
     """
-    cmd = [python, join(bundle, RUNNER_FILE), "--bundle", bundle, "--run-dir", run_dir, "--step", task]
+    cmd = runner_argv(python, join(bundle, RUNNER_FILE), digest) + ["--bundle", bundle, "--run-dir", run_dir, "--step", task]
     if params_file:
         cmd += ["--params-file", params_file]
     for name, text in (params or {}).items():
@@ -276,12 +299,12 @@ FINALIZE = "--finalize"
 
 def finalize_command(python: str, bundle: str, run_dir: str, *, workflow: dict, failures: str, created: str,
                      params: dict | None = None, cwd: str | None = None, ui_link: str | None = None,
-                     notify_on: str = "failure", join=os.path.join) -> list:
+                     notify_on: str = "failure", join=os.path.join, digest: str | None = None) -> list:
     """The command of an Argo run's final task (exit handler): the record, the merged notebook, the HTML.
 
     ``workflow``: name, namespace, uid and phase (Argo placeholders); ``failures``: Argo's JSON list of
     failed nodes; ``created``: the workflow's creation time (RFC 3339)."""
-    cmd = [python, join(bundle, RUNNER_FILE), FINALIZE, "--bundle", bundle, "--run-dir", run_dir,
+    cmd = runner_argv(python, join(bundle, RUNNER_FILE), digest) + [FINALIZE, "--bundle", bundle, "--run-dir", run_dir,
            "--workflow", workflow["name"], "--namespace", workflow["namespace"], "--uid", workflow["uid"],
            "--phase", workflow["phase"], "--failures", failures, "--created", created, "--notify-on", notify_on]
     for name, text in (params or {}).items():

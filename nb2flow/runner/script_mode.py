@@ -9,6 +9,7 @@ import re
 import sys
 import types
 
+from .auth import verified_text
 from .params import injection_index, parameters_source
 from .protocol import ExitStatus, Role, StepState
 from .tracebacks import script_traceback
@@ -109,8 +110,7 @@ def run_script(step) -> int:
 
 
 def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
-    with open(step.bundle.script(step.task), encoding="utf-8") as fh:
-        chunks = split_script(fh.read())
+    chunks = split_script(verified_text(step.bundle.script(step.task)))
     if step.params:
         index, replace = injection_index([role for role, _, _ in chunks])
         chunk = (Role.INJECTED, chunks[index][1] if replace else None, parameters_source(step.params))

@@ -8,6 +8,7 @@ import signal
 import sys
 import time
 
+from .auth import Untrusted, take_key, verified_bytes
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
 from .protocol import FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepState, error_line, step_arg_parser
@@ -32,8 +33,7 @@ class StepRun:
         self.task = args.step
         if not TASK_RE.fullmatch(self.task):
             raise SystemExit(f"nb2flow: {self.task!r} is not a step task name")
-        with open(self.bundle.spec(self.task), encoding="utf-8") as fh:
-            self.spec = json.load(fh)
+        self.spec = json.loads(verified_bytes(self.bundle.spec(self.task)))
         self.name = self.spec["name"]
         self.step_dir = make_dir_inside(self.run.step_dir(self.task), self.run.root)
         self.cwd = os.path.abspath(args.cwd or self.spec.get("cwd") or os.getcwd())
@@ -42,6 +42,7 @@ class StepRun:
         self.params = read_params(args.params_file, args.param)
         self.status = Status(self.run.status(self.task), self.name, args.attempt)
         self.kernel_pid = None
+        self.key_file = None  # the private file a kernel's load and save cells read the key from
         self.timings: dict = {}  # where the step's time went: kernel start, waiting for go, each role's cells
 
     TIMING_KEYS = {"setup": "setup", "parameters": "setup", "injected": "setup", "load": "load", "save": "save",
@@ -104,12 +105,7 @@ class StepRun:
         summary = error_line(self.name, cell_number, ename, evalue)
         # what a local run prints, on stderr (the pod log); and one line for Argo's node message
         print(f"nb2flow: {summary}", *[f"    {line}" for line in tb_lines], sep="\n", file=sys.stderr, flush=True)
-        if os.path.exists(TERMINATION_LOG):
-            try:
-                with open(TERMINATION_LOG, "w", encoding="utf-8") as fh:
-                    fh.write(summary[:4000])  # the kubelet keeps at most 4096 bytes
-            except OSError:
-                pass
+        _termination_message(summary)
 
     def cancelled(self) -> int:
         self.status.finish(StepState.CANCELLED)
@@ -120,10 +116,21 @@ class StepRun:
         remove_partial_files(self.values_dir, self.step_dir)
 
 
+def _termination_message(text: str) -> None:
+    """One line for Argo's node message (the container's termination log), in a pod."""
+    if os.path.exists(TERMINATION_LOG):
+        try:
+            with open(TERMINATION_LOG, "w", encoding="utf-8") as fh:
+                fh.write(text[:4000])  # the kubelet keeps at most 4096 bytes
+        except OSError:
+            pass
+
+
 def main(argv=None) -> int:
     """``nb2flow_step.py ARGS`` (see :func:`protocol.step_command`), ``--finalize ARGS`` (an Argo run's final
     task, :func:`protocol.finalize_command`), or ``--serve`` (the fork server)."""
     args = sys.argv[1:] if argv is None else list(argv)
+    take_key()  # out of the environment before any kernel or child process starts (forks keep it in memory)
     if args == ["--serve"]:
         from .forkserver import serve
 
@@ -140,7 +147,12 @@ def main(argv=None) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    step = StepRun(args)
+    try:
+        step = StepRun(args)
+    except Untrusted as exc:
+        print(exc, file=sys.stderr, flush=True)
+        _termination_message(str(exc))
+        return ExitStatus.BAD_INPUT
     if step.spec.get("mode", "notebook") == "script":
         from .script_mode import run_script
 

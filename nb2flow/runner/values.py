@@ -8,7 +8,8 @@ import os
 import pickle
 import types
 
-from .files import check_inside, unlink
+from .auth import verified_bytes, write_signature
+from .files import check_inside, make_private_dirs, unlink
 
 
 class UntransportableValue(Exception):
@@ -65,8 +66,9 @@ def dump_value(value, path_base: str) -> str:
         final = path_base + ".npy"
         tmp = f"{final}.tmp-{os.getpid()}"
         try:
-            with open(tmp, "wb") as fh:
+            with _private_file(tmp) as fh:
                 np.save(fh, value, allow_pickle=False)
+            write_signature(tmp, name=os.path.basename(final))
             os.replace(tmp, final)
         except BaseException:
             unlink(tmp)
@@ -75,7 +77,7 @@ def dump_value(value, path_base: str) -> str:
     final = path_base + ".pkl"
     tmp = f"{final}.tmp-{os.getpid()}"
     try:
-        with open(tmp, "wb") as fh:
+        with _private_file(tmp) as fh:
             try:
                 if _defined_in_notebook(value):  # plain pickle would store only its name, not the changed class
                     raise pickle.PicklingError("a class or function of the notebook travels by value")
@@ -88,11 +90,17 @@ def dump_value(value, path_base: str) -> str:
                 except ImportError:
                     raise plain_error from None
                 cloudpickle.dump(value, fh, protocol=5)
+        write_signature(tmp, name=os.path.basename(final))
         os.replace(tmp, final)
     except BaseException:
         unlink(tmp)
         raise
     return final
+
+
+def _private_file(path: str):
+    """A new file for writing, owner-only (0600) whatever the umask."""
+    return os.fdopen(os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o600), "w+b")
 
 
 def _defined_in_notebook(value) -> bool:
@@ -101,12 +109,12 @@ def _defined_in_notebook(value) -> bool:
 
 
 def load_value(path_base: str):
+    """A saved value, once its signature checks (the bytes loaded are the bytes checked)."""
     if os.path.exists(path_base + ".npy"):
         import numpy as np
 
-        return np.load(path_base + ".npy", allow_pickle=False)
-    with open(path_base + ".pkl", "rb") as fh:
-        return pickle.load(fh)
+        return np.load(io.BytesIO(verified_bytes(path_base + ".npy")), allow_pickle=False)
+    return pickle.loads(verified_bytes(path_base + ".pkl"))
 
 
 def load_values(namespace: dict, entries: list, values_root: str) -> None:
@@ -132,15 +140,14 @@ def save_random_state(path: str) -> None:
         states["numpy"] = sys.modules["numpy"].random.get_state()
     if "torch" in sys.modules:
         states["torch"] = sys.modules["torch"].get_rng_state()
-    write_atomic(path, pickle.dumps(states, protocol=5))
+    write_atomic(path, pickle.dumps(states, protocol=5), signed=True)
 
 
 def load_random_state(path: str) -> None:
     """Continue the global generators where an earlier step left them."""
     import random
 
-    with open(path, "rb") as fh:
-        states = pickle.load(fh)
+    states = pickle.loads(verified_bytes(path))
     random.setstate(states["random"])
     if "numpy" in states:
         import numpy
@@ -155,7 +162,7 @@ def load_random_state(path: str) -> None:
 def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
     """Save the values later steps read; a value that cannot travel fails with the fix."""
     check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
-    os.makedirs(out_dir, exist_ok=True)
+    make_private_dirs(out_dir)
     check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
     for name in names:
         readers = ", ".join(consumers.get(name, [])) or "a later step"

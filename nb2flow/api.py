@@ -1,4 +1,4 @@
-"""The Python API: ``nb2flow.load(path) -> Pipeline``."""
+"""The Python API: ``nb2flow.load(path) -> Pipeline``; ``nb2flow.api.run(path, on_event=...)`` runs it here."""
 
 from __future__ import annotations
 
@@ -22,3 +22,45 @@ def load(path: str | os.PathLike) -> Pipeline:
 def load_notebook(nb: Notebook) -> Pipeline:
     """The pipeline of an already-read notebook."""
     return analyze(build_structure(nb))
+
+
+def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = "notebook", jobs: int | None = None,
+        on_event=None, python: str | None = None):
+    """Run a notebook's pipeline on this machine, as ``nb2flow run --local`` does, and return its
+    :class:`~nb2flow.local.RunResult`. ``on_event`` receives the run's events (dicts, see :mod:`nb2flow.events`),
+    the same ones ``--events json`` writes; the run's failure is also raised, as
+    :class:`~nb2flow.errors.StepFailed` (or a subclass), after the ``run-finished`` and ``error`` events."""
+    import sys
+
+    from .errors import Nb2flowError, PipelineError
+    from .events import event
+    from .local import RunOptions, raise_for_failures, run_local
+    from .params import check_parameters
+    from .progress import EventReporter
+
+    sink = on_event or (lambda ev: None)
+    try:
+        pipeline = load(path)
+        if not pipeline.ok:
+            for f in pipeline.errors:
+                sink(event("problem", path=str(path), cell=f.cell, step=f.step, severity=f.severity.value, message=f.message))
+            raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=str(path))
+        params = check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path))
+        result = run_local(pipeline, RunOptions(mode=mode, jobs=jobs, parameters=params, python=python or sys.executable,
+                                                progress=EventReporter(sink, "local")))
+        failure = None
+        try:
+            raise_for_failures(result, pipeline)
+        except Nb2flowError as exc:
+            failure = exc
+        sink(event("run-finished", run_id=result.run_id, run_dir=os.path.abspath(result.run_dir), state=result.state.value,
+                   output_notebook=result.output_notebook and os.path.abspath(result.output_notebook),
+                   visible_notebook=result.visible_notebook and os.path.abspath(result.visible_notebook),
+                   exit_status=int(failure.status) if failure else 0))
+        if failure:
+            raise failure
+        return result
+    except Nb2flowError as exc:
+        sink(event("error", message=exc.render(), path=exc.path, cell=exc.cell, step=exc.step, hint=exc.hint,
+                   kind=type(exc).__name__, exit_status=int(exc.status)))
+        raise

@@ -17,6 +17,14 @@ from . import __version__
 from .errors import ClusterError, ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
 
 NOTEBOOK = click.Path(dir_okay=True, path_type=str)
+_EVENTS = None  # the event sink of this command (``--events json``), see nb2flow.events
+
+
+def _emit(name: str, **fields) -> None:
+    if _EVENTS is not None:
+        from .events import event
+
+        _EVENTS(event(name, **fields))
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -107,9 +115,10 @@ def _parameter_options(f):
 @click.option("--python", "python", default=None, metavar="PATH", help="Interpreter that runs each step [default: this one].")
 @click.option("--argo", is_flag=True, help="Submit to Argo Workflows (the default inside a pod with a service account).")
 @click.option("--watch", is_flag=True, help="With --argo: follow the steps until the workflow ends; the exit status reflects it.")
+@click.option("--events", type=click.Choice(["json"]), default=None, help="Write the run's events as JSON lines on stdout (see the docs' event stream), for tools that follow a run.")
 @_cluster_options
 def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, reuse, local, quiet, no_progress,
-        python, argo, watch, pod_spec, from_pod, namespace, context, workdir) -> int:
+        python, argo, watch, events, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Run NOTEBOOK's pipeline: every step in its own process, independent steps in parallel.
 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
@@ -118,6 +127,11 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     from .local import RunOptions, raise_for_failures, run_local
     from .runs import find_run, notebook_of, read_trusted_record
 
+    global _EVENTS
+    if events:
+        from .events import JsonLines
+
+        _EVENTS = JsonLines(sys.stdout)
     earlier = None
     if resume:
         search = [os.getcwd()] + ([os.path.dirname(os.path.abspath(notebook))] if notebook else [])
@@ -141,6 +155,10 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
                                          default=(earlier or {}).get("parameters"))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
+    if _EVENTS is not None:
+        from .progress import EventReporter
+
+        progress = EventReporter(_EVENTS, backend)
     if not quiet:
         _say(f"nb2flow: {reason}")
     if backend == "argo":
@@ -159,8 +177,19 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if result.output_notebook:
         shown = result.visible_notebook or result.output_notebook
         _say(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}")
-    raise_for_failures(result, pipeline)
+    try:
+        raise_for_failures(result, pipeline)
+    except Nb2flowError as exc:
+        _run_finished(result, exc.status)
+        raise
+    _run_finished(result, ExitStatus.OK)
     return ExitStatus.OK
+
+
+def _run_finished(result, status) -> None:
+    _emit("run-finished", run_id=result.run_id, run_dir=os.path.abspath(result.run_dir), state=result.state.value,
+          output_notebook=result.output_notebook and os.path.abspath(result.output_notebook),
+          visible_notebook=result.visible_notebook and os.path.abspath(result.visible_notebook), exit_status=int(status))
 
 
 @cli.command("list")
@@ -338,6 +367,8 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     if not pipeline.ok:
         for finding in pipeline.errors:
             _say(finding.render(notebook))
+            _emit("problem", path=notebook, cell=finding.cell, step=finding.step, severity=finding.severity.value,
+                  message=finding.message)
         raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
@@ -393,9 +424,11 @@ def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism
         raise
     _record_submission(pipeline, created, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
     _say(f"workflow {name} submitted in namespace {target.namespace}")
+    _emit("submitted", workflow=name, namespace=target.namespace, run_dir=os.path.abspath(run_dir))
     if link:
         _say(f"  {link}")
-    click.echo(name)
+    if _EVENTS is None:
+        click.echo(name)
     if not watch:
         return ExitStatus.OK
     return _follow(target.kube, target.namespace, name, progress=progress, run_dir=run_dir)
@@ -408,6 +441,17 @@ def _follow(kube, namespace: str, name: str, *, progress: str, run_dir: str | No
     final = watch_workflow(kube, namespace, name, progress=progress, run_dir=run_dir)
     phase = final.get("status", {}).get("phase")
     _say(f"workflow {name}: {phase}")
+    from .runner.protocol import RunLayout
+
+    record = {}
+    if run_dir and os.path.exists(RunLayout(run_dir).record):
+        from .runs import read_record
+
+        record = read_record(run_dir)
+    _emit("run-finished", run_id=name, run_dir=run_dir and os.path.abspath(run_dir),
+          state=record.get("state") if record.get("state") not in (None, "running") else ("succeeded" if phase == "Succeeded" else "failed"),
+          output_notebook=record.get("output_notebook"), visible_notebook=record.get("visible_notebook"),
+          exit_status=int(ExitStatus.OK if phase == "Succeeded" else ExitStatus.FAILED))
     if phase != "Succeeded":
         raise StepFailed(f"workflow {name} ended {phase}: {final.get('status', {}).get('message', '')}".rstrip(": "),
                          hint=f"nb2flow logs {name}")
@@ -776,10 +820,11 @@ def _kube(namespace, context):
 
 
 def _say(text: str) -> None:
-    """A message for people (stderr), with terminal commands from outside text removed."""
+    """A message for people (stderr), with terminal commands from outside text removed; a ``message`` event too."""
     from .runner.tracebacks import printable
 
     click.echo(printable(text), err=True)
+    _emit("message", text=printable(text))
 
 
 def _notice(line: str) -> None:
@@ -822,6 +867,8 @@ def _color_finding(line: str, severity: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line and a distinct exit status for every failure."""
+    global _EVENTS
+    _EVENTS = None
     try:
         rv = cli.main(args=argv, prog_name="nb2flow", standalone_mode=False)
     except click.exceptions.Abort:
@@ -834,6 +881,10 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(ExitStatus.BAD_INPUT)
     except Nb2flowError as exc:
+        from .runner.tracebacks import printable
+
+        _emit("error", message=printable(exc.render()), path=exc.path, cell=exc.cell, step=exc.step,
+              hint=exc.hint and printable(exc.hint), kind=type(exc).__name__, exit_status=int(exc.status))
         _say(f"nb2flow: {exc.render()}")
         for line in getattr(exc, "traceback", None) or []:
             _say(f"    {line}")
@@ -847,6 +898,8 @@ def main(argv: list[str] | None = None) -> None:
         fd, path = tempfile.mkstemp(prefix="nb2flow-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
+        _emit("error", message=f"internal error ({type(exc).__name__}: {exc})", path=None, cell=None, step=None,
+              hint=f"the traceback is in {path}", kind="InternalError", exit_status=int(ExitStatus.INTERNAL))
         _say(f"nb2flow: internal error ({type(exc).__name__}: {exc}); this is a bug in nb2flow, "
              f"please report it with the traceback saved in {path}")
         sys.exit(ExitStatus.INTERNAL)

@@ -153,51 +153,52 @@ class Magics:
 
         self._warn_unsaved(path)
         argo = "--argo" in args
-        cmd = [sys.executable, "-m", "nb2flow", "run", path, "--no-progress", *args]
+        cmd = [sys.executable, "-m", "nb2flow", "run", path, "--events", "json", *args]
         if argo and "--watch" not in args:
             cmd.append("--watch")
         handle = display({"text/plain": f"nb2flow: starting a run of {os.path.basename(path)}"}, raw=True, display_id=True)
         proc = subprocess.Popen(cmd, cwd=os.path.dirname(path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True, env=dict(os.environ, NO_COLOR="1"))
+                                stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, NO_COLOR="1"))
         thread = threading.Thread(target=self._follow, args=(proc, path, handle), name="nb2flow-run", daemon=True)
         thread.start()
         self.runs.append((thread, proc))
         return None
 
     def _follow(self, proc, path: str, handle) -> None:
-        """Read the run's lines; show its steps from the run record as they change; at the end, the outcome."""
+        """Read the run's events (``--events json``); show its steps from the run record as they change, and at
+        the end the outcome. Nothing here reads nb2flow's human wording."""
         import queue
         import threading
 
-        lines: queue.Queue = queue.Queue()
+        from .events import read_events
+
+        events: queue.Queue = queue.Queue()
 
         def pump():
-            for line in proc.stdout:
-                lines.put(line.rstrip("\n"))
-            lines.put(None)
+            for ev in read_events(proc.stdout):
+                events.put(ev)
+            events.put(None)
 
         threading.Thread(target=pump, daemon=True).start()
-        log: list = []
-        run_dir = None
+        state = FollowState()
         shown = None
         finished = False
         while not finished:
             try:
                 while True:
-                    line = lines.get(timeout=POLL)
-                    if line is None:
+                    ev = events.get(timeout=POLL)
+                    if ev is None:
                         finished = True
                         break
-                    log.append(line)
-                    run_dir = run_dir or _run_dir_from(line, path)
+                    state.add(ev)
             except queue.Empty:
                 pass
-            view = progress_view(run_dir, log, done=finished, code=proc.poll() if finished else None)
+            view = progress_view(state, done=finished, code=proc.poll() if finished else None)
             if view != shown:
                 handle.update(view, raw=True)
                 shown = view
         proc.wait()
-        handle.update(progress_view(run_dir, log, done=True, code=proc.returncode), raw=True)
+        handle.update(progress_view(state, done=True, code=proc.returncode), raw=True)
 
     def do_status(self, path: str, args: list):
         import subprocess
@@ -223,15 +224,32 @@ class Magics:
         return None
 
 
-def _run_dir_from(line: str, path: str) -> str | None:
-    """The run folder named in a progress line (``[ 0.0s] run ID: 5 steps``)."""
-    import re
+class FollowState:
+    """What a run's events said so far: its folder, the lines for people, the error that ended it."""
 
-    m = re.search(r"\] run (\S+): \d+ steps?$", line)
-    if not m:
-        return None
-    folder = os.path.join(os.path.dirname(path), ".nb2flow", "runs", m.group(1))
-    return folder if os.path.isdir(folder) else None
+    def __init__(self) -> None:
+        self.run_dir: str | None = None
+        self.lines: list = []
+        self.error: str | None = None
+        self.problems: list = []
+        self.finished: dict | None = None
+
+    def add(self, ev: dict) -> None:
+        kind = ev.get("event")
+        if kind == "run-started" and ev.get("backend") == "local":
+            self.run_dir = ev.get("run_dir")
+        elif kind == "submitted":
+            self.run_dir = ev.get("run_dir") if ev.get("run_dir") and os.path.isdir(ev["run_dir"]) else self.run_dir
+            self.lines.append(f"workflow {ev.get('workflow')} submitted in namespace {ev.get('namespace')}")
+        elif kind == "message":
+            self.lines.append(ev.get("text", ""))
+        elif kind == "problem":
+            self.problems.append(ev)
+        elif kind == "error":
+            self.error = ev.get("message")
+        elif kind == "run-finished":
+            self.finished = ev
+            self.run_dir = ev.get("run_dir") or self.run_dir
 
 
 def _latest_run(path: str) -> str | None:
@@ -241,29 +259,36 @@ def _latest_run(path: str) -> str | None:
     return runs[0]["run_id"] if runs else None
 
 
-def progress_view(run_dir: str | None, log: list, *, done: bool, code=None) -> dict:
+def progress_view(state: FollowState, *, done: bool, code=None) -> dict:
     """What the run's output shows now: each step's state, tries and time from the run record (plain text and
-    HTML), and when it is over the outcome with a link to the merged notebook."""
+    HTML), and when it is over the outcome with a link to the merged notebook, or the error that ended it."""
     import html
     import json
 
     record = None
+    run_dir = state.run_dir
     if run_dir:
         try:
             with open(os.path.join(run_dir, "run.json"), encoding="utf-8") as fh:
                 record = json.load(fh)
         except (OSError, ValueError):
             record = None
-    if record is None:  # no run folder (yet, or an Argo run): the command's own lines
-        text = "\n".join(log[-20:]) or "nb2flow: starting"
+    if record is None:  # no run folder (yet, refused, or an Argo run not reachable here): what nb2flow said
+        text = "\n".join(state.lines[-20:] + [f"problem: {p.get('message')} (cell {p.get('cell')})" for p in state.problems])
+        if done and state.error:
+            text += f"\n{state.error}"
+        text = text.strip() or "nb2flow: starting"
         return {"text/plain": text, "text/html": f"<pre>{html.escape(text)}</pre>"}
     from .runner.protocol import RunLayout, StepState
     from .runs import format_duration, step_detail
 
     rows = []
     for name, s in record.get("steps", {}).items():
-        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts") or "-"), format_duration(s.get("duration")),
-                     step_detail(s)))
+        step_state = StepState.parse(s["state"])
+        waiting = step_state in (StepState.PENDING,) or not s.get("attempts")
+        timed = step_state.finished and step_state not in (StepState.SKIPPED, StepState.REUSED)
+        rows.append((name, step_state.label, "-" if waiting else str(s.get("attempts")),
+                     format_duration(s.get("duration")) if timed or step_state is StepState.RUNNING else "-", step_detail(s)))
     head = f"run {record['run_id']}: {record['state']}"
     text = "\n".join([head] + [f"  {r[0]:<16} {r[1]:<12} {r[2]:>3}  {r[3]:>8}  {r[4]}".rstrip() for r in rows])
     table = "".join(f"<tr><td>{html.escape(r[0])}</td><td>{html.escape(r[1])}</td><td>{r[2]}</td><td>{r[3]}</td>"
@@ -276,10 +301,9 @@ def progress_view(run_dir: str | None, log: list, *, done: bool, code=None) -> d
             rel = os.path.relpath(merged, RunLayout(run_dir).notebook_folder)
             text += f"\nmerged notebook: {rel}"
             body += f'<p>merged notebook: <a href="{html.escape(rel)}" target="_blank">{html.escape(rel)}</a></p>'
-        failure = next((line for line in reversed(log) if line.startswith("nb2flow: ") and "(step:" in line), None)
-        if failure:
-            text += f"\n{failure}"
-            body += f"<pre>{html.escape(failure)}</pre>"
+        if state.error:
+            text += f"\n{state.error}"
+            body += f"<pre>{html.escape(state.error)}</pre>"
     return {"text/plain": text, "text/html": body}
 
 

@@ -75,15 +75,35 @@ def _parameter_args(parameters: dict | None) -> list:
 
 def run_command(input_path: str, compute_type: str | None, parameters: dict | None) -> list:
     """The ``nb2flow run`` of a job: the staged notebook, here or on Argo (followed to its end), its parameters."""
-    cmd = [sys.executable, "-m", "nb2flow", "run", input_path, "--no-progress"]
+    cmd = [sys.executable, "-m", "nb2flow", "run", input_path, "--no-progress", "--events", "json"]
     cmd += ["--argo", "--watch"] if compute_type == "argo" else ["--local"]
     return cmd + _parameter_args(parameters)
 
 
 def failure_line(output: str) -> str:
-    """The one line nb2flow printed about the failure (``nb2flow: nb.ipynb: cell 5 (step:train): ...``)."""
+    """The one line nb2flow printed about the failure (``nb2flow: nb.ipynb: cell 5 (step:train): ...``), for a
+    command without an event stream (``schedule``)."""
     lines = [line for line in output.splitlines() if line.startswith("nb2flow: ") and "warning" not in line]
-    return lines[-1][len("nb2flow: "):] if lines else "nb2flow run failed"
+    return lines[-1][len("nb2flow: "):] if lines else "nb2flow failed"
+
+
+def run_outcome(events_text: str) -> tuple[str | None, str | None]:
+    """(this run's folder, the failure to show) from a run's events (``--events json``): the folder only when
+    this run made one (never another run found in the folder), the error with each problem that stopped it."""
+    from .events import read_events
+
+    run_dir = error = None
+    problems = []
+    for ev in read_events(events_text.splitlines()):
+        if ev["event"] in ("run-started", "run-finished", "submitted") and ev.get("run_dir"):
+            run_dir = ev["run_dir"] if os.path.isdir(ev["run_dir"]) else run_dir
+        elif ev["event"] == "problem":
+            problems.append(f"cell {ev['cell']}: {ev['message']}" if ev.get("cell") else ev["message"])
+        elif ev["event"] == "error":
+            error = ev["message"]
+    if error and problems:
+        error = f"{error}: " + "; ".join(problems)
+    return run_dir, error
 
 
 class ExecutionManager(DefaultExecutionManager):
@@ -102,14 +122,14 @@ class ExecutionManager(DefaultExecutionManager):
         if not load(input_path).steps:
             return super().execute()
         proc = subprocess.run(run_command(os.path.basename(input_path), job.compute_type, job.parameters), cwd=staging, stdin=subprocess.DEVNULL,
-                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, preexec_fn=die_with_parent,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, preexec_fn=die_with_parent,
                               env=dict(os.environ, NO_COLOR="1"))
         with open(os.path.join(staging, "nb2flow.log"), "w", encoding="utf-8") as fh:
-            fh.write(proc.stdout)
-        run_dir = _newest_run(staging)
+            fh.write(proc.stderr)
+        run_dir, error = run_outcome(proc.stdout)
         self._outputs(job, run_dir)
         if proc.returncode != 0:
-            raise RuntimeError(failure_line(proc.stdout))
+            raise RuntimeError(error or failure_line(proc.stderr))
 
     def _outputs(self, job, run_dir: str | None) -> None:
         """The merged notebook as the job's output notebook (and HTML); the record and step notebooks as side files."""
@@ -156,11 +176,6 @@ class ExecutionManager(DefaultExecutionManager):
 
     def validate(cls, input_path: str) -> bool:  # jupyter-scheduler calls it as cls.validate(cls, path)
         return True  # the kernel comes from the notebook's metadata, else python3 (nb2flow picks it)
-
-
-def _newest_run(folder: str) -> str | None:
-    runs = glob.glob(os.path.join(folder, ".nb2flow", "runs", "*", "run.json"))
-    return os.path.dirname(max(runs, key=os.path.getmtime)) if runs else None
 
 
 class Scheduler(_Scheduler):

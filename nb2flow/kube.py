@@ -19,6 +19,7 @@ from .errors import (ClusterBadAnswer, ClusterBusy, ClusterConflict, ClusterDeni
                      ClusterRejected, ClusterStale, ClusterUnreachable)
 
 GROUP, VERSION = "argoproj.io", "v1alpha1"
+KINDS = {"workflows": "Workflow", "cronworkflows": "CronWorkflow"}
 
 
 @dataclass(frozen=True)
@@ -102,11 +103,11 @@ class Kube:
     # --------------------------------------------------------------- requests
     def _call(self, what: str, fn, *args, method: str = "GET", namespace: str | None = None, resource: str | None = None,
               retry_for: float | None = None, expect: str | None = None, text: bool = False, read_timeout: float | None = None,
-              **kwargs):
+              kind: str | None = None, **kwargs):
         """One API request under the policy: timeouts, retries of what is transient, the answer decoded.
 
-        ``expect``: "object" (a dict with metadata), "list" (``items``), or None; ``text``: the body as text
-        (pod logs). Every failure is a :class:`ClusterError` with one line."""
+        ``expect``: "object" (a dict with metadata), "list" (``items``), or None; ``kind``: the object's kind,
+        when the answer says one; ``text``: the body as text (pod logs). Every failure is a :class:`ClusterError` with one line."""
         budget = self.policy.retry_for if retry_for is None else retry_for
         deadline = time.monotonic() + budget
         attempt = 0
@@ -115,7 +116,7 @@ class Kube:
             try:
                 resp = self._send(what, fn, *args, namespace=namespace, resource=resource, _request_timeout=timeout,
                                   _preload_content=False, **kwargs)
-                return self._decode(what, resp, expect, text)
+                return self._decode(what, resp, expect, text, kind)
             except ClusterError as exc:
                 repeatable = exc.transient and (method in IDEMPOTENT or isinstance(exc, ClusterBusy))
                 if getattr(exc, "connect_failure", False) and attempt >= CONNECT_TRIES - 1:
@@ -158,7 +159,7 @@ class Kube:
             unreachable.connect_failure = True  # no connection at all: asked again briefly, not for the whole spell
             raise unreachable from None
 
-    def _decode(self, what: str, resp, expect: str | None, text: bool):
+    def _decode(self, what: str, resp, expect: str | None, text: bool, kind: str | None = None):
         """The answer's body as JSON of the expected shape; anything else is :class:`ClusterBadAnswer`."""
         data = resp.data or b""
         if text:
@@ -177,6 +178,8 @@ class Kube:
             wrong = "a list without items"
         elif expect == "object" and not isinstance(body.get("metadata"), dict):
             wrong = f"an object without metadata (kind {body.get('kind', '?')})"
+        elif kind and body.get("kind") not in (None, kind):
+            wrong = f"a {body.get('kind')} instead of a {kind}"
         if wrong:
             first = data[:80].decode("utf-8", "replace")
             raise ClusterBadAnswer(f"{what}: the API server at {self.host} answered {wrong} "
@@ -338,7 +341,8 @@ class Kube:
 
     def get(self, plural: str, namespace: str, name: str, **policy) -> dict:
         return self._call(f"reading {plural[:-1]} {name}", self.custom.get_namespaced_custom_object, GROUP, VERSION,
-                          namespace, plural, name, namespace=namespace, resource=plural, expect="object", **policy)
+                          namespace, plural, name, namespace=namespace, resource=plural, expect="object",
+                          kind=KINDS.get(plural), **policy)
 
     def list(self, plural: str, namespace: str, selector: str, **policy) -> list[dict]:
         items = self._call(f"listing {plural}", self.custom.list_namespaced_custom_object, GROUP, VERSION, namespace, plural,

@@ -8,7 +8,8 @@ Tests can set workflow status, and queue faults per request, as a real server on
 - ``"drop"``: the connection is closed before the request is read; ``"drop-after"``: the request is carried
   out (a create creates) and the connection closed before the answer;
 - ``"hang"``: the connection is accepted and never answered (until the server stops);
-- ``"html"``: 200 with a proxy's login page; ``"null"``: 200 with a JSON ``null`` body;
+- ``"html"``: 200 with a proxy's login page; ``"null"``: 200 with a JSON ``null`` body; ``"status"``: 200 with a
+  ``Status`` object where another kind is asked for;
 - ``"stale"``: 409 "the object has been modified" (reason Conflict), as for a stale resourceVersion;
 - a status code, or ``(code, message, causes, headers)``, e.g. ``(429, "slow down", None, {"Retry-After": "1"})``.
 """
@@ -125,6 +126,8 @@ class FakeKube:
                     return self._send(200, "<!DOCTYPE html><html><body><h1>Sign in to continue</h1></body></html>", ctype="text/html")
                 if queued == "null":
                     return self._send(200, b"null")
+                if queued == "status":  # 200 with a Status object: the wrong kind (what some proxies relay)
+                    return self._send(200, {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
                 if queued == "stale":
                     return self._status(409, "Operation cannot be fulfilled: the object has been modified; please apply your "
                                              "changes to the latest version and try again", reason="Conflict")

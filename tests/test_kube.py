@@ -640,6 +640,7 @@ def test_a_stale_409_on_update_or_stop_is_read_again_and_retried(kube, home):
 @pytest.mark.parametrize("fault, said", [
     ("html", "answered not JSON (text/html: '<!DOCTYPE html><html><body><h1>Sign in to continue</h1>"),
     ("null", "answered JSON null instead of an object (application/json: 'null')"),
+    ("status", "answered a Status instead of a Workflow (application/json: '{\"kind\": \"Status\""),
 ])
 def test_an_answer_that_is_not_the_json_expected_is_one_line(kube, home, fault, said):
     name = _submit(kube, home).stdout.strip()

@@ -150,14 +150,18 @@ class LocalRun:
 
         runs = [r for r in list_runs([self.layout.notebook_folder], limit=50) if r.get("run_dir") != self.run_dir
                 and r.get("notebook") == os.path.abspath(self.pipeline.path) and r.get("backend", "local") == "local"]
-        trusted = []
+        trusted, passed_over = [], []
         for r in runs:  # only runs whose record this user's nb2flow wrote (a planted or changed one is passed over)
             try:
                 verified_json(RunLayout(r["run_dir"]).record)
             except (Untrusted, OSError, ValueError):
-                self.reporter.message(f"not reusing {os.path.basename(r['run_dir'])}: its record is not one nb2flow wrote for you")
+                passed_over.append(os.path.basename(r["run_dir"]))
                 continue
             trusted.append((r["run_dir"], r))
+        if passed_over:  # one line, also when an upgrade left many unsigned runs
+            shown = ", ".join(passed_over[:3]) + (f" and {len(passed_over) - 3} more" if len(passed_over) > 3 else "")
+            self.reporter.message(f"not reusing {shown}: {'its record is' if len(passed_over) == 1 else 'their records are'} "
+                                  "not one nb2flow wrote for you (someone else's, or made before nb2flow signed its files)")
         return trusted
 
     def _install(self, installs: tuple) -> None:

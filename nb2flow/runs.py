@@ -75,8 +75,12 @@ def read_trusted_record(run_dir: str) -> dict:
 
 
 def write_record(run_dir: str, record: dict) -> None:
+    from .keys import user_key
+    from .runner import auth
     from .runner.files import write_json
 
+    if auth.current_key() is None:  # e.g. a run interrupted before its step files (and the key) were made
+        user_key()
     write_json(RunLayout(run_dir).record, record, sort_keys=False, signed=True)
 
 

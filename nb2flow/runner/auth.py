@@ -35,6 +35,10 @@ class Untrusted(Exception):
         self.path = path
 
 
+def current_key() -> bytes | None:
+    return _key
+
+
 def set_key(key: bytes) -> None:
     global _key
     _key = key

@@ -33,7 +33,7 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
     import sys
 
     from .errors import Nb2flowError, PipelineError
-    from .events import event
+    from .events import error, problem, run_finished
     from .local import RunOptions, raise_for_failures, run_local
     from .params import check_parameters
     from .progress import EventReporter
@@ -43,7 +43,7 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
         pipeline = load(path)
         if not pipeline.ok:
             for f in pipeline.errors:
-                sink(event("problem", path=str(path), cell=f.cell, step=f.step, severity=f.severity.value, message=f.message))
+                sink(problem(path, f))
             raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=str(path))
         params = check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path))
         result = run_local(pipeline, RunOptions(mode=mode, jobs=jobs, parameters=params, python=python or sys.executable,
@@ -53,14 +53,10 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
             raise_for_failures(result, pipeline)
         except Nb2flowError as exc:
             failure = exc
-        sink(event("run-finished", run_id=result.run_id, run_dir=os.path.abspath(result.run_dir), state=result.state.value,
-                   output_notebook=result.output_notebook and os.path.abspath(result.output_notebook),
-                   visible_notebook=result.visible_notebook and os.path.abspath(result.visible_notebook),
-                   exit_status=int(failure.status) if failure else 0))
+        sink(run_finished(result, failure.status if failure else 0))
         if failure:
             raise failure
         return result
     except Nb2flowError as exc:
-        sink(event("error", message=exc.render(), path=exc.path, cell=exc.cell, step=exc.step, hint=exc.hint,
-                   kind=type(exc).__name__, exit_status=int(exc.status)))
+        sink(error(exc))
         raise

@@ -27,6 +27,14 @@ def _emit(name: str, **fields) -> None:
         _EVENTS(event(name, **fields))
 
 
+def _sink(ev_builder, *args) -> None:
+    """Send an event built by one of :mod:`nb2flow.events`' builders (only when ``--events`` is on)."""
+    if _EVENTS is not None:
+        from . import events
+
+        _EVENTS(getattr(events, ev_builder)(*args))
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="nb2flow")
 def cli() -> None:
@@ -187,9 +195,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
 
 
 def _run_finished(result, status) -> None:
-    _emit("run-finished", run_id=result.run_id, run_dir=os.path.abspath(result.run_dir), state=result.state.value,
-          output_notebook=result.output_notebook and os.path.abspath(result.output_notebook),
-          visible_notebook=result.visible_notebook and os.path.abspath(result.visible_notebook), exit_status=int(status))
+    _sink("run_finished", result, status)
 
 
 @cli.command("list")
@@ -368,8 +374,7 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     if not pipeline.ok:
         for finding in pipeline.errors:
             _say(finding.render(notebook))
-            _emit("problem", path=notebook, cell=finding.cell, step=finding.step, severity=finding.severity.value,
-                  message=finding.message)
+            _sink("problem", notebook, finding)
         raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
@@ -914,10 +919,7 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(ExitStatus.BAD_INPUT)
     except Nb2flowError as exc:
-        from .runner.tracebacks import printable
-
-        _emit("error", message=printable(exc.render()), path=exc.path, cell=exc.cell, step=exc.step,
-              hint=exc.hint and printable(exc.hint), kind=type(exc).__name__, exit_status=int(exc.status))
+        _sink("error", exc)
         _say(f"nb2flow: {exc.render()}")
         for line in getattr(exc, "traceback", None) or []:
             _say(f"    {line}")

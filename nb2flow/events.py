@@ -59,3 +59,29 @@ def read_events(lines):
             continue
         if isinstance(ev, dict) and "event" in ev:
             yield ev
+
+
+def run_finished(result, exit_status: int) -> dict:
+    """The ``run-finished`` event of a local run's :class:`~nb2flow.local.RunResult`."""
+    import os
+
+    def absolute(path):
+        return path and os.path.abspath(path)
+
+    return event("run-finished", run_id=result.run_id, run_dir=absolute(result.run_dir), state=result.state.value,
+                 output_notebook=absolute(result.output_notebook), visible_notebook=absolute(result.visible_notebook),
+                 exit_status=int(exit_status))
+
+
+def problem(path: str, finding) -> dict:
+    """The ``problem`` event of a finding that stops a run."""
+    return event("problem", path=str(path), cell=finding.cell, step=finding.step, severity=finding.severity.value,
+                 message=finding.message)
+
+
+def error(exc) -> dict:
+    """The ``error`` event of the :class:`~nb2flow.errors.Nb2flowError` that ended the command."""
+    from .runner.tracebacks import printable
+
+    return event("error", message=printable(exc.render()), path=exc.path, cell=exc.cell, step=exc.step,
+                 hint=exc.hint and printable(exc.hint), kind=type(exc).__name__, exit_status=int(exc.status))

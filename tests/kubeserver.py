@@ -208,11 +208,7 @@ class FakeKube:
                     if method == "GET":
                         return self._send(200, server.objects[key])
                     if method == "PUT":
-                        if body["metadata"].get("resourceVersion") != server.objects[key]["metadata"].get("resourceVersion"):
-                            return self._status(409, "Operation cannot be fulfilled: the object has been modified", reason="Conflict")
-                        body["metadata"]["resourceVersion"] = str(int(body["metadata"]["resourceVersion"]) + 1)
-                        server.objects[key] = body
-                        return self._send(200, body)
+                        return self._replace(key, body)
                     if method == "PATCH":
                         _merge(server.objects[key], body)
                         return self._send(200, server.objects[key])
@@ -238,6 +234,15 @@ class FakeKube:
                         return self._send(200, server.logs.get((ns, name), ""))
                     return self._send(200, obj)
 
+            def _replace(self, key, body):
+                """PUT: only over the resourceVersion the client read (else 409 Conflict, as a real server); the lock is held."""
+                current = server.objects[key]
+                if body["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
+                    return self._status(409, "Operation cannot be fulfilled: the object has been modified", reason="Conflict")
+                body["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
+                server.objects[key] = body
+                return self._send(200, body)
+
             def _secret(self, method, ns, name, body):
                 """Secrets: create (409 for a name taken), replace (resourceVersion checked), merge-patch, delete."""
                 with server.lock:
@@ -252,12 +257,7 @@ class FakeKube:
                     if key not in server.objects:
                         return self._status(404, f'secrets "{name}" not found')
                     if method == "PUT":
-                        current = server.objects[key]
-                        if body["metadata"].get("resourceVersion") != current["metadata"].get("resourceVersion"):
-                            return self._status(409, "Operation cannot be fulfilled: the object has been modified", reason="Conflict")
-                        body["metadata"]["resourceVersion"] = str(int(current["metadata"]["resourceVersion"]) + 1)
-                        server.objects[key] = body
-                        return self._send(200, body)
+                        return self._replace(key, body)
                     if method == "PATCH":
                         _merge(server.objects[key], body)
                         return self._send(200, server.objects[key])

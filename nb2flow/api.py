@@ -25,16 +25,16 @@ def load_notebook(nb: Notebook) -> Pipeline:
 
 
 def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = "notebook", jobs: int | None = None,
-        on_event=None, python: str | None = None):
-    """Run a notebook's pipeline on this machine, as ``nb2flow run --local`` does, and return its
-    :class:`~nb2flow.local.RunResult`. ``on_event`` receives the run's events (dicts, see :mod:`nb2flow.events`),
-    the same ones ``--events json`` writes; the run's failure is also raised, as
-    :class:`~nb2flow.errors.StepFailed` (or a subclass), after the ``run-finished`` and ``error`` events."""
-    import sys
-
+        on_event=None, python: str | None = None, backend: str = "local", **request):
+    """Run a notebook's pipeline, as ``nb2flow run`` does, with the backend named (``local`` by default), and
+    return its :class:`~nb2flow.backends.Outcome` (a local run's :class:`~nb2flow.local.RunResult` is its
+    ``result``). ``on_event`` receives the run's events (dicts, see :mod:`nb2flow.events`), the same ones
+    ``--events json`` writes; a failed run is raised, as :class:`~nb2flow.errors.StepFailed` (or a subclass),
+    after the ``run-finished`` and ``error`` events. Other keywords are :class:`~nb2flow.backends.RunRequest`'s
+    (``fail_fast``, ``watch``, ``where``, …)."""
+    from . import backends
     from .errors import Nb2flowError, PipelineError
-    from .events import error, problem, run_finished
-    from .local import RunOptions, raise_for_failures, run_local
+    from .events import error, problem
     from .params import check_parameters
     from .progress import EventReporter
 
@@ -46,17 +46,14 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
                 sink(problem(path, f))
             raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=str(path))
         params = check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path))
-        result = run_local(pipeline, RunOptions(mode=mode, jobs=jobs, parameters=params, python=python or sys.executable,
-                                                progress=EventReporter(sink, "local")))
-        failure = None
-        try:
-            raise_for_failures(result, pipeline)
-        except Nb2flowError as exc:
-            failure = exc
-        sink(run_finished(result, failure.status if failure else 0))
-        if failure:
-            raise failure
-        return result
+        chosen = backends.get(backend)
+        req = backends.RunRequest(pipeline=pipeline, parameters=params, mode=mode, jobs=jobs, python=python,
+                                  progress=EventReporter(sink, backend), **request)
+        chosen.validate(req)
+        outcome = chosen.start(req, backends.Console(sink=sink))
+        if outcome.failure is not None:
+            raise outcome.failure
+        return outcome
     except Nb2flowError as exc:
         sink(error(exc))
         raise

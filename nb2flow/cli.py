@@ -14,7 +14,7 @@ import sys
 import click
 
 from . import __version__
-from .errors import ClusterError, ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
+from .errors import ExitStatus, Nb2flowError, PipelineError, StepFailed, UsageError
 
 NOTEBOOK = click.Path(dir_okay=True, path_type=str)
 _EVENTS = None  # the event sink of this command (``--events json``), see nb2flow.events
@@ -122,17 +122,17 @@ def _parameter_options(f):
 @click.option("--no-progress", is_flag=True, help="Plain line-by-line progress instead of the live table.")
 @click.option("--python", "python", default=None, metavar="PATH", help="Interpreter that runs each step [default: this one].")
 @click.option("--argo", is_flag=True, help="Submit to Argo Workflows (the default inside a pod with a service account).")
+@click.option("--backend", "backend_name", default=None, metavar="NAME", help="Run with this backend (local, argo, or one installed; see docs/architecture.md).")
 @click.option("--watch", is_flag=True, help="With --argo: follow the steps until the workflow ends; the exit status reflects it.")
 @click.option("--events", type=click.Choice(["json"]), default=None, help="Write the run's events as JSON lines on stdout (see the docs' event stream), for tools that follow a run.")
 @_cluster_options
 def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, reuse, local, quiet, no_progress,
-        python, argo, watch, events, pod_spec, from_pod, namespace, context, workdir) -> int:
+        python, argo, backend_name, watch, events, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Run NOTEBOOK's pipeline: every step in its own process, independent steps in parallel.
 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
     """
-    from .backend import choose_backend
-    from .local import RunOptions, raise_for_failures, run_local
+    from . import backends
     from .runs import find_run, notebook_of, read_trusted_record
 
     global _EVENTS
@@ -140,62 +140,63 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         from .events import JsonLines
 
         _EVENTS = JsonLines(sys.stdout)
+    flags = [f for f, on in (("local", local), ("argo", argo), (backend_name, bool(backend_name))) if on]
+    if len(set(flags)) > 1:
+        raise UsageError(" and ".join(("--" + f if f in ("local", "argo") else "--backend " + f) for f in flags) + " exclude each other")
     earlier = None
     if resume:
         search = [os.getcwd()] + ([os.path.dirname(os.path.abspath(notebook))] if notebook else [])
         run_dir = find_run(resume, search)
-        earlier = read_trusted_record(run_dir)
-        notebook = notebook or notebook_of(earlier, run_dir)
+        record = read_trusted_record(run_dir)
+        earlier = backends.RunRef(record["run_id"], record.get("backend") or "local", run_dir, record)
+        notebook = notebook or notebook_of(record, run_dir)
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
     from .config import load_config
 
     settings = load_config(notebook)
     origin = settings.origins.get("backend")
-    argo_resume = bool(earlier) and earlier.get("backend") == "argo"
-    backend, reason = choose_backend(local=local or (bool(resume) and not argo_resume), argo=argo or argo_resume,
-                                     setting=settings.backend, source=os.path.basename(origin) if origin else None)
-    if argo_resume:
-        reason = f"resuming Argo run {earlier['run_id']} on Argo"
-    if watch and backend == "local" and not local:
-        backend, reason = choose_backend(argo=True)
-        reason = reason.replace("(--argo)", "(--watch)")
+    chosen = flags[0] if flags else (earlier.backend if earlier else None)
+    name, reason = backends.choose(chosen, setting=settings.backend, source=os.path.basename(origin) if origin else None)
+    if earlier and not flags:
+        reason = f"resuming {earlier.backend} run {earlier.run_id} ({backends.get(earlier.backend).title})"
+    elif watch and not chosen and name == "local":  # only a submitted run can be watched
+        name, reason = "argo", f"{backends.get('argo').title} (--watch)"
+    backend = backends.get(name)
+    if earlier and earlier.backend != name:
+        raise UsageError(f"run {earlier.run_id} ran with the {earlier.backend} backend; it is resumed there",
+                         hint=f"nb2flow run --resume {earlier.run_id}")
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
-                                         default=(earlier or {}).get("parameters"))
+                                         default=(earlier.record.get("parameters") if earlier else None))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
     if _EVENTS is not None:
         from .progress import EventReporter
 
-        progress = EventReporter(_EVENTS, backend)
+        progress = EventReporter(_EVENTS, name)
+    request = backends.RunRequest(
+        pipeline=pipeline, parameters=params, mode=mode or (earlier.record.get("mode") if earlier else None) or "notebook",
+        jobs=jobs, fail_fast=fail_fast, progress=progress, python=python, reuse=reuse, resume=earlier, watch=watch,
+        where=backends.Where(namespace=namespace, context=context, pod_spec=pod_spec, from_pod=from_pod, workdir=workdir))
+    backend.validate(request)
     if not quiet:
         _say(f"nb2flow: {reason}")
-    if backend == "argo":
-        if reuse:
-            raise UsageError("--reuse is for local runs; on Argo, `nb2flow run --resume RUN` re-runs only what changed")
-        if python:
-            raise UsageError("--python names an interpreter on this machine; step pods run `python:` from nb2flow.yaml (default python3)")
-        return _run_argo(pipeline, params, watch=watch, progress=progress, mode=mode or (earlier or {}).get("mode") or "notebook",
-                         fail_fast=fail_fast, parallelism=jobs, resume=(run_dir, earlier) if argo_resume else None,
-                         pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
-    options = RunOptions(
-        mode=mode or (earlier or {}).get("mode", "notebook"), jobs=jobs, fail_fast=fail_fast, parameters=params,
-        progress=progress, python=python or sys.executable, resume=run_dir if resume else None, reuse=reuse and not resume,
-    )
-    result = run_local(pipeline, options)
-    if result.output_notebook:
-        shown = result.visible_notebook or result.output_notebook
-        _say(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}")
-    try:
-        raise_for_failures(result, pipeline)
-    except Nb2flowError as exc:
-        _run_finished(result, exc.status)
-        raise
-    _run_finished(result, ExitStatus.OK)
+    outcome = backend.start(request, _console())
+    if outcome.failure is not None:
+        raise outcome.failure
     return ExitStatus.OK
 
 
-def _run_finished(result, status) -> None:
-    _sink("run_finished", result, status)
+def _console():
+    """The Console backends talk through: human lines on stderr, the result on stdout, events when asked for."""
+    from .backends import Console
+
+    return Console(say=lambda text: click.echo(text, err=True), sink=_EVENTS, result=click.echo)
+
+
+def _where(namespace=None, context=None, **more):
+    from .backends import Where
+
+    return Where(namespace=namespace, context=context, **more)
 
 
 @cli.command("list")
@@ -206,19 +207,15 @@ def _run_finished(result, status) -> None:
 @_kube_options
 def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     """Recent runs of notebooks in FOLDERS (default: the current folder)."""
+    from . import backends
     from .runs import format_duration, format_time, list_runs, notebook_of
 
     records = list_runs(list(folders) or [os.getcwd()], limit)
     for r in records:
-        if r.get("backend") == "argo":
-            r["state"] = f"argo {r.get('state')}"
+        r["state"] = backends.of_record(r).list_state(r)
     by_id = {r["run_id"]: r for r in records}
-    for row in _cluster_runs(namespace, context, cluster):
-        known = by_id.get(row["run_id"])
-        if known is None:
-            records.append(row)
-        elif known["state"] == "argo running":  # its folder has only the record written at submission
-            known.update(state=row["state"], started=row["started"] or known.get("started"), ended=row["ended"])
+    for name in backends.names():
+        records += backends.get(name).more_runs(_where(namespace, context), cluster, by_id, _console())
     if as_json:
         click.echo(json.dumps([{k: r.get(k) for k in ("run_id", "notebook", "state", "started", "ended", "run_dir")} for r in records], indent=2))
         return ExitStatus.OK
@@ -234,35 +231,6 @@ def list_(folders, limit, as_json, cluster, namespace, context) -> int:
     return ExitStatus.OK
 
 
-def _cluster_runs(namespace, context, cluster) -> list:
-    """Workflows and schedules nb2flow made, as run-like rows; nothing when no cluster is asked for."""
-    from .backend import in_cluster
-
-    if cluster is False or (cluster is None and not namespace and not in_cluster()):
-        return []
-    from .argo import MANAGED_SELECTOR, NOTEBOOK_PATH
-    from .runner.record import parse_timestamp
-    from .errors import ClusterError
-
-    try:
-        kube, ns = _kube(namespace, context)
-        rows = []
-        for wf in kube.list("workflows", ns, MANAGED_SELECTOR):
-            st = wf.get("status") or {}
-            phase = {"Error": "failed"}.get(st.get("phase"), st.get("phase", "Pending").lower())
-            rows.append({"run_id": wf["metadata"]["name"], "notebook": (wf["metadata"].get("annotations") or {}).get(NOTEBOOK_PATH, "?"),
-                         "state": f"argo {phase}", "started": parse_timestamp(st.get("startedAt")), "ended": parse_timestamp(st.get("finishedAt"))})
-        for cw in kube.list("cronworkflows", ns, MANAGED_SELECTOR):
-            rows.append({"run_id": cw["metadata"]["name"], "notebook": (cw["metadata"].get("annotations") or {}).get(NOTEBOOK_PATH, "?"),
-                         "state": "schedule " + ", ".join(cw["spec"].get("schedules") or []), "started": None, "ended": None})
-        return rows
-    except (ClusterError, UsageError) as exc:
-        if cluster:
-            raise
-        _say(f"nb2flow: workflows not listed: {exc.render()}")
-        return []
-
-
 @cli.command()
 @click.argument("run_id")
 @click.option("--json", "as_json", is_flag=True)
@@ -273,95 +241,28 @@ def status(run_id, as_json, watch, namespace, context) -> int:
 
     An Argo run is read from its run folder when it has ended (no cluster needed, also after the
     workflow is deleted), and from the cluster while it runs."""
-    from .runs import find_run, read_record
+    from . import backends
 
-    try:
-        run_dir = find_run(run_id, [os.getcwd()])
-    except UsageError as local_miss:
-        if os.sep in run_id:
-            raise
-        from .errors import ClusterError, ClusterNotFound
-
-        if watch:
-            kube, ns = _kube(namespace, context)
-            return _follow(kube, ns, run_id, progress="auto")
-        try:
-            return _workflow_status(run_id, as_json, namespace, context)
-        except ClusterError as exc:
-            why = "not found" if isinstance(exc, ClusterNotFound) else exc.message
-            raise UsageError(f"no run {run_id!r} here, and no workflow of that name ({why})", hint=local_miss.hint) from None
-    record = read_record(run_dir)
-    workflow = record.get("workflow") or {}
+    console, where = _console(), _where(namespace, context)
+    ref = backends.find(run_id, where, console)
+    backend = backends.get(ref.backend)
     if watch:
-        if record.get("backend") != "argo":
-            raise UsageError(f"run {record['run_id']} ran on this machine: its own process shows its progress",
-                             hint=f"`nb2flow status {record['run_id']}` shows how it stands")
-        if record.get("state") == "running":
-            kube, ns = _kube(namespace or workflow.get("namespace"), context)
-            return _follow(kube, ns, workflow.get("name", record["run_id"]), progress="auto", run_dir=run_dir)
-    if record.get("backend") == "argo" and record.get("state") == "running":
-        from .errors import ClusterError
-
-        try:  # the record is the one written at submission: the cluster knows more
-            return _workflow_status(workflow.get("name", record["run_id"]), as_json, workflow.get("namespace") or namespace, context,
-                                    run_dir=run_dir)
-        except (ClusterError, UsageError) as exc:
-            _say(f"nb2flow: the cluster cannot say how workflow {record['run_id']} goes ({exc.render()}); "
-                       "showing its run folder")
+        outcome = backend.follow(ref, where, console)
+        if outcome.failure is not None:
+            raise outcome.failure
+        if ref.record is None or ref.record.get("state") == "running":
+            return ExitStatus.OK
+    report = backend.status(ref, where, console)
     if as_json:
-        click.echo(json.dumps(record, indent=2))
+        click.echo(json.dumps(report.data, indent=2))
         return ExitStatus.OK
-    _print_record(record, run_dir)
-    return ExitStatus.OK
-
-
-def _print_record(record: dict, run_dir: str) -> None:
-    from .runner.protocol import StepState
-    from .runs import format_duration, path_here, step_detail
-
-    workflow = record.get("workflow") or {}
-    if record.get("backend") == "argo":
-        where = f"argo workflow {workflow.get('namespace')}/{workflow.get('name')}; from its run folder"
-    else:
-        where = os.path.relpath(record["notebook"])
-    click.echo(f"run {record['run_id']}: {record['state']} ({where})")
-    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
-    for name, s in record.get("steps", {}).items():
-        rows.append((name, StepState.parse(s["state"]).label, str(s.get("attempts", 0)), format_duration(s.get("duration")),
-                     step_detail(s)[:100]))
+    click.echo(report.headline)
+    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")] + [(r.name, r.state, r.tries, r.time, r.detail) for r in report.steps]
     click.echo(_table(rows))
-    shown = path_here(record.get("visible_notebook") or record.get("output_notebook"), record, run_dir)
-    if shown:
-        click.echo(f"notebook: {os.path.relpath(shown)}")
-    if record.get("html"):
-        click.echo(f"html: {os.path.relpath(path_here(record.get('visible_html') or record['html'], record, run_dir))}")
-    elif record.get("html_skipped"):
-        click.echo(f"html: - ({record['html_skipped']})")
-    if workflow.get("ui"):
-        click.echo(f"argo: {workflow['ui']}")
-    click.echo(f"folder: {os.path.relpath(run_dir)}")
-
-
-def _workflow_status(name, as_json, namespace, context, run_dir=None) -> int:
-    from .cluster import controller_silence, live_views, no_controller_error
-    from .runs import format_duration
-
-    kube, ns = _kube(namespace, context)
-    workflow = kube.get("workflows", ns, name)
-    if as_json:
-        click.echo(json.dumps(workflow, indent=2))
-        return ExitStatus.OK
-    status = workflow.get("status") or {}
-    click.echo(f"workflow {name}: {status.get('phase', 'Pending')} (namespace {ns})")
-    rows = [("STEP", "STATE", "TRIES", "TIME", "DETAIL")]
-    for v in live_views(kube, ns, workflow, run_dir):
-        detail = v.note or (f"cell {v.cell}: {v.first_line}" if v.cell else "")
-        rows.append((v.name, v.state.label, str(v.attempt), format_duration(v.elapsed), detail[:160]))
-    click.echo(_table(rows))
-    waited = controller_silence(workflow)
-    if waited is not None:
-        error = no_controller_error(ns, name, waited)
-        _say(f"nb2flow: {error.render()}")
+    for line in report.lines:
+        click.echo(line)
+    for note in report.notes:
+        _say(note)
     return ExitStatus.OK
 
 
@@ -383,128 +284,10 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
 
 
 def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_kube=False):
-    from .cluster import resolve_target
-    from .config import load_config
+    from .backends.argo import target_for
 
-    config = load_config(notebook).with_flags(namespace=namespace, context=context, workdir=workdir)
-    for warning in config.warnings:
-        _say(f"nb2flow: warning: {warning}")
-    target = resolve_target(notebook, config, pod_spec=pod_spec, from_pod=from_pod, need_kube=need_kube, notice=_notice)
-    for warning in target.pod.warnings:
-        _say(f"nb2flow: {warning}")
-    return target
-
-
-def _run_argo(pipeline, params, *, watch, progress, mode, fail_fast, parallelism, resume=None, **where) -> int:
-    from .cluster import check_step_files_reach_pods, prepare, prepare_resume, submit, ui_link
-
-    target = _target(pipeline.path, need_kube=True, **where)
-    check_step_files_reach_pods(target, submitting=True)
-    manifest, _ = prepare(pipeline, target, params, mode=mode, fail_fast=fail_fast, parallelism=parallelism)
-    if resume:
-        earlier_dir, earlier = resume
-        manifest, kept = prepare_resume(pipeline, target, manifest, earlier_dir, earlier, params, mode)
-        if manifest is None:
-            _say(f"nb2flow: nothing to re-run: every step of {earlier['run_id']} succeeded and is unchanged")
-            return ExitStatus.OK
-        others = [s.name for s in pipeline.steps if s.name not in kept]
-        _say(f"nb2flow: resuming {earlier['run_id']}: reusing {', '.join(kept) or 'no step'} (saved values); "
-                   f"running {', '.join(others)}")
-    from .argo import named
-
-    manifest = named(manifest)
-    name = manifest["metadata"]["name"]
-    link = ui_link(target.config, target.namespace, name)
-    # the record first: a submission whose answer is lost still has one, under the name nb2flow chose
-    run_dir = _record_submission(pipeline, manifest, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
-    from .argo import env_secret_manifest
-    from .cluster import secret_values
-
-    try:
-        created = submit(target.kube, manifest, env_secret_manifest(manifest, secret_values(target)))
-    except ClusterError as exc:
-        if exc.transient:  # not known whether it was created: the record stays, and says how to find out
-            raise ClusterError(f"{exc.message}; workflow {name} may or may not have been created",
-                               hint=f"`nb2flow status {name}` tells; its record is in {os.path.relpath(run_dir)}") from None
-        _forget_submission(run_dir)
-        raise
-    _record_submission(pipeline, created, mode, link, target.local_dir, resumed=resume[1]["run_id"] if resume else None)
-    _say(f"workflow {name} submitted in namespace {target.namespace}")
-    _emit("submitted", workflow=name, namespace=target.namespace, run_dir=os.path.abspath(run_dir))
-    if link:
-        _say(f"  {link}")
-    if _EVENTS is None:
-        click.echo(name)
-    if not watch:
-        return ExitStatus.OK
-    return _follow(target.kube, target.namespace, name, progress=progress, run_dir=run_dir)
-
-
-def _follow(kube, namespace: str, name: str, *, progress: str, run_dir: str | None = None) -> int:
-    """Watch a workflow to its end (``run --watch``, ``status --watch``); the exit status reflects it."""
-    from .cluster import watch as watch_workflow
-
-    final = watch_workflow(kube, namespace, name, progress=progress, run_dir=run_dir)
-    phase = final.get("status", {}).get("phase")
-    _say(f"workflow {name}: {phase}")
-    from .runner.protocol import RunLayout
-
-    record = {}
-    if run_dir and os.path.exists(RunLayout(run_dir).record):
-        from .runs import read_record
-
-        record = read_record(run_dir)
-    _emit("run-finished", run_id=name, run_dir=run_dir and os.path.abspath(run_dir),
-          state=record.get("state") if record.get("state") not in (None, "running") else ("succeeded" if phase == "Succeeded" else "failed"),
-          output_notebook=record.get("output_notebook"), visible_notebook=record.get("visible_notebook"),
-          exit_status=int(ExitStatus.OK if phase == "Succeeded" else ExitStatus.FAILED))
-    if phase != "Succeeded":
-        raise StepFailed(f"workflow {name} ended {phase}: {final.get('status', {}).get('message', '')}".rstrip(": "),
-                         hint=f"nb2flow logs {name}")
-    return ExitStatus.OK
-
-
-def _record_submission(pipeline, manifest: dict, mode: str, link, folder: str, resumed=None) -> str:
-    """The run's record (``running``) before the Workflow is sent, completed with its uid once created, so
-    ``list`` and ``status`` find it in the run folder at once — also after a lost answer; the workflow's
-    final task replaces it with the outcome."""
-    import time
-
-    from . import __version__
-    from .runner.protocol import RunLayout
-    from .runner.record import new_record
-    from .runs import RUNS_SUBDIR, read_record, write_record
-
-    meta = manifest["metadata"]
-    params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
-    record = new_record(run_id=meta["name"], notebook=os.path.abspath(pipeline.path), sha256=pipeline.notebook.sha256,
-                        version=__version__, python=None, mode=mode, jobs=manifest["spec"].get("parallelism"), parameters=params,
-                        started=time.time(), resumed=resumed or False, backend="argo")
-    record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"),
-                          "phase": "Pending" if meta.get("uid") else "Submitting", **({"ui": link} if link else {})}
-    run_dir = os.path.join(folder, RUNS_SUBDIR, meta["name"])
-    try:
-        path = RunLayout(run_dir).record
-        if not os.path.exists(path) or (read_record(run_dir).get("workflow") or {}).get("phase") == "Submitting":
-            write_record(run_dir, record)  # never over the final task's record
-    except (OSError, ValueError) as exc:
-        _say(f"nb2flow: warning: cannot write the run's record in {run_dir}: {exc}")
-    return run_dir
-
-
-def _forget_submission(run_dir: str) -> None:
-    """The record written before a submission the API server refused: nothing was created."""
-    from .runner.protocol import RunLayout
-
-    from .runner.auth import SIG_SUFFIX
-    from .runner.files import unlink
-
-    unlink(RunLayout(run_dir).record)
-    unlink(RunLayout(run_dir).record + SIG_SUFFIX)
-    try:
-        os.rmdir(run_dir)  # a resume's folder keeps the steps it had copied in
-    except OSError:
-        pass
+    return target_for(notebook, _where(namespace, context, pod_spec=pod_spec, from_pod=from_pod, workdir=workdir), _console(),
+                      need_kube=need_kube)
 
 
 @cli.command()
@@ -626,14 +409,9 @@ def schedules(ctx, as_json, namespace, context) -> int:
 
 
 def _own(kube, ns, plural: str, name: str, verb: str, force: bool) -> dict:
-    """The object, once it is known to be the user's own (or ``--force``); see :func:`cluster.check_owner`."""
-    from .cluster import check_owner
+    from .backends.argo import own
 
-    obj = kube.get(plural, ns, name)
-    said = check_owner(kube, obj, what=f"{'schedule' if plural == 'cronworkflows' else 'workflow'} {name}", verb=verb, force=force)
-    if said:
-        _say(f"nb2flow: {said}")
-    return obj
+    return own(kube, ns, plural, name, verb, force, _console())
 
 
 FORCE = click.option("--force", is_flag=True, help="Act on another user's object (or one nb2flow did not make).")
@@ -709,72 +487,12 @@ def logs(name, step, follow, namespace, context) -> int:
     """Print the logs of run NAME's steps (or of STEP only); lines prefixed with their step when there are
     several. A local run's from its run folder; an Argo run's from its pods, and once the pods are gone from
     the run folder on the shared volume."""
-    from .cluster import find_step_pods, run_folder_logs
-    from .runs import find_run, read_record
+    from . import backends
 
-    try:
-        run_dir = find_run(name, [os.getcwd()])
-        record = read_record(run_dir)
-    except (UsageError, OSError, ValueError):
-        record = None
-    if record is not None and record.get("backend", "local") == "local":
-        return _local_logs(run_dir, record, step)
-    kube, ns = _kube(namespace, context)
-    workflow = kube.get("workflows", ns, name)
-    pods = find_step_pods(kube, ns, workflow, step)
-    if not pods:
-        kept = run_folder_logs(workflow, step)
-        if kept is None:
-            raise UsageError(f"no pods for {'step ' + step + ' of ' if step else ''}workflow {name} (yet, or already cleaned up)",
-                             hint="executed notebooks and logs stay in the run folder on the shared volume")
-        _say(f"nb2flow: the pods are gone; the cells' output as kept in {os.path.relpath(kept[0])}")
-        for task, text in kept[1]:
-            _echo_prefixed(text, task if len(kept[1]) > 1 else None)
-        return ExitStatus.OK
-    prefix = len(pods) > 1
-    if follow and prefix:  # several pods at once, interleaved as their lines come
-        import threading
-
-        lock = threading.Lock()
-
-        def pump(task, pod):
-            for line in kube.pod_log(ns, pod, follow=True):
-                with lock:
-                    _echo_prefixed(line, task)
-
-        threads = [threading.Thread(target=pump, args=pair, daemon=True) for pair in pods]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        return ExitStatus.OK
-    for task, pod in pods:
-        out = kube.pod_log(ns, pod, follow=follow)
-        for text in ([out] if isinstance(out, str) else out):
-            _echo_prefixed(text, task if prefix else None)
-    return ExitStatus.OK
-
-
-def _local_logs(run_dir: str, record: dict, step: str | None) -> int:
-    """A local run's step logs (each step's ``output.log``: its cells' output, framed by cell)."""
-    from .runner.protocol import RunLayout
-
-    layout = RunLayout(run_dir)
-    steps = record.get("steps") or {}
-    if step is not None and step not in steps:
-        raise UsageError(f"run {record['run_id']} has no step {step!r}", hint="its steps: " + ", ".join(steps))
-    chosen = [(n, s) for n, s in steps.items() if step is None or n == step]
-    shown = 0
-    for name, entry in chosen:
-        try:
-            with open(layout.output_log(entry.get("task") or name), encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        _echo_prefixed(text, name if len(chosen) > 1 else None)
-        shown += 1
-    if not shown:
-        _say(f"nb2flow: no step of run {record['run_id']} has written a log yet")
+    console, where = _console(), _where(namespace, context)
+    ref = backends.find(name, where, console)
+    for task, text in backends.get(ref.backend).logs(ref, step, follow, where, console):
+        _echo_prefixed(text, task)
     return ExitStatus.OK
 
 
@@ -792,11 +510,13 @@ def _echo_prefixed(text: str, task: str | None) -> None:
 @FORCE
 @_kube_options
 def stop(name, force, namespace, context) -> int:
-    """Stop workflow NAME (running steps are stopped, exit handlers run); yours, another user's with --force."""
-    kube, ns = _kube(namespace, context)
-    _own(kube, ns, "workflows", name, "stop", force)
-    kube.patch("workflows", ns, name, {"spec": {"shutdown": "Stop"}})
-    _say(f"workflow {name} stopping")
+    """Stop run NAME: a workflow (running steps are stopped, exit handlers run; yours, another user's with
+    --force), or a local run going on on this machine (as Ctrl-C in its terminal)."""
+    from . import backends
+
+    console, where = _console(), _where(namespace, context)
+    ref = backends.find(name, where, console)
+    _say(backends.get(ref.backend).stop(ref, force, where, console))
     return ExitStatus.OK
 
 
@@ -805,11 +525,12 @@ def stop(name, force, namespace, context) -> int:
 @FORCE
 @_kube_options
 def delete(name, force, namespace, context) -> int:
-    """Delete workflow NAME (yours; another user's with --force)."""
-    kube, ns = _kube(namespace, context)
-    _own(kube, ns, "workflows", name, "delete", force)
-    kube.delete("workflows", ns, name)
-    _say(f"workflow {name} deleted")
+    """Delete run NAME: a workflow (yours; another user's with --force), or a local run's folder."""
+    from . import backends
+
+    console, where = _console(), _where(namespace, context)
+    ref = backends.find(name, where, console)
+    _say(backends.get(ref.backend).delete(ref, force, where, console))
     return ExitStatus.OK
 
 
@@ -822,7 +543,7 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
     """Print the Role and RoleBinding nb2flow needs (apply with kubectl apply -f -)."""
     import yaml
 
-    from .backend import pod_namespace, service_account as own_account
+    from .incluster import pod_namespace, service_account as own_account
     from .cluster import pod_from_file, rbac_manifests
 
     where = "given"
@@ -847,14 +568,9 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
 
 
 def _kube(namespace, context):
-    from .config import load_config
-    from .kube import Kube
+    from .backends.argo import kube_for
 
-    from .kube import ApiPolicy
-
-    config = load_config(None).with_flags(namespace=namespace, context=context)
-    kube = Kube(context=config.context, policy=ApiPolicy.from_config(config), notice=_notice)
-    return kube, config.namespace or kube.default_namespace
+    return kube_for(_where(namespace, context), _console())
 
 
 def _say(text: str) -> None:
@@ -863,10 +579,6 @@ def _say(text: str) -> None:
 
     click.echo(printable(text), err=True)
     _emit("message", text=printable(text))
-
-
-def _notice(line: str) -> None:
-    _say(f"nb2flow: {line}")
 
 
 def _printable(text: str) -> str:

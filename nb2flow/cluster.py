@@ -18,7 +18,7 @@ from . import argo as A
 from .argo import cron_manifest, workflow_manifest
 from .config import ClusterConfig
 from .errors import UsageError
-from .backend import in_pod
+from .incluster import in_pod
 from .errors import ClusterConflict, ClusterError, ClusterRejected
 from .kube import Kube, workflow_nodes
 from .materialize import materialize

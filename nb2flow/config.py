@@ -153,8 +153,11 @@ def _coerce(key: str, value, path: str):
         if not isinstance(value, bool):
             raise UsageError(f"{path}: shared_workdir must be true or false")
         return value
-    if key == "backend" and value not in ("auto", "local", "argo"):
-        raise UsageError(f"{path}: backend must be auto, local or argo")
+    if key == "backend" and value != "auto":
+        from .backends import names
+
+        if value not in names():
+            raise UsageError(f"{path}: backend must be auto or one of: {', '.join(names())}")
     if key == "notify_on" and value not in ("failure", "always"):
         raise UsageError(f"{path}: notify_on must be failure or always")
     if key == "notify" and (not isinstance(value, str) or not value.strip("/") or value.count("/") > 1):

@@ -61,16 +61,16 @@ def read_events(lines):
             yield ev
 
 
-def run_finished(result, exit_status: int) -> dict:
-    """The ``run-finished`` event of a local run's :class:`~nb2flow.local.RunResult`."""
+def run_finished(outcome) -> dict:
+    """The ``run-finished`` event of a backend's :class:`~nb2flow.backends.Outcome`."""
     import os
 
     def absolute(path):
         return path and os.path.abspath(path)
 
-    return event("run-finished", run_id=result.run_id, run_dir=absolute(result.run_dir), state=result.state.value,
-                 output_notebook=absolute(result.output_notebook), visible_notebook=absolute(result.visible_notebook),
-                 exit_status=int(exit_status))
+    return event("run-finished", run_id=outcome.run_id, run_dir=absolute(outcome.run_dir), state=outcome.state,
+                 output_notebook=outcome.output_notebook, visible_notebook=outcome.visible_notebook,
+                 exit_status=outcome.exit_status)
 
 
 def problem(path: str, finding) -> dict:

@@ -14,7 +14,7 @@ import os
 import time
 from dataclasses import dataclass
 
-from .backend import NO_TOKEN_HINT, SA_DIR, in_pod, pod_namespace, service_account
+from .incluster import NO_TOKEN_HINT, SA_DIR, in_pod, pod_namespace, service_account
 from .errors import (ClusterBadAnswer, ClusterBusy, ClusterConflict, ClusterDenied, ClusterError, ClusterNotFound,
                      ClusterRejected, ClusterStale, ClusterUnreachable)
 

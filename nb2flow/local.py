@@ -28,7 +28,7 @@ from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
 from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
 from .runner.record import RunState, new_record, step_entry
-from .runs import (copy_step_results, create_run_dir, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
+from .runs import (copy_step_results, create_run_dir, process_owner, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
 
@@ -133,6 +133,7 @@ class LocalRun:
             version=__version__, python=self.options.python, mode=self.options.mode, jobs=self.jobs,
             parameters=self.options.parameters, started=self.started, resumed=bool(self.options.resume),
         )
+        self.record["owner"] = process_owner()
         if self.reused_from:
             self.reporter.message("reusing " + ", ".join(f"{n} (from {r})" for n, r in self.reused_from.items())
                                   + ": unchanged cells, definitions, inputs and parameters")

@@ -228,3 +228,35 @@ def format_time(ts: float | None) -> str:
     if not ts:
         return "-"
     return _dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _process_start(pid: int) -> str | None:
+    """The kernel's start time of process ``pid`` (clock ticks since boot, /proc/PID/stat field 22): with the pid,
+    it names one process, never a later one given the same pid."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def process_owner() -> dict:
+    """Who runs a local run, for its record: this process, on this machine (``stop`` signals it; ``list``
+    and ``status`` tell a run whose process is gone — killed, its terminal closed — as abandoned)."""
+    import socket
+
+    return {"pid": os.getpid(), "host": socket.gethostname(), "since": _process_start(os.getpid())}
+
+
+def run_owner_alive(record: dict) -> bool | None:
+    """Whether the process that runs a recorded run still does: True, False, or None when that cannot be told
+    here (another machine, or a record without its owner)."""
+    import socket
+
+    owner = record.get("owner") or {}
+    if not owner.get("pid") or owner.get("host") != socket.gethostname():
+        return None
+    since = _process_start(int(owner["pid"]))
+    if since is None:
+        return False
+    return owner.get("since") is None or since == owner.get("since")

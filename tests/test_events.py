@@ -59,7 +59,7 @@ def test_the_python_api_hands_the_same_events_to_a_callback(tmp_path):
     nb = write(tmp_path / "p.ipynb", cell("n = 1", "parameters"), cell("x = n * 2", "step:a"), cell("y = x + 1", "step:b"))
     seen = []
     result = run(nb, parameters={"n": 5}, on_event=seen.append)
-    assert result.state.value == "succeeded"
+    assert result.state == "succeeded" and result.result.state.value == "succeeded"
     assert [e["event"] for e in seen][0] == "run-started" and seen[-1]["event"] == "run-finished"
     assert seen[-1]["exit_status"] == 0 and seen[-1]["run_id"] == result.run_id
     bad = write(tmp_path / "q.ipynb", cell("x = 1", "step:a"), cell("1 / 0", "step:b"))

@@ -1,4 +1,4 @@
-"""Choosing where a run goes: this machine, or Argo Workflows on the cluster around it."""
+"""Where nb2flow itself runs: inside a Kubernetes pod or not, with which service account (no API call)."""
 
 from __future__ import annotations
 
@@ -50,26 +50,3 @@ def service_account() -> tuple[str | None, str | None]:
     if len(parts) == 4 and parts[:2] == ["system", "serviceaccount"]:
         return parts[2], parts[3]
     return None, None
-
-
-def choose_backend(*, local: bool = False, argo: bool = False, setting: str = "auto", source: str | None = None) -> tuple[str, str]:
-    """(``local`` or ``argo``, one line saying why). Flags win over the ``backend`` setting."""
-    if local and argo:
-        from .errors import UsageError
-
-        raise UsageError("--local and --argo exclude each other")
-    if local:
-        return "local", "running on this machine (--local)"
-    if argo:
-        return "argo", "submitting to Argo Workflows (--argo)"
-    where = f" in {source}" if source else ""
-    if setting == "local":
-        return "local", f"running on this machine (backend: local{where})"
-    if setting == "argo":
-        return "argo", f"submitting to Argo Workflows (backend: argo{where})"
-    if in_cluster():
-        return "argo", ("submitting to Argo Workflows: this is a pod with a service account "
-                        "(--local, or backend: local in nb2flow.yaml, runs here instead)")
-    if in_pod():
-        return "local", f"running on this machine: this pod has no service-account token ({NO_TOKEN_HINT})"
-    return "local", "running on this machine (no Kubernetes credentials found)"

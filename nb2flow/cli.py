@@ -133,6 +133,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
     """
     from . import backends
+    from .runner.protocol import notebook_folder
     from .runs import find_run, notebook_of, read_trusted_record
 
     global _EVENTS
@@ -145,7 +146,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         raise UsageError(" and ".join(("--" + f if f in ("local", "argo") else "--backend " + f) for f in flags) + " exclude each other")
     earlier = None
     if resume:
-        search = [os.getcwd()] + ([os.path.dirname(os.path.abspath(notebook))] if notebook else [])
+        search = [os.getcwd()] + ([notebook_folder(notebook)] if notebook else [])
         run_dir = find_run(resume, search)
         record = read_trusted_record(run_dir)
         earlier = backends.RunRef(record["run_id"], record.get("backend") or "local", run_dir, record)

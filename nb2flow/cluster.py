@@ -26,7 +26,7 @@ from .names import file_slug
 from .pipeline import Pipeline
 from .podspec import PodSettings, check_on_volume, pod_settings, step_resources
 from .progress import StepView, make_reporter
-from .runner.protocol import ARGO_PHASES, BUNDLES_DIR, RUNS_DIR, StepState
+from .runner.protocol import ARGO_PHASES, BUNDLES_DIR, RUNS_DIR, StepState, notebook_folder, runs_root
 from .runner.record import parse_timestamp
 
 
@@ -64,7 +64,7 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
     """``notice``: where lines about requests being asked again go (None: nowhere)."""
     from .kube import ApiPolicy
 
-    local_dir = os.path.dirname(os.path.abspath(notebook))
+    local_dir = notebook_folder(notebook)
     kube = None
     policy = ApiPolicy.from_config(config)
     pod = None
@@ -216,7 +216,7 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     if len(kept) == len(pipeline.steps):
         return None, kept
     name = f"{k8s_name(pipeline.notebook.stem, max_len=GENERATE_NAME_MAX - 1)}-{secrets.token_hex(3)[:5]}"
-    new = RunLayout(os.path.join(target.local_dir, *RUNS_DIR.split("/"), name))
+    new = RunLayout(os.path.join(runs_root(target.local_dir), name))
     make_private_dirs(new.root)
     for step_name, entry in kept.items():
         task = entry.get("task") or step_name

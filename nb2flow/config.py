@@ -109,7 +109,9 @@ def load_config(notebook: str | None, *, user_file: str | None = None) -> Cluste
     """Defaults, then the user's file, then the notebook folder's ``nb2flow.yaml``."""
     files = [user_file or os.path.join(os.path.expanduser("~"), ".config", "nb2flow", "config.yaml")]
     if notebook:
-        folder = os.path.dirname(os.path.abspath(notebook))
+        from .runner.protocol import notebook_folder
+
+        folder = notebook_folder(notebook)
         files += [os.path.join(folder, n) for n in CONFIG_NAMES]
     values: dict = {}
     sources, warnings = [], []

@@ -26,7 +26,7 @@ from .runner.files import make_dir_inside, unlink, write_atomic, write_json
 from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
-from .runner.protocol import BundleLayout, RunLayout, StepState, step_command
+from .runner.protocol import BundleLayout, RunLayout, StepState, notebook_folder, step_command
 from .runner.record import RunState, new_record, step_entry
 from .runs import (copy_step_results, create_run_dir, process_owner, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
@@ -78,6 +78,7 @@ class LocalRun:
     def __init__(self, pipeline: Pipeline, options: RunOptions) -> None:
         self.pipeline = pipeline
         self.options = options
+        self.folder = notebook_folder(pipeline.path)  # where its steps run and its visible notebook goes
         self.jobs = max(1, options.jobs or os.cpu_count() or 1)
         self.reporter = make_reporter(options.progress)
         self.tasks = {s.name: s.task for s in pipeline.steps}
@@ -170,7 +171,7 @@ class LocalRun:
         if not installs:
             return
         done = []
-        folder = os.path.dirname(os.path.abspath(self.pipeline.path))
+        folder = self.folder
         for inst in installs:
             self.reporter.message(f"cell {inst.cell}: `{inst.line}` (once for every step)")
             done.append(self._install_one(inst, folder))
@@ -275,7 +276,7 @@ class LocalRun:
         for marker in self.layout.markers(task):
             unlink(marker)
         cmd = step_command(self.options.python, self.layout.bundle, self.run_dir, task, params_file=self.layout.parameters,
-                           cwd=os.path.dirname(os.path.abspath(self.pipeline.path)), wait=True, attempt=attempt)
+                           cwd=self.folder, wait=True, attempt=attempt)
         self.statuses[name] = {}
         self.exit_codes[name] = None
         self.procs[name] = _Process(self.server.spawn(cmd[2:], self.layout.runner_log(task)))
@@ -373,7 +374,7 @@ class LocalRun:
             from .runner import runner_digest
 
             runner = write_runner(self.layout.bundle)
-            self.server = ForkServer(self.options.python, runner, os.path.dirname(os.path.abspath(self.pipeline.path)),
+            self.server = ForkServer(self.options.python, runner, self.folder,
                                      digest=runner_digest(), key=user_key())
             try:
                 self.prepare()
@@ -426,7 +427,7 @@ class LocalRun:
         with open(BundleLayout(self.layout.bundle).source, encoding="utf-8") as fh:
             source = json.load(fh)
         written = write_merged(source, [s.task for s in self.pipeline.steps], self.run_dir, self.options.parameters,
-                               notebook_folder=os.path.dirname(os.path.abspath(self.pipeline.path)), run_id=self.run_id)
+                               notebook_folder=self.folder, run_id=self.run_id)
         if written.get("problem"):
             self.reporter.message(f"warning: {written['problem']}")
         return written["output_notebook"], written["visible_notebook"]

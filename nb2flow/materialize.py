@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import __version__
 from .errors import PipelineError
 from .pipeline import Pipeline, Step
-from .runner.protocol import BundleLayout, Role
+from .runner.protocol import BundleLayout, Role, notebook_folder
 from .runner.script_mode import script_mark
 
 MODES = ("notebook", "script")
@@ -234,7 +234,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     consumers = consumers_of(pipeline)
     prints = fingerprints(pipeline, mode)
     tasks = {s.name: s.task for s in pipeline.steps}
-    cwd = cwd or os.path.dirname(os.path.abspath(pipeline.path))
+    cwd = cwd or notebook_folder(pipeline.path)
     for step in pipeline.steps:
         spec = {
             "name": step.name,

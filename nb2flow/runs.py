@@ -14,13 +14,12 @@ import secrets
 
 from .errors import UsageError
 from .names import file_slug
-from .runner.protocol import RUNS_DIR, RunLayout, StepState
+from .runner.protocol import RunLayout, StepState, notebook_folder, runs_root
 
-RUNS_SUBDIR = os.path.join(*RUNS_DIR.split("/"))
 
 
 def runs_root_for(notebook_path: str) -> str:
-    return os.path.join(os.path.dirname(os.path.abspath(notebook_path)), RUNS_SUBDIR)
+    return runs_root(notebook_folder(notebook_path))
 
 
 def create_run_dir(root: str, stem: str) -> tuple[str, str]:
@@ -169,7 +168,7 @@ def find_run(run_id: str, search: list[str]) -> str:
         return os.path.abspath(run_id)
     if "/" not in run_id and run_id not in (".", ".."):
         for base in search:
-            candidate = os.path.join(base, RUNS_SUBDIR, run_id)
+            candidate = os.path.join(runs_root(base), run_id)
             if os.path.isfile(RunLayout(candidate).record):
                 return os.path.abspath(candidate)
     raise UsageError(
@@ -182,7 +181,7 @@ def list_runs(bases: list[str], limit: int = 20) -> list[dict]:
     """Recent run records under each base folder's ``.nb2flow/runs``, newest first."""
     records = []
     for base in bases:
-        root = os.path.join(base, RUNS_SUBDIR)
+        root = runs_root(base)
         try:
             names = os.listdir(root)
         except OSError:

@@ -304,7 +304,8 @@ def record_submission(pipeline, manifest: dict, mode: str, link, folder: str, co
     from .. import __version__
     from ..runner.protocol import RunLayout
     from ..runner.record import new_record
-    from ..runs import RUNS_SUBDIR, read_record, write_record
+    from ..runner.protocol import runs_root
+    from ..runs import read_record, write_record
 
     meta = manifest["metadata"]
     params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
@@ -313,7 +314,7 @@ def record_submission(pipeline, manifest: dict, mode: str, link, folder: str, co
                         started=time.time(), resumed=resumed or False, backend="argo")
     record["workflow"] = {"name": meta["name"], "namespace": meta.get("namespace"), "uid": meta.get("uid"),
                           "phase": "Pending" if meta.get("uid") else "Submitting", **({"ui": link} if link else {})}
-    run_dir = os.path.join(folder, RUNS_SUBDIR, meta["name"])
+    run_dir = os.path.join(runs_root(folder), meta["name"])
     try:
         path = RunLayout(run_dir).record
         if not os.path.exists(path) or (read_record(run_dir).get("workflow") or {}).get("phase") == "Submitting":

@@ -12,7 +12,7 @@ import json
 import os
 
 from .files import write_atomic, write_new
-from .protocol import Role, RunLayout, VISIBLE_DIR
+from .protocol import Role, RunLayout, visible_notebook
 
 
 def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -> dict:
@@ -97,7 +97,7 @@ def write_merged(source: dict, steps: list, run_dir: str, parameters: dict, *, n
         out["problem"] = f"cannot write {layout.out_notebook(stem)}: {exc}"
         return out
     try:
-        out["visible_notebook"] = write_new(os.path.join(notebook_folder, VISIBLE_DIR, f"{run_id}.ipynb"), text)
+        out["visible_notebook"] = write_new(visible_notebook(notebook_folder, run_id), text)
     except OSError as exc:
         out["problem"] = f"cannot write the run's notebook beside yours: {exc}"
     return out

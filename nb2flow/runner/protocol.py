@@ -29,6 +29,17 @@ BUNDLES_DIR = NB2FLOW_DIR + "/bundles"  # beside the notebook: step files of exp
 VISIBLE_DIR = "nb2flow-runs"  # beside the notebook, shown by JupyterLab's file browser: one merged notebook per run
 
 
+def notebook_folder(notebook_path: str) -> str:
+    """The folder a notebook's runs (:data:`RUNS_DIR`), bundles and visible merged notebooks live in, and where its
+    steps run (their working folder): the notebook's own."""
+    return os.path.dirname(os.path.abspath(notebook_path))
+
+
+def runs_root(folder: str) -> str:
+    """The folder holding the run folders of the notebooks in ``folder``."""
+    return os.path.join(folder, *RUNS_DIR.split("/"))
+
+
 def visible_notebook(notebook_folder: str, run_id: str) -> str:
     """Where a run's merged notebook is also written, for JupyterLab's file browser (which hides dot-folders)."""
     return os.path.join(notebook_folder, VISIBLE_DIR, f"{run_id}.ipynb")
@@ -144,7 +155,10 @@ class RunLayout:
     @property
     def notebook_folder(self) -> str:
         """The folder of the notebook whose run this is (``<folder>/.nb2flow/runs/<run id>``)."""
-        return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(self.root))))
+        folder = os.path.dirname(os.path.abspath(self.root))
+        for _ in RUNS_DIR.split("/"):
+            folder = os.path.dirname(folder)
+        return folder
 
     @property
     def record(self) -> str:

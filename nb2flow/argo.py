@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import copy
 import json
-import math
 import posixpath
 import re
 
@@ -60,27 +59,32 @@ def argo_parameter_name(name: str) -> str:
 
 
 def argo_json(value) -> str:
-    """JSON for a parameter value in which no ``{`` or ``}`` occurs inside strings, ASCII only
-    (non-ASCII and control characters escaped), so Argo's substitution keeps it exact."""
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=True).replace("{", "\\u007b").replace("}", "\\u007d")
-    if isinstance(value, bool) or value is None or isinstance(value, int):
-        return json.dumps(value)
-    if isinstance(value, float):
-        if math.isnan(value) or math.isinf(value):
-            return json.dumps(value)  # NaN / Infinity: Python's json reads them back
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(argo_json(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{argo_json(str(k))}: {argo_json(v)}" for k, v in value.items()) + "}"
-    raise TypeError(type(value).__name__)
+    """A parameter value as an Argo workflow parameter: its wire JSON (:func:`nb2flow.runner.params.to_wire`) in
+    which no ``{`` or ``}`` occurs inside strings, ASCII only (non-ASCII and control characters escaped), so
+    Argo's substitution keeps it exact."""
+    from .runner.params import to_wire
+
+    return _braceless_json(to_wire(value))
+
+
+def _braceless_json(data) -> str:
+    if isinstance(data, str):
+        return json.dumps(data, ensure_ascii=True).replace("{", "\\u007b").replace("}", "\\u007d")
+    if isinstance(data, list):
+        return "[" + ", ".join(_braceless_json(v) for v in data) + "]"
+    if isinstance(data, dict):
+        return "{" + ", ".join(f"{_braceless_json(k)}: {_braceless_json(v)}" for k, v in data.items()) + "}"
+    if isinstance(data, bool) or data is None or isinstance(data, (int, float)):
+        return json.dumps(data)  # NaN / Infinity too: Python's json reads them back
+    raise TypeError(type(data).__name__)
 
 
 def run_parameters(pipeline: Pipeline, overrides: dict) -> dict:
     """The parameter values an Argo run passes to its steps (as the steps decode them): the overrides and every
     literal default; what the run's record, and so a resume's fingerprints, hold."""
-    return {name: json.loads(entry["value"]) for name, entry in workflow_parameters(pipeline, overrides)}
+    from .runner.params import from_wire
+
+    return {name: from_wire(json.loads(entry["value"])) for name, entry in workflow_parameters(pipeline, overrides)}
 
 
 def workflow_parameters(pipeline: Pipeline, overrides: dict) -> list[tuple[str, dict]]:

@@ -133,6 +133,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
     """
     from . import backends
+    from .runner.params import from_wire
     from .runner.protocol import notebook_folder
     from .runs import find_run, notebook_of, read_trusted_record
 
@@ -168,7 +169,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         raise UsageError(f"run {earlier.run_id} ran with the {earlier.backend} backend; it is resumed there",
                          hint=f"nb2flow run --resume {earlier.run_id}")
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
-                                         default=(earlier.record.get("parameters") if earlier else None))
+                                         default=(from_wire(earlier.record.get("parameters")) if earlier else None))
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
     if _EVENTS is not None:
         from .progress import EventReporter

@@ -206,7 +206,7 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     from .materialize import fingerprints
     from .names import GENERATE_NAME_MAX, k8s_name
     from .runner.files import make_private_dirs, write_json
-    from .runner.protocol import RunLayout
+    from .runner.protocol import RunLayout, status_entry
     from .runner.record import step_fingerprint
     from .runs import copy_step_results, reusable_steps
 
@@ -221,8 +221,9 @@ def prepare_resume(pipeline: Pipeline, target: Target, manifest: dict, earlier_d
     for step_name, entry in kept.items():
         task = entry.get("task") or step_name
         copy_step_results(earlier_dir, new.root, task)
-        write_json(new.status(task), {"step": step_name, "state": StepState.REUSED.value, "stage": "ended", "attempt": entry.get("attempts", 1),
-                                      "started": entry.get("started"), "ended": entry.get("ended"), "reused_from": earlier.get("run_id")})
+        write_json(new.status(task), status_entry(step_name, StepState.REUSED, stage="ended", attempt=entry.get("attempts", 1),
+                                                  started=entry.get("started"), ended=entry.get("ended"),
+                                                  reused_from=earlier.get("run_id")))
     tasks = [(earlier["steps"][n].get("task") or n) for n in kept]
     return resumed_manifest(manifest, name=name, kept=tasks, earlier=earlier.get("run_id", "")), kept
 

@@ -3,9 +3,12 @@ notebook as an nb2flow pipeline.
 
 ``pip install 'nb2flow[jupyterlab]'`` installs jupyter-scheduler and enables this module as a server
 extension (``etc/jupyter/jupyter_server_config.d/nb2flow-scheduler.json``; from a source checkout,
-``jupyter server extension enable nb2flow.jupyter_scheduler``). Loaded after jupyter-scheduler, it
-gives the scheduler nb2flow's environment and execution manager through jupyter-scheduler's own
-seams: one environment, *nb2flow pipeline*, with compute types ``local`` (the steps
+``jupyter server extension enable nb2flow.jupyter_scheduler``). When the server links its extensions, this
+one sets jupyter-scheduler's own documented configuration, as ``c.SchedulerApp.scheduler_class = ...`` in
+``jupyter_server_config.py`` would (and leaves alone what the user's configuration sets):
+``SchedulerApp.scheduler_class`` is :class:`Scheduler` (whose ``execution_manager_class`` and
+``task_runner_class`` are nb2flow's) and ``SchedulerApp.environment_manager_class`` is :class:`Environments`:
+one environment, *nb2flow pipeline*, with compute types ``local`` (the steps
 run on the notebook server's machine) and ``argo`` (an Argo Workflow, followed to its end), runs
 each job with ``nb2flow run`` on the staged copy of the notebook, and gives the job the merged
 notebook as its output notebook (and HTML), the run record and the per-step notebooks as its side
@@ -19,7 +22,6 @@ jupyter-scheduler would run it.
 from __future__ import annotations
 
 import glob
-import json
 import os
 import shutil
 import subprocess
@@ -30,6 +32,7 @@ from jupyter_scheduler.executors import DefaultExecutionManager
 from jupyter_scheduler.models import RuntimeEnvironment
 from jupyter_scheduler.scheduler import Scheduler as _Scheduler
 from jupyter_scheduler.task_runner import TaskRunner as _TaskRunner
+from traitlets import Type as TType
 
 SUPPORTED = "jupyter-scheduler>=2.7,<3"
 ENVIRONMENT = "nb2flow"
@@ -70,7 +73,9 @@ def job_parameters(parameters: dict | None) -> dict:
 
 def _parameter_args(parameters: dict | None) -> list:
     values = job_parameters(parameters)
-    return ["-y", json.dumps(values, default=list)] if values else []  # YAML reads JSON: the values exactly
+    from .params import yaml_text
+
+    return ["-y", yaml_text(values)] if values else []
 
 
 def run_command(input_path: str, compute_type: str | None, parameters: dict | None) -> list:
@@ -179,8 +184,15 @@ class ExecutionManager(DefaultExecutionManager):
 
 
 class Scheduler(_Scheduler):
-    """jupyter-scheduler's scheduler with nb2flow's execution manager; an ``argo`` job definition with a schedule
-    becomes an Argo CronWorkflow instead of a task of the server's own runner."""
+    """jupyter-scheduler's scheduler with nb2flow's execution manager and task runner (``SchedulerApp.scheduler_class``);
+    an ``argo`` job definition with a schedule becomes an Argo CronWorkflow instead of a task of the server's own runner."""
+
+    execution_manager_class = TType(allow_none=True, config=True, klass="jupyter_scheduler.executors.ExecutionManager",
+                                    default_value="nb2flow.jupyter_scheduler.ExecutionManager",
+                                    help="The execution manager class to use (nb2flow's: a job is an nb2flow run).")
+    task_runner_class = TType(allow_none=True, config=True, klass="jupyter_scheduler.task_runner.BaseTaskRunner",
+                              default_value="nb2flow.jupyter_scheduler.TaskRunner",
+                              help="The runner of scheduled job definitions (nb2flow's leaves argo ones to Argo).")
 
     def create_job_definition(self, model) -> str:
         if model.compute_type != "argo" or not model.schedule:
@@ -223,24 +235,37 @@ def _jupyter_server_extension_points():
     return [{"module": "nb2flow.jupyter_scheduler"}]
 
 
+NB2FLOW_CONFIG = {"scheduler_class": "nb2flow.jupyter_scheduler.Scheduler",
+                  "environment_manager_class": "nb2flow.jupyter_scheduler.Environments"}
+
+
+def _link_jupyter_server_extension(serverapp) -> None:
+    """Before any extension is loaded: jupyter-scheduler's configuration names nb2flow's scheduler and environments,
+    unless the user's configuration already names others. Extensions link in name order, so jupyter-scheduler's
+    app has read the server's configuration already: it gets the same values directly."""
+    from traitlets.config import Config
+
+    configured = serverapp.config["SchedulerApp"] if "SchedulerApp" in serverapp.config else {}
+    config = Config({"SchedulerApp": {k: v for k, v in NB2FLOW_CONFIG.items() if k not in configured}})
+    serverapp.update_config(config)
+    for app in serverapp.extension_manager.extension_apps.get("jupyter_scheduler", ()):
+        app.update_config(config)
+
+
 def _load_jupyter_server_extension(serverapp) -> None:
-    """After jupyter-scheduler loaded (extensions load in name order): its environment list and its scheduler
-    become nb2flow's (the environments manager in the server's settings, the scheduler's execution manager)."""
+    """Says whether JupyterLab's scheduler runs notebooks as nb2flow pipelines: the configuration does the wiring
+    (``SchedulerApp.scheduler_class``, ``SchedulerApp.environment_manager_class``); this only reports it, and warns
+    when another scheduler or environment manager is configured in their place."""
     settings = serverapp.web_app.settings
     scheduler = settings.get("scheduler")
     if scheduler is None:
         serverapp.log.warning("nb2flow: jupyter-scheduler is not loaded; nothing to do (pip install 'nb2flow[jupyterlab]')")
         return
-    environments = Environments()
-    settings["environments_manager"] = environments
-    scheduler.environments_manager = environments
-    if type(scheduler) is _Scheduler:  # the default scheduler: nb2flow's adds Argo schedules, nothing else
-        scheduler.__class__ = Scheduler
-    else:
-        serverapp.log.warning("nb2flow: a custom scheduler (%s) is configured: scheduled argo job definitions run here, "
-                              "not as Argo CronWorkflows", type(scheduler).__name__)
-    if type(scheduler.task_runner) is _TaskRunner:  # ... and its runner leaves them to Argo
-        scheduler.task_runner.__class__ = TaskRunner
-    scheduler.execution_manager_class = ExecutionManager
+    if not isinstance(scheduler, Scheduler) or not isinstance(settings.get("environments_manager"), Environments):
+        serverapp.log.warning("nb2flow: JupyterLab's scheduler is configured with %s and %s, not nb2flow's: set "
+                              "c.SchedulerApp.scheduler_class = 'nb2flow.jupyter_scheduler.Scheduler' and "
+                              "c.SchedulerApp.environment_manager_class = 'nb2flow.jupyter_scheduler.Environments'",
+                              type(scheduler).__name__, type(settings.get("environments_manager")).__name__)
+        return
     serverapp.log.info("nb2flow: JupyterLab's scheduler (%s) runs notebooks as nb2flow pipelines (compute types: local, argo)",
-                       type(scheduler).__name__)
+                       SUPPORTED)

@@ -26,7 +26,8 @@ from .runner.files import make_dir_inside, unlink, write_atomic, write_json
 from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer
 from .runner.merge import write_merged
-from .runner.protocol import BundleLayout, RunLayout, StepState, notebook_folder, step_command
+from .runner.params import to_wire
+from .runner.protocol import BundleLayout, RunLayout, StepState, notebook_folder, step_command, step_error
 from .runner.record import RunState, new_record, step_entry
 from .runs import (copy_step_results, create_run_dir, process_owner, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
@@ -101,7 +102,7 @@ class LocalRun:
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
-        write_json(self.layout.parameters, self.options.parameters, signed=True)
+        write_json(self.layout.parameters, to_wire(self.options.parameters), signed=True)
         bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode, installs_once=True)
         self.fingerprints = {name: step_fingerprint(print_, self.options.parameters) for name, print_ in bundle.fingerprints.items()}
         kept: dict = {}
@@ -352,8 +353,7 @@ class LocalRun:
         what = (f"was killed by signal {signal.Signals(sig).name}" if sig and sig in signal.Signals._value2member_map_
                 else f"exited with status {code}")
         log = self.layout.runner_log(self.tasks[name])
-        return {"cell": status.get("cell"), "ename": "StepProcessDied", "evalue": f"the step process {what}; see {log}",
-                "traceback": []}
+        return step_error(status.get("cell"), "StepProcessDied", f"the step process {what}; see {log}")
 
     def _interrupt(self) -> None:
         self._perform(self.scheduler.interrupt(time.time()))

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import __version__
 from .errors import PipelineError
 from .pipeline import Pipeline, Step
-from .runner.protocol import BundleLayout, Role, notebook_folder
+from .runner.protocol import BundleLayout, Role, StepSpec, notebook_folder
 from .runner.script_mode import script_mark
 
 MODES = ("notebook", "script")
@@ -236,23 +236,15 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     tasks = {s.name: s.task for s in pipeline.steps}
     cwd = cwd or notebook_folder(pipeline.path)
     for step in pipeline.steps:
-        spec = {
-            "name": step.name,
-            "task": step.task,
-            "notebook": os.path.basename(pipeline.path),
-            "kernel_name": pipeline.notebook.kernel_name,
-            "mode": mode,
-            "cwd": cwd,
-            "parents": list(step.parents),
-            "inputs": [{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind} for i in step.inputs if i.provider],
-            "outputs": list(step.outputs),
-            "consumers": consumers[step.name],
-            "random_state_from": tasks[step.rng_from] if step.rng_from else None,
-            "saves_random_state": step.saves_rng,
-            "options": step.options.to_json(),
-            "fingerprint": prints[step.name],
-        }
-        write_json(layout.spec(step.task), spec, signed=True)
+        spec = StepSpec(
+            name=step.name, task=step.task, notebook=os.path.basename(pipeline.path), kernel_name=pipeline.notebook.kernel_name,
+            mode=mode, cwd=cwd, parents=list(step.parents),
+            inputs=[{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind} for i in step.inputs if i.provider],
+            outputs=list(step.outputs), consumers=consumers[step.name],
+            random_state_from=tasks[step.rng_from] if step.rng_from else None, saves_random_state=step.saves_rng,
+            options=step.options.to_json(), fingerprint=prints[step.name],
+        )
+        write_json(layout.spec(step.task), spec.to_json(), signed=True)
         if mode == "script":
             write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once), signed=True)
         else:

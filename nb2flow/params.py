@@ -47,6 +47,23 @@ def resolve_type(value: str):
         return value
 
 
+def yaml_text(values: dict) -> str:
+    """Parameters as the text of one ``-y`` flag, typed exactly as given (YAML keeps a number as a mapping's key,
+    which JSON cannot); sets and tuples become lists, as papermill's YAML has no others."""
+    import yaml
+
+    def plain(v):
+        if isinstance(v, dict):
+            return {k if isinstance(k, (str, int, float, bool, type(None))) else str(k): plain(x) for k, x in v.items()}
+        if isinstance(v, (list, tuple)):
+            return [plain(x) for x in v]
+        if isinstance(v, (set, frozenset)):
+            return sorted((plain(x) for x in v), key=repr)
+        return v
+
+    return yaml.safe_dump(plain(values), default_flow_style=True, width=2**31, allow_unicode=True).strip()
+
+
 def _yaml_load(text: str, origin: str) -> dict:
     return load_mapping(text, origin, ParameterError, what="parameters", loader=no_dates_loader())
 

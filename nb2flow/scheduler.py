@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .runner.protocol import StepState
+from .runner.protocol import StepState, step_error
 
 
 @dataclass(frozen=True)
@@ -132,8 +132,7 @@ class Scheduler:
             timeout = t.plan.timeout
             if t.state is StepState.RUNNING and timeout and t.go_time is not None and now - t.go_time > timeout:
                 actions.append(Stop(t.plan.name))
-                t.error = {"cell": None, "ename": "Timeout",
-                           "evalue": f"the step ran longer than timeout:{t.plan.timeout_text or f'{timeout:g}s'}", "traceback": []}
+                t.error = step_error(None, "Timeout", f"the step ran longer than timeout:{t.plan.timeout_text or f'{timeout:g}s'}")
                 actions += self._failed(t, StepState.TIMED_OUT, now)
         running = sum(1 for t in self.tracks.values() if t.state is StepState.RUNNING)
         for t in self.tracks.values():

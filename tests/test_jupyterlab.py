@@ -182,6 +182,26 @@ def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_serve
     assert not (out_dir / ".nb2flow").exists()
 
 
+def test_the_scheduler_is_wired_by_its_documented_configuration_and_a_users_own_choice_is_kept(tmp_path):
+    """nb2flow sets SchedulerApp.scheduler_class and environment_manager_class (no object's class is swapped); a
+    user who configures their own environment manager keeps it, and the server's log says nb2flow is not wired."""
+    import inspect
+    import urllib.request
+
+    from helpers import jupyter_server_running
+
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
+    import nb2flow.jupyter_scheduler as js
+
+    assert "__class__" not in inspect.getsource(js)
+    own = "--SchedulerApp.environment_manager_class=jupyter_scheduler.environments.CondaEnvironmentManager"
+    with jupyter_server_running(tmp_path, "jupyter_server", own) as (root, base, token):
+        with urllib.request.urlopen(f"{base}/scheduler/runtime_environments?token={token}", timeout=30) as resp:
+            names = [e["name"] for e in json.loads(resp.read())]
+    assert "nb2flow" not in names
+    assert "not nb2flow's: set c.SchedulerApp.scheduler_class" in (tmp_path / "server.log").read_text()
+
+
 def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     root, call = jupyter_server
     write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))

@@ -112,3 +112,28 @@ def test_the_html_rendering_is_skipped_with_a_reason_where_the_image_lacks_nbcon
     monkeypatch.delitem(sys.modules, "nbconvert")
     written = write_html(str(nb), str(tmp_path / "visible.ipynb"))
     assert written["html"] == str(tmp_path / "a.out.html") and (tmp_path / "visible.html").is_file()
+
+
+def test_no_top_level_name_is_defined_by_two_runner_modules():
+    """The step runner is one file assembled from these modules: a name two of them define (a function in one, the
+    key's global in another) would silently replace the other's in every step."""
+    from collections import defaultdict
+    from pathlib import Path
+
+    import nb2flow.runner
+
+    where = defaultdict(list)
+    folder = Path(nb2flow.runner.__file__).parent
+    for module in MODULES:
+        for node in ast.parse((folder / f"{module}.py").read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                names = [node.name]
+            elif isinstance(node, ast.Assign):
+                names = [t.id for t in node.targets if isinstance(t, ast.Name)]
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
+                names = [node.target.id]
+            else:
+                names = []
+            for name in names:
+                where[name].append(module)
+    assert {n: m for n, m in where.items() if len(m) > 1} == {}

@@ -120,6 +120,21 @@ def test_hostile_parameters_reach_the_step_exactly_through_argo(volumes):
     assert json.loads((work / "seen.json").read_text()) == values
 
 
+TYPED = {"m": {1: "a", "k": [1, {2.5: None, True: "t"}], "__nb2flow__": "mapping"}, "t": [[1, 2], "x"]}
+
+
+def test_a_mapping_with_number_keys_reaches_the_step_typed_as_given_through_argo(volumes):
+    """YAML's ``{1: a}`` is a mapping with an int key (papermill injects ``{1: 'a'}``); JSON has no such thing,
+    so the value travels in nb2flow's wire form and the step gets it as given."""
+    work, mounts = volumes
+    from nbutil import cell, write
+
+    write(work / "t.ipynb", cell("m = {}\nt = []", "parameters"),
+          cell("with open('seen.txt', 'w') as fh:\n    fh.write(repr((m, t)))", "step:a"))
+    assert replay(emit(work / "t.ipynb", TYPED), mounts, name="wf-typed") == {"a": 0}
+    assert (work / "seen.txt").read_text() == repr((TYPED["m"], TYPED["t"]))
+
+
 def test_hostile_cell_contents_stay_out_of_the_manifest_and_run_exactly(volumes):
     work, mounts = volumes
     from nbutil import cell, write

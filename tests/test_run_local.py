@@ -195,6 +195,26 @@ def test_hostile_values_round_trip_exactly(echo_nb, mode):
     assert seen(echo_nb)["alpha"] == HOSTILE[2]
 
 
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_a_mapping_with_number_keys_reaches_the_step_as_papermill_injects_it_and_resume_keeps_it(tmp_path, mode):
+    """``-y '{m: {1: a}}'``: papermill injects ``m = {1: 'a'}``; so does every step, and --resume's default."""
+    nb = Path(write(tmp_path / "k.ipynb", cell("m = {}", "parameters"),
+               cell("with open('seen.txt', 'w') as fh:\n    fh.write(repr(m))", "step:a"), cell("1 / 0", "step:b")))
+    r = nb2flow("run", str(nb), "-q", "--mode", mode, "-y", "{m: {1: a, 2.5: [b, {3: c}], k: null}}", cwd=tmp_path)
+    assert r.returncode == 1
+    expected = repr({1: "a", 2.5: ["b", {3: "c"}], "k": None})
+    assert (tmp_path / "seen.txt").read_text() == expected
+    run_id = json.loads(next((tmp_path / ".nb2flow" / "runs").glob("*/run.json")).read_text())["run_id"]
+    (tmp_path / "seen.txt").unlink()
+    doc = json.loads(nb.read_text())
+    doc["cells"][1]["source"] = "with open('seen.txt', 'w') as fh:\n    fh.write(repr(m))\n"  # edited: a re-runs
+    doc["cells"][2]["source"] = "print(m[1])"
+    nb.write_text(json.dumps(doc))
+    r = nb2flow("run", "--resume", run_id, "-q", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "seen.txt").read_text() == expected
+
+
 def test_unknown_parameter_is_an_error_with_did_you_mean(echo_nb):
     r = nb2flow("run", "echo.ipynb", "-p", "alpah", "1", cwd=echo_nb)
     assert r.returncode == 2

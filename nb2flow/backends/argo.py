@@ -308,7 +308,9 @@ def record_submission(pipeline, manifest: dict, mode: str, link, folder: str, co
     from ..runs import read_record, write_record
 
     meta = manifest["metadata"]
-    params = {p["name"]: json.loads(p["value"]) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
+    from ..runner.params import from_wire
+
+    params = {p["name"]: from_wire(json.loads(p["value"])) for p in (manifest["spec"].get("arguments") or {}).get("parameters") or []}
     record = new_record(run_id=meta["name"], notebook=os.path.abspath(pipeline.path), sha256=pipeline.notebook.sha256,
                         version=__version__, python=None, mode=mode, jobs=manifest["spec"].get("parallelism"), parameters=params,
                         started=time.time(), resumed=resumed or False, backend="argo")

@@ -21,7 +21,7 @@ from .auth import Untrusted, take_key, verified_json
 from .files import write_json
 from .merge import write_html, write_merged
 from .params import read_params
-from .protocol import BundleLayout, RunLayout, StepState, error_line, finalize_arg_parser
+from .protocol import BundleLayout, RunLayout, StepState, error_line, finalize_arg_parser, step_error
 from .record import RunState, new_record, parse_timestamp, step_entry, step_fingerprint
 
 NOTIFY_ENV = "NB2FLOW_NOTIFY_URL"  # set from a Secret (valueFrom.secretKeyRef) on the final pod only
@@ -56,12 +56,12 @@ def step_outcome(status: dict | None, failure: dict | None) -> tuple[StepState, 
     if STOPPED in message:
         return StepState.CANCELLED, None
     if "OOMKilled" in message:
-        return StepState.KERNEL_DIED, {"cell": cell, "ename": "OOMKilled", "evalue": f"out of memory ({message})",
-                                       "hint": "ask for more with a memory: tag on the step's first cell"}
+        return StepState.KERNEL_DIED, step_error(cell, "OOMKilled", f"out of memory ({message})",
+                                                 hint="ask for more with a memory: tag on the step's first cell")
     if "deadline" in message.lower():
-        return StepState.TIMED_OUT, {"cell": cell, "ename": "Timeout", "evalue": message}
+        return StepState.TIMED_OUT, step_error(cell, "Timeout", message)
     why = message or "its pod ended before the step did"
-    return StepState.FAILED, {"cell": cell, "ename": "PodFailed", "evalue": why}
+    return StepState.FAILED, step_error(cell, "PodFailed", why)
 
 
 def _read_json(path: str):

@@ -62,7 +62,7 @@ def load_source(step) -> str:
 def save_source(step) -> str:
     """The save cell: the values later steps read (and the random state the next step continues from)."""
     calls = [f"use_key_file({step.key_file!r})",
-             f"save_values(globals(), {step.spec['outputs']!r}, {step.values_dir!r}, {step.name!r}, {step.spec['consumers']!r})"]
+             f"save_values(globals(), {step.spec.outputs!r}, {step.values_dir!r}, {step.name!r}, {step.spec.consumers!r})"]
     if step.saves_random_state:
         calls.append(f"save_random_state({step.run.random_state(step.task)!r})")
     return _runner_cell(step, "save the values later steps read", calls)
@@ -106,7 +106,7 @@ def run_notebook(step) -> int:
             cell.source = load_source(step)
         elif role == Role.SAVE:
             cell.source = save_source(step)
-    kernel_name = step.spec.get("kernel_name") or "python3"
+    kernel_name = step.spec.kernel_name or "python3"
 
     class StreamingClient(NotebookClient):
         """nbclient's client, passing each cell's printed output on to this process's stdout as it

@@ -9,6 +9,9 @@ this package) agree on:
   (with :data:`LABELS` for display and :data:`ARGO_PHASES` for Argo's node phases);
 * :class:`Role` — what each cell of a step notebook is for (``metadata.nb2flow.role``);
 * :class:`RunLayout` and :class:`BundleLayout` — the files of a run folder and of a bundle;
+* :class:`StepSpec` — a step's spec in the bundle (``steps/TASK.json``), written by nb2flow, read by the runner;
+* :func:`status_entry` and :func:`step_error` — a step's ``status.json`` and the error it, ``run.json`` and the
+  events carry;
 * :func:`step_command` and :func:`step_arg_parser` — the one command that runs a step.
 
 Standard library only: this file is copied into every bundle.
@@ -19,7 +22,7 @@ from __future__ import annotations
 import argparse
 import enum
 import os
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field, fields
 
 RUNTIME_VERSION = 2
 RUNNER_FILE = "nb2flow_step.py"
@@ -142,6 +145,61 @@ class Role(str, enum.Enum):
     def from_notebook(self) -> bool:
         """The cell is one of the user's (its outputs belong in the merged notebook)."""
         return self in (Role.SETUP, Role.PARAMETERS, Role.CODE)
+
+
+@dataclass(frozen=True)
+class StepSpec:
+    """One step of a bundle, as the step runner reads it (``BUNDLE/steps/TASK.json``, signed)."""
+
+    name: str
+    task: str  # the name as Argo and file names allow it (nb2flow.names)
+    notebook: str  # the notebook's file name
+    mode: str = "notebook"  # notebook | script
+    cwd: str = ""  # the folder the step runs in: the notebook's
+    kernel_name: str | None = None
+    parents: list = field(default_factory=list)
+    inputs: list = field(default_factory=list)  # {"name", "from" (step), "from_task", "kind": data | define}
+    outputs: list = field(default_factory=list)  # names it saves for later steps
+    consumers: dict = field(default_factory=dict)  # output name -> the steps that read it
+    random_state_from: str | None = None  # the task whose saved random state it continues from
+    saves_random_state: bool = False
+    options: dict = field(default_factory=dict)  # the step's tags' options (nb2flow.pipeline.StepOptions)
+    fingerprint: str = ""
+
+    def to_json(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict) -> "StepSpec":
+        known = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+    @property
+    def data_inputs(self) -> list:
+        """(name, providing task, providing step) of every value the step loads."""
+        return [[i["name"], i["from_task"], i["from"]] for i in self.inputs if i["kind"] == "data"]
+
+
+def step_error(cell, ename: str, evalue: str, traceback=(), hint: str | None = None) -> dict:
+    """A failed step's error: in its ``status.json``, in ``run.json`` and in the events (``cell`` is the
+    notebook's cell number, or None when no cell of the step's was running)."""
+    error = {"cell": cell, "ename": ename, "evalue": evalue, "traceback": list(traceback)}
+    if hint:
+        error["hint"] = hint
+    return error
+
+
+STATUS_KEYS = ("step", "state", "stage", "pid", "kernel_pid", "attempt", "started", "ended", "running_since", "cell", "role",
+               "error", "reused_from", "timings", "runtime_version")
+
+
+def status_entry(step: str, state: "StepState", *, stage: str, attempt: int = 1, **more) -> dict:
+    """A step's ``status.json`` (keys: :data:`STATUS_KEYS`): the step writes it as it goes; a watcher reads it.
+    ``stage`` is ``starting``, ``kernel-started``, ``waiting`` (for its parents), ``running`` or ``ended``."""
+    unknown = set(more) - set(STATUS_KEYS)
+    if unknown:
+        raise ValueError(f"not a status.json key: {sorted(unknown)}")
+    return {"step": step, "state": StepState(state).value, "stage": stage, "attempt": attempt, **more}
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ import enum
 import hashlib
 import json
 
+from .params import to_wire
 from .protocol import StepState
 
 
@@ -35,7 +36,7 @@ def parse_timestamp(text: str | None) -> float | None:
 
 def parameters_key(parameters: dict) -> str:
     """The part of every step's fingerprint that the run's parameters decide."""
-    text = json.dumps(parameters, sort_keys=True, default=str)
+    text = json.dumps(to_wire(parameters), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
@@ -48,7 +49,7 @@ def new_record(*, run_id: str, notebook: str, sha256: str, version: str, python:
                parameters: dict, started: float, resumed: bool, backend: str = "local") -> dict:
     """The run record of a run that starts now."""
     return {"run_id": run_id, "backend": backend, "notebook": notebook, "notebook_sha256": sha256,
-            "nb2flow_version": version, "python": python, "mode": mode, "jobs": jobs, "parameters": parameters,
+            "nb2flow_version": version, "python": python, "mode": mode, "jobs": jobs, "parameters": to_wire(parameters),
             "started": started, "ended": None, "state": RunState.RUNNING.value, "resumed": resumed, "steps": {}}
 
 

@@ -139,7 +139,7 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
                 if step.random_state_from:
                     load_random_state(step.random_state_from)
             elif role == Role.SAVE:
-                save_values(ns, step.spec["outputs"], step.values_dir, step.name, step.spec["consumers"])
+                save_values(ns, step.spec.outputs, step.values_dir, step.name, step.spec.consumers)
                 if step.saves_random_state:
                     save_random_state(step.run.random_state(step.task))
             else:

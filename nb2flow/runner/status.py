@@ -6,7 +6,7 @@ import os
 import time
 
 from .files import write_json
-from .protocol import RUNTIME_VERSION, StepState
+from .protocol import RUNTIME_VERSION, STATUS_KEYS, StepState, status_entry
 
 
 class Status:
@@ -14,8 +14,8 @@ class Status:
 
     def __init__(self, path: str, step: str, attempt: int) -> None:
         self.path = path
-        self.data = {"step": step, "state": StepState.PENDING.value, "stage": "starting", "pid": os.getpid(),
-                     "attempt": attempt, "started": time.time(), "runtime_version": RUNTIME_VERSION}
+        self.data = status_entry(step, StepState.PENDING, stage="starting", attempt=attempt, pid=os.getpid(), started=time.time(),
+                                 runtime_version=RUNTIME_VERSION)
         self.write()
 
     @property
@@ -25,6 +25,9 @@ class Status:
     def update(self, **fields) -> None:
         if isinstance(fields.get("state"), StepState):
             fields["state"] = fields["state"].value
+        unknown = set(fields) - set(STATUS_KEYS)
+        if unknown:
+            raise ValueError(f"not a status.json key: {sorted(unknown)}")
         self.data.update(fields)
         self.write()
 

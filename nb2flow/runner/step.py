@@ -11,7 +11,8 @@ import time
 from .auth import Untrusted, take_key, verified_bytes
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
-from .protocol import FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepState, error_line, step_arg_parser
+from .protocol import (FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepSpec, StepState, error_line, step_arg_parser,
+                       step_error)
 from .status import Status
 
 MISSING_MODULE_HINT = (
@@ -33,10 +34,10 @@ class StepRun:
         self.task = args.step
         if not TASK_RE.fullmatch(self.task):
             raise SystemExit(f"nb2flow: {self.task!r} is not a step task name")
-        self.spec = json.loads(verified_bytes(self.bundle.spec(self.task)))
-        self.name = self.spec["name"]
+        self.spec = StepSpec.from_json(json.loads(verified_bytes(self.bundle.spec(self.task))))
+        self.name = self.spec.name
         self.step_dir = make_dir_inside(self.run.step_dir(self.task), self.run.root)
-        self.cwd = os.path.abspath(args.cwd or self.spec.get("cwd") or os.getcwd())
+        self.cwd = os.path.abspath(args.cwd or self.spec.cwd or os.getcwd())
         self.wait = args.wait
         self.go = not args.wait
         self.params = read_params(args.params_file, args.param)
@@ -81,7 +82,7 @@ class StepRun:
 
     def load_entries(self) -> list:
         """(name, providing task, providing step) of every value this step loads."""
-        return [[i["name"], i["from_task"], i["from"]] for i in self.spec["inputs"] if i["kind"] == "data"]
+        return self.spec.data_inputs
 
     @property
     def values_dir(self) -> str:
@@ -90,17 +91,16 @@ class StepRun:
     @property
     def random_state_from(self) -> str | None:
         """The file with the random state this step continues from (None: it starts from its own seed)."""
-        task = self.spec.get("random_state_from")
+        task = self.spec.random_state_from
         return self.run.random_state(task) if task else None
 
     @property
     def saves_random_state(self) -> bool:
-        return bool(self.spec.get("saves_random_state"))
+        return bool(self.spec.saves_random_state)
 
     def fail(self, cell_number, ename, evalue, tb_lines, state=StepState.FAILED) -> None:
-        error = {"cell": cell_number, "ename": ename, "evalue": evalue, "traceback": tb_lines}
-        if ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST"):
-            error["hint"] = MISSING_MODULE_HINT
+        missing = ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST")
+        error = step_error(cell_number, ename, evalue, tb_lines, hint=MISSING_MODULE_HINT if missing else None)
         self.status.finish(state, cell=cell_number, error=error)
         summary = error_line(self.name, cell_number, ename, evalue)
         # what a local run prints, on stderr (the pod log); and one line for Argo's node message
@@ -153,7 +153,7 @@ def main(argv=None) -> int:
         print(exc, file=sys.stderr, flush=True)
         _termination_message(str(exc))
         return ExitStatus.BAD_INPUT
-    if step.spec.get("mode", "notebook") == "script":
+    if step.spec.mode == "script":
         from .script_mode import run_script
 
         return run_script(step)

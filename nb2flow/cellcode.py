@@ -70,6 +70,7 @@ SEED_CALL_RE = re.compile(r"(^|\.)random\.seed$|^torch\.(cuda\.)?manual_seed(_al
 # np.copyto(a, b), a notebook function appending to its argument): those names count as changed.
 READ_ONLY_CALL_RE = re.compile(
     r"^(print|len|repr|str|int|float|bool|type|isinstance|issubclass|id|hash|sorted|sum|min|max|any|all|abs|round"
+    r"|range|enumerate|zip|reversed|iter|open|callable|divmod|pow|chr|ord|bin|hex|oct|bytes|complex|slice|super|object"
     r"|list|tuple|dict|set|frozenset|format|getattr|hasattr|vars|dir|help|display|HTML|Markdown|Image|pprint)$"
     r"|^(plt|matplotlib|mpl|sns|seaborn|logging|warnings|IPython\.display|display|tqdm|time|json|pickle|joblib|os\.path)\."
     r"|^(np|numpy)\.(save|savez|savez_compressed|savetxt|testing\..*)$|^(pd|pandas)\.testing\.|^os\.(makedirs|mkdir)$"
@@ -103,10 +104,11 @@ class Event:
     op: str  # read | bind | mutate | delete | star | pass (name passed to a call used as a statement)
     name: str
     line: int
-    kind: str | None = None  # for bind: data | module | function | class
+    kind: str | None = None  # for bind: data | module | function | class; for mutate: store, may (it may change), or None
     stmt: int = 0  # index of the top-level statement
     callee: str | None = None  # for pass: the function called (dotted, as written)
     position: int | str | None = None  # for pass: the argument's position, or its keyword
+    const: bool = False  # for bind: the value is an immutable literal (5, 'north', None, (1, 2)): nothing changes it
 
 
 @dataclass(frozen=True)
@@ -287,6 +289,17 @@ def _has_inplace(call: ast.Call) -> bool:
         kw.arg == "inplace" and isinstance(kw.value, ast.Constant) and kw.value.value is True
         for kw in call.keywords
     )
+
+
+def _immutable_literal(node: ast.AST) -> bool:
+    """A literal whose value no call can change: a number, string, bytes, bool, None, or a tuple of those."""
+    if isinstance(node, ast.Constant):
+        return True
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.USub, ast.UAdd)):
+        return _immutable_literal(node.operand)
+    if isinstance(node, ast.Tuple):
+        return all(_immutable_literal(e) for e in node.elts)
+    return False
 
 
 def _bound_names(target: ast.AST) -> list[str]:
@@ -488,6 +501,9 @@ class _ModuleWalker(ast.NodeVisitor):
         self.visit(node.value)
         kind = "function" if isinstance(node.value, ast.Lambda) else "data"
         for target in node.targets:
+            if isinstance(target, ast.Name) and _immutable_literal(node.value):
+                self.events.append(Event("bind", target.id, target.lineno, "data", self.stmt, const=True))
+                continue
             self._bind_target(target, kind)
         if kind == "function":
             info = scope_free_names(node.value)
@@ -612,24 +628,12 @@ class _ModuleWalker(ast.NodeVisitor):
         if node.rest:
             self._emit("bind", node.rest, node, "data")
 
-    def visit_Expr(self, node: ast.Expr) -> None:
-        self.visit(node.value)
-        if isinstance(node.value, ast.Call):
-            call = node.value
-            root, method = _method_call(call)
-            if root and method not in READ_ONLY_METHODS and not method.startswith("to_") and method not in MUTATING_METHODS and not _has_inplace(call):
-                self._emit("mutate", root, node)
-            callee = _dotted(call.func)
-            if callee and not READ_ONLY_CALL_RE.match(callee) and not callee.endswith((".run_line_magic", ".run_cell_magic")):
-                # a call used as a statement may change what is passed to it (random.shuffle(lst))
-                passed = [(i, a.value if isinstance(a, ast.Starred) else a) for i, a in enumerate(call.args)]
-                passed += [(kw.arg, kw.value) for kw in call.keywords if kw.arg]
-                for position, arg in passed:
-                    name = _root_name(arg)
-                    if name:
-                        self.events.append(Event("pass", name, getattr(arg, "lineno", 0) or 0, None, self.stmt, callee, position))
-
     def visit_Call(self, node: ast.Call) -> None:
+        """Any call, a statement or inside an expression, may change its object and what is passed to it:
+        ``df.pop('c')``, ``x = rng.random()``, ``next(it)``, ``random.shuffle(lst)``. A method known to change
+        its object (``fit``, ``append``, ``inplace=True``) does; one known to leave it alone (``head``,
+        ``predict``) does not; any other *may* — the steps that may change a value other steps read without
+        it check at run time that they did not (see nb2flow.dataflow)."""
         magic = self._magic_code(node)
         if magic is not None:
             return
@@ -637,6 +641,16 @@ class _ModuleWalker(ast.NodeVisitor):
         root, method = _method_call(node)
         if root and (method in MUTATING_METHODS or _has_inplace(node)):
             self._emit("mutate", root, node)
+        elif root and method not in READ_ONLY_METHODS and not method.startswith("to_"):
+            self._emit("mutate", root, node, "may")
+        callee = _dotted(node.func)
+        if callee and not READ_ONLY_CALL_RE.match(callee) and not callee.endswith((".run_line_magic", ".run_cell_magic")):
+            passed = [(i, a.value if isinstance(a, ast.Starred) else a) for i, a in enumerate(node.args)]
+            passed += [(kw.arg, kw.value) for kw in node.keywords if kw.arg]
+            for position, arg in passed:
+                name = _root_name(arg)
+                if name:
+                    self.events.append(Event("pass", name, getattr(arg, "lineno", 0) or 0, None, self.stmt, callee, position))
 
     def _magic_code(self, node: ast.Call) -> str | None:
         """Analyse the Python inside ``%time x = f()`` / ``%%capture out`` cells in place."""

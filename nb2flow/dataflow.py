@@ -36,6 +36,7 @@ class _Mark:
     step: str | None  # None for setup cells
     cell: int
     stmt: int
+    certain: bool = True  # for mutate: it surely changes the value (append, fit, df[c] = ...), not only may
 
 
 def analyze(structure: Pipeline) -> Pipeline:
@@ -57,6 +58,10 @@ class _Analysis:
         self.history: dict[str, list[_Mark]] = defaultdict(list)  # what the steps so far did to each name
         self.star_marks: list[_Mark] = []
         self.outputs: dict[str, set[str]] = defaultdict(set)  # step -> values later steps load from it
+        # step -> name -> (cell, readers): values the step may change that steps not after it read as they were
+        # before it; the step checks at run time that it left them as they were (Step.unchanged)
+        self.unchanged: dict[str, dict[str, tuple[int, set]]] = defaultdict(dict)
+        self.immutable: dict[str, bool] = {}  # name -> every binding of it so far is an immutable literal
 
     def where(self, i: int, step: str | None = None, line: int | None = None) -> dict:
         return dict(cell=i + 1, first_line=self.nb.cells[i].first_line, step=step, line=line)
@@ -65,7 +70,10 @@ class _Analysis:
         self.parse_cells()
         self.scan_setup()
         steps = [self.analyze_step(step) for step in self.structure.steps]
-        final = self.carry_random_state([replace(s, outputs=tuple(sorted(self.outputs.get(s.name, ())))) for s in steps])
+        final = self.carry_random_state([
+            replace(s, outputs=tuple(sorted(self.outputs.get(s.name, ()))),
+                    unchanged=tuple((n, cell, tuple(sorted(readers))) for n, (cell, readers) in sorted(self.unchanged.get(s.name, {}).items())))
+            for s in steps])
         self.findings.sort(key=lambda f: (f.cell or 0, f.line or 0, f.severity.value != "error"))
         return replace(with_steps(self.structure, final, _dedupe(self.findings)), code=self.code)
 
@@ -98,6 +106,7 @@ class _Analysis:
                     self.setup_kind[ev.name] = "data"  # report once
                 elif ev.op == "bind":
                     self.setup_kind[ev.name] = ev.kind or "data"
+                    self.immutable[ev.name] = ev.const and self.immutable.get(ev.name, True)
                 elif ev.op == "delete":
                     self.setup_kind.pop(ev.name, None)
                 elif ev.op == "star":
@@ -223,10 +232,11 @@ class _StepScope:
                 if ev.op == "read":
                     self.read(ev.name, lw)
                 elif ev.op == "mutate":
-                    self.mutate(ev.name, lw, store=ev.kind == "store")
+                    self.mutate(ev.name, lw, store=ev.kind == "store", certain=ev.kind != "may")
                 elif ev.op == "pass":
                     self.passed(ev, lw)
                 elif ev.op == "bind":
+                    self.a.immutable[ev.name] = ev.const and self.a.immutable.get(ev.name, True)
                     self.own.add(ev.name)
                     self.local[ev.name] = ev.kind or "data"
                     self.expanded.discard(ev.name)  # a new definition: follow its calls again
@@ -271,7 +281,7 @@ class _StepScope:
         """Make ``name`` available in this step; return its kind (None if unknown)."""
         if name in self.own or name in self.inputs:
             return self.local.get(name) or (self.inputs[name].kind if name in self.inputs else None)
-        mark = self.a.provider_of(name)
+        mark = self.provider(name)
         if mark is None:
             return self.resolve_unprovided(name, line_where, depth)
         if mark.op == "delete":
@@ -295,6 +305,28 @@ class _StepScope:
         self.check_race(name, mark, line_where)
         return "data"
 
+    def provider(self, name: str) -> _Mark | None:
+        """The event whose value of ``name`` this step gets: the latest in notebook order, passing over the steps
+        that only *may* have changed it and do not run before this one — each of those must leave it unchanged,
+        which it checks at run time (:attr:`_Analysis.unchanged`)."""
+        passed_over = []
+        found = None
+        for mark in reversed(self.a.history.get(name) or []):
+            if mark.op == "mutate" and not mark.certain and mark.step not in self.ancestors and mark.step != self.step.name:
+                passed_over.append(mark)
+                continue
+            found = mark
+            break
+        for mark in passed_over:
+            self.must_leave(mark, name)
+        return found
+
+    def must_leave(self, mark: _Mark, name: str) -> None:
+        """Step ``mark.step`` may change ``name`` (cell ``mark.cell``), which this step reads without its change."""
+        cell, readers = self.a.unchanged[mark.step].get(name, (mark.cell, set()))
+        readers.add(self.step.name)
+        self.a.unchanged[mark.step][name] = (min(cell, mark.cell), readers)
+
     def resolve_unprovided(self, name: str, line_where: dict, depth: int) -> str | None:
         """A name no earlier step bound: set-up, a builtin, a star import, or hidden state."""
         if name in self.a.setup_kind:
@@ -316,17 +348,24 @@ class _StepScope:
         return None
 
     def check_race(self, name: str, mark: _Mark, line_where: dict) -> None:
-        """Two steps that may run in parallel both assigning a name this step reads."""
+        """Steps that change ``name`` in place while the step this one loads it from runs in parallel: their change
+        is not in the value this step gets. A step that assigns it afresh races with nothing (this step gets the
+        value of the later one in notebook order, as top to bottom); one that surely changes it in place makes
+        equality impossible; one that only may change it checks at run time that it did not."""
         ancestors = self.a.structure._ancestors
-        racers = sorted(
-            {m.step for m in self.a.history[name] if m.op in ("bind", "mutate") and m.step not in (mark.step, None)
-             and mark.step not in ancestors[m.step] and m.step not in ancestors[mark.step]}
-        )
-        if racers:
+        racers = [m for m in self.a.history[name] if m.op == "mutate" and m.step not in (mark.step, None)
+                  and mark.step not in ancestors[m.step] and m.step not in ancestors[mark.step]]
+        for m in racers:
+            if not m.certain:
+                self.must_leave(m, name)
+        sure = sorted({m.step for m in racers if m.certain})
+        if sure:
+            cell = next(m.cell for m in racers if m.step == sure[0])
             self.report(name, error(
-                "parallel-assign",
-                f"steps {racers[0]} and {mark.step} may run in parallel and both assign `{name}`, which step {self.step.name} reads: the result would depend on timing",
-                hint=f"add {self.a.structure.after_tag}:{racers[0]} to step {mark.step}, or use different names", **line_where))
+                "parallel-change",
+                f"step {sure[0]} changes `{name}` in place (cell {cell + 1}) in parallel with step {mark.step}, which step "
+                f"{self.step.name} loads it from: that change is not in the value step {self.step.name} gets",
+                hint=f"add {self.a.structure.after_tag}:{sure[0]} to step {mark.step}, or work on a copy", **line_where))
 
     def check_output_history(self, name: str, line_where: dict) -> None:
         """IPython's output history is per kernel: a step sees only what its own cells displayed."""
@@ -356,7 +395,7 @@ class _StepScope:
             summary = self.summary_of(root)
             if summary is not None and ev.position not in summary.changes_args:
                 return  # the notebook's function leaves that argument alone
-        self.mutate(ev.name, line_where)
+        self.mutate(ev.name, line_where, certain=False)
 
     def summary_of(self, name: str) -> CallSummary | None:
         if name in self.inputs and self.inputs[name].provider is not None:
@@ -385,13 +424,17 @@ class _StepScope:
         for w in sorted(summary.writes):
             self.mutate(w, line_where, depth + 1)
 
-    def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False) -> None:
+    def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False, certain: bool = True) -> None:
         """``name`` may change here. A class or function whose attributes are assigned (Counter.count += 1)
-        is a value from then on: later steps load it as it is, instead of re-running its definition."""
+        is a value from then on: later steps load it as it is, instead of re-running its definition. A name only
+        ever bound to immutable literals (a parameter's 5 or 'north') is not changed by a call it is passed to."""
+        if not certain and self.a.immutable.get(name):
+            self.read(name, line_where, depth)
+            return
         kind = self.resolve(name, line_where, depth)
         if kind == "data" or (kind is None and name in self.own) or (store and kind in ("class", "function")):
             self.local[name] = "data"
-            self.pending.append((name, _Mark("mutate", "data", self.step.name, line_where["cell"] - 1, 0)))
+            self.pending.append((name, _Mark("mutate", "data", self.step.name, line_where["cell"] - 1, 0, certain)))
 
 
 def _star_warning(where: dict) -> Finding:

@@ -117,17 +117,19 @@ def step_cells(pipeline: Pipeline, step: Step, *, installs_once: bool = False) -
     for d in early:
         out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     data = step.data_inputs
-    if data or step.rng_from:
+    if data or step.rng_from or step.unchanged:
         listing = [f"{i.name} (from step {i.provider})" for i in data]
         listing += [f"the random generators' state (from step {step.rng_from})"] if step.rng_from else []
+        listing += [f"notes {', '.join(n for n, _, _ in step.unchanged)} as they are"] if step.unchanged else []
         out.append((Role.LOAD, None, f"# nb2flow loads: {', '.join(listing)}\n", ()))
     for d in late:
         out.append((Role.DEFINE, d.cell + 1, d.source, ()))
     for i in step.cells:
         cell = nb.cells[i]
         out.append((Role.CODE, cell.number, cell.source, cell.tags))
-    if step.outputs or step.saves_rng:
+    if step.outputs or step.saves_rng or step.unchanged:
         listing = list(step.outputs) + (["the random generators' state"] if step.saves_rng else [])
+        listing += [f"checks that {', '.join(n for n, _, _ in step.unchanged)} did not change"] if step.unchanged else []
         out.append((Role.SAVE, None, f"# nb2flow saves: {', '.join(listing)}\n", ()))
     return out
 
@@ -243,6 +245,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
             outputs=list(step.outputs), consumers=consumers[step.name],
             random_state_from=tasks[step.rng_from] if step.rng_from else None, saves_random_state=step.saves_rng,
             options=step.options.to_json(), fingerprint=prints[step.name],
+            unchanged={n: {"cell": cell + 1, "readers": list(readers), "tag": pipeline.after_tag} for n, cell, readers in step.unchanged},
         )
         write_json(layout.spec(step.task), spec.to_json(), signed=True)
         if mode == "script":

@@ -57,6 +57,9 @@ class Step:
     # where the step before it in notebook order left them (rng_from), and saves its own (saves_rng)
     rng_from: str | None = None
     saves_rng: bool = False
+    # values this step may change (a call it makes on them or passes them to) that steps not after it read as
+    # they were: (name, 0-based cell, readers). The step checks at run time that it left each as it was.
+    unchanged: tuple = ()
 
     @property
     def task(self) -> str:
@@ -416,6 +419,8 @@ def pipeline_to_json(pipeline: Pipeline) -> dict:
                 "outputs": list(s.outputs),
                 "recreates": [{"cell": d.cell + 1, "names": list(d.names)} for d in s.definitions],
                 **({"random_state_from": s.rng_from} if s.rng_from else {}),
+                **({"checks_unchanged": [{"name": n, "cell": c + 1, "read_by": list(r)} for n, c, r in s.unchanged]}
+                   if s.unchanged else {}),
             }
             for s in pipeline.steps
         ],

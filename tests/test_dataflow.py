@@ -54,7 +54,11 @@ def test_read_before_bind_order():
         ("lst.append(3)", [("read", "lst"), ("mutate", "lst")]),
         # X and y are passed to a call used as a statement; the data flow lets a method of a value change only the value
         ("model.fit(X, y)", [("read", "model"), ("read", "X"), ("read", "y"), ("mutate", "model"), ("pass", "X"), ("pass", "y")]),
-        ("fitted = model.fit(X)", [("read", "model"), ("read", "X"), ("mutate", "model"), ("bind", "fitted")]),
+        ("fitted = model.fit(X)", [("read", "model"), ("read", "X"), ("mutate", "model"), ("pass", "X"), ("bind", "fitted")]),
+        # a call inside an expression may change its object and its arguments too (a draw, next(it), lst.pop())
+        ("x = rng.random() + next(it)", [("read", "rng"), ("mutate", "rng"), ("read", "next"), ("read", "it"), ("pass", "it"),
+                                         ("bind", "x")]),
+        ("c = df.pop('c')", [("read", "df"), ("mutate", "df"), ("bind", "c")]),
         ("df.dropna(inplace=True)", [("read", "df"), ("mutate", "df")]),
         ("df.head()", [("read", "df")]),
         ("del d['k']", [("read", "d"), ("mutate", "d")]),
@@ -147,17 +151,46 @@ def test_provider_not_an_ancestor_is_an_error_with_the_fix():
     ]
 
 
-def test_parallel_steps_assigning_a_name_a_later_step_reads():
+def test_parallel_steps_assigning_a_name_a_later_step_reads_give_it_the_later_ones_value():
+    """Each assigns x afresh: d loads c's, the value top to bottom leaves (nothing depends on timing)."""
     p = load_cells(
         cell("x = 0", "step:a"),
         cell("x = 1", "step:b", "after:a"),
         cell("x = 2", "step:c", "after:a"),
         cell("y = x", "step:d", "after:b", "after:c"),
     )
+    assert p.ok, rendered(p)
+    assert data_in(p, "d") == {"x": "c"}
+    p = load_cells(cell("x = 1", "step:a"), cell("x = 2", "step:b", "after:none"), cell("print(x)", "step:c", "after:b"))
+    assert p.ok and data_in(p, "c") == {"x": "b"}
+
+
+def test_a_parallel_step_that_surely_changes_in_place_what_a_later_step_reads_is_refused():
+    """b's append is not in the list c passes on to d: top to bottom d sees [0, 1, 2] whatever happens at run time."""
+    p = load_cells(
+        cell("x = [0]", "step:a"),
+        cell("x.append(1)", "step:b", "after:a"),
+        cell("x.append(2)", "step:c", "after:a"),
+        cell("y = x", "step:d", "after:b", "after:c"),
+    )
     assert rendered(p) == [
-        "nb.ipynb: cell 4, line 1 (step:d) `y = x`: error: steps b and c may run in parallel and both assign `x`, "
-        "which step d reads: the result would depend on timing (add after:b to step c, or use different names)"
+        "nb.ipynb: cell 3, line 1 (step:c) `x.append(2)`: error: `x` comes from step b (cell 2 changes it), which does not run "
+        "before step c (add after:b to step c)",
+        "nb.ipynb: cell 4, line 1 (step:d) `y = x`: error: step b changes `x` in place (cell 2) in parallel with step c, "
+        "which step d loads it from: that change is not in the value step d gets (add after:b to step c, or work on a copy)"
     ]
+
+
+def test_a_step_that_only_may_change_what_a_parallel_step_reads_checks_it_at_run_time():
+    p = load_cells(
+        cell("import statistics"),
+        cell("data = [3, 1, 2]", "step:load"),
+        cell("statistics.mean(data)", "step:stats"),
+        cell("print(len(data))", "step:report", "after:load"),
+    )
+    assert p.ok, rendered(p)
+    assert data_in(p, "report") == {"data": "load"}
+    assert {s.name: s.unchanged for s in p.steps}["stats"] == (("data", 2, ("report",)),)
 
 
 def test_parallel_steps_with_distinct_names_are_fine():

@@ -56,13 +56,17 @@ def load_source(step) -> str:
              f"load_values(globals(), {step.load_entries()!r}, {step.run.values_root!r})"]
     if step.random_state_from:
         calls.append(f"load_random_state({step.random_state_from!r})")
+    if step.spec.unchanged:
+        calls.append(f"note_unchanged(globals(), {sorted(step.spec.unchanged)!r}, {step.run.unchanged(step.task)!r})")
     return _runner_cell(step, "load the values this step reads from earlier steps", calls)
 
 
 def save_source(step) -> str:
     """The save cell: the values later steps read (and the random state the next step continues from)."""
-    calls = [f"use_key_file({step.key_file!r})",
-             f"save_values(globals(), {step.spec.outputs!r}, {step.values_dir!r}, {step.name!r}, {step.spec.consumers!r})"]
+    calls = [f"use_key_file({step.key_file!r})"]
+    if step.spec.unchanged:
+        calls.append(f"check_unchanged(globals(), {step.spec.unchanged!r}, {step.run.unchanged(step.task)!r}, {step.name!r})")
+    calls.append(f"save_values(globals(), {step.spec.outputs!r}, {step.values_dir!r}, {step.name!r}, {step.spec.consumers!r})")
     if step.saves_random_state:
         calls.append(f"save_random_state({step.run.random_state(step.task)!r})")
     return _runner_cell(step, "save the values later steps read", calls)

@@ -165,6 +165,9 @@ class StepSpec:
     saves_random_state: bool = False
     options: dict = field(default_factory=dict)  # the step's tags' options (nb2flow.pipeline.StepOptions)
     fingerprint: str = ""
+    # values the step may change that steps not after it read unchanged: name -> {"cell", "readers"}; the step
+    # fingerprints them once loaded and fails, naming the cause, if it changed one (top to bottom would differ)
+    unchanged: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -276,6 +279,10 @@ class RunLayout:
 
     def values(self, task: str) -> str:
         return os.path.join(self.values_root, task)
+
+    def unchanged(self, task: str) -> str:
+        """The fingerprints a step took of the values it must leave unchanged (StepSpec.unchanged)."""
+        return os.path.join(self.step_dir(task), "unchanged.json")
 
     def random_state(self, task: str) -> str:
         """The global random generators' state a step ended with (no Python name starts with a dot)."""

@@ -13,7 +13,7 @@ from .auth import verified_text
 from .params import injection_index, parameters_source
 from .protocol import ExitStatus, Role, StepState
 from .tracebacks import script_traceback
-from .values import load_random_state, load_values, save_random_state, save_values
+from .values import check_unchanged, load_random_state, load_values, note_unchanged, save_random_state, save_values
 
 SCRIPT_MARK_RE = re.compile(r"^# %% \[nb2flow (\w+)(?: cell (\d+))?\]\s*$", re.M)
 
@@ -138,7 +138,11 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
                 load_values(ns, step.load_entries(), step.run.values_root)
                 if step.random_state_from:
                     load_random_state(step.random_state_from)
+                if step.spec.unchanged:
+                    note_unchanged(ns, sorted(step.spec.unchanged), step.run.unchanged(step.task))
             elif role == Role.SAVE:
+                if step.spec.unchanged:
+                    check_unchanged(ns, step.spec.unchanged, step.run.unchanged(step.task), step.name)
                 save_values(ns, step.spec.outputs, step.values_dir, step.name, step.spec.consumers)
                 if step.saves_random_state:
                     save_random_state(step.run.random_state(step.task))

@@ -183,3 +183,41 @@ def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers
             raise UntransportableValue(
                 f"cannot pass `{name}` ({type_name}) from step {step} to step {readers}: it cannot be pickled ({exc}); {fix}"
             ) from None
+
+
+class ValueChanged(Exception):
+    """A step changed a value that a step which may run before it read as it was: top to bottom would differ."""
+
+
+def value_fingerprint(value) -> str | None:
+    """A digest of the value's pickled state (None: it cannot be pickled, so no step reads it from another)."""
+    import hashlib
+
+    try:
+        return hashlib.sha256(pickle.dumps(value, protocol=4)).hexdigest()
+    except Exception:  # noqa: BLE001 - any failure to pickle means: cannot tell
+        return None
+
+
+def note_unchanged(namespace: dict, names: list, path: str) -> None:
+    """Fingerprint, before the step's own cells, the values it must leave as they are."""
+    from .files import write_json
+
+    write_json(path, {name: value_fingerprint(namespace[name]) if name in namespace else None for name in names}, signed=True)
+
+
+def check_unchanged(namespace: dict, unchanged: dict, path: str, step: str) -> None:
+    """After the step's own cells: each value it had to leave as it was still has its fingerprint; else the step
+    fails, naming the value, the cell that may have changed it and the steps that read it unchanged."""
+    from .auth import verified_json
+
+    before = verified_json(path)
+    for name, where in unchanged.items():
+        was = before.get(name)
+        if was is None or name not in namespace or value_fingerprint(namespace[name]) == was:
+            continue
+        readers = where.get("readers") or []
+        raise ValueChanged(
+            f"step {step} changed `{name}` (cell {where.get('cell')} calls a method on it or passes it to a call), "
+            f"but step {', '.join(readers)} may run before step {step} and read `{name}` without that change; "
+            f"top to bottom it would see the change: add {where.get('tag', 'after')}:{step} to step {readers[0] if readers else '?'}")

@@ -322,6 +322,7 @@ def test_step_options_resources_gpu_retry_timeout_image(validators, tmp_path):
     assert templates[tasks["other"]]["container"]["image"] == "ghcr.io/org/special:2.0"
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_manifest_size_grows_linearly_and_1000_steps_stay_under_1_MiB(validators, tmp_path):
     sizes = {}
     for n in (10, 100, 1000):

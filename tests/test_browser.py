@@ -13,6 +13,8 @@ import pytest
 
 from nbutil import cell, write
 
+pytestmark = pytest.mark.slow  # a real browser: CI runs it (pytest -m slow)
+
 DOCS = Path(__file__).resolve().parent.parent / "docs"
 CHROMIUM = next((p for p in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or "") if p and os.path.exists(p)), None)
 

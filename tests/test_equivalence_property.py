@@ -21,6 +21,8 @@ from nb2flow.api import load_notebook
 from nb2flow.notebook import parse_notebook
 from nbutil import cell, notebook
 
+pytestmark = pytest.mark.slow  # papermill comparisons of many notebooks: CI runs them (pytest -m slow)
+
 VARS = ["v0", "v1", "v2", "v3"]
 
 

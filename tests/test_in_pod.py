@@ -108,6 +108,7 @@ def test_watch_follows_a_step_that_waits_unschedulable_then_runs_then_fails(tmp_
     assert err.strip().splitlines()[-1] == f"nb2flow: workflow {name} ended Failed (nb2flow logs {name})"
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_list_status_logs_schedule_and_rbac_need_no_flags_either(tmp_path, pki, kube):
     pod = make_pod(tmp_path, pki, kube.port)
     name = pod.run("run", "analysis.ipynb").stdout.strip()
@@ -208,6 +209,7 @@ def test_a_module_the_image_lacks_says_what_happened_and_the_fix(tmp_path, pki, 
             " a package pip-installed into the running notebook server is not in it; install it under the home volume") in r.stderr
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_management_commands_act_on_your_own_objects_only(tmp_path, pki, kube):
     """Every user is in one namespace: stop, delete, unschedule and the schedule commands refuse another user's
     workflows and schedules (the owner label, against the user JupyterHub labelled this pod with) unless --force."""

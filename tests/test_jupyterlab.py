@@ -182,6 +182,7 @@ def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_serve
     assert not (out_dir / ".nb2flow").exists()
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_the_scheduler_is_wired_by_its_documented_configuration_and_a_users_own_choice_is_kept(tmp_path):
     """nb2flow sets SchedulerApp.scheduler_class and environment_manager_class (no object's class is swapped); a
     user who configures their own environment manager keeps it, and the server's log says nb2flow is not wired."""
@@ -202,6 +203,7 @@ def test_the_scheduler_is_wired_by_its_documented_configuration_and_a_users_own_
     assert "not nb2flow's: set c.SchedulerApp.scheduler_class" in (tmp_path / "server.log").read_text()
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     root, call = jupyter_server
     write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))
@@ -212,6 +214,7 @@ def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     assert job["status_message"].startswith("bad.ipynb: cell 2 (step:b): `y = x / 0`: ZeroDivisionError: division by zero")
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_stopping_a_job_stops_every_step_process_and_kernel(jupyter_server):
     import time
 

@@ -166,6 +166,7 @@ def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
     assert len(posts) == 1  # nothing submitted twice
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_watch_exit_status_reflects_a_failed_workflow(kube, home):
     proc, name = _start_watch(kube, home, "-q")
     _finish(kube, name, {"load": "Failed"})
@@ -589,6 +590,7 @@ def test_a_server_that_never_answers_times_out_with_one_line(kube, home):
         f"nb2flow: reading workflow {name}: no answer from the API server at {kube.url} within 0.4s (api_read_timeout)")
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_watch_rides_out_5xx_and_429_honouring_retry_after(kube, home):
     _policy(home, read=1, retry_for=30)
     proc, name = _start_watch(kube, home, "--no-progress")
@@ -606,6 +608,7 @@ def test_watch_rides_out_5xx_and_429_honouring_retry_after(kube, home):
     assert [m for m, p, q in kube.requests if m == "POST" and p.endswith("/workflows")] == ["POST"]
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_lasting_failure_ends_the_watch_with_the_command_that_resumes_it(kube, home):
     _policy(home, read=1, retry_for=2)
     proc, name = _start_watch(kube, home, "--no-progress")

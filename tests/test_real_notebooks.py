@@ -11,6 +11,8 @@ import pytest
 from helpers import NOTEBOOKS, nb2flow, only_run_dir
 from nbutil import cell, load_cells, rendered
 
+pytestmark = pytest.mark.slow  # papermill comparisons of many notebooks: CI runs them (pytest -m slow)
+
 
 
 # notebook -> (parameters, the file its last step writes, what that file must hold (None: as papermill))

@@ -24,6 +24,8 @@ from nb2flow.argo import dump
 from nb2flow.cluster import prepare, resolve_target
 from nb2flow.config import ClusterConfig
 
+pytestmark = pytest.mark.slow  # the pod-faithful replay: CI runs it (pytest -m slow)
+
 FIXTURE = JH_POD_FILE
 SUBST = re.compile(r"\{\{\s*([^}]+?)\s*\}\}")
 

@@ -112,6 +112,7 @@ def test_the_merged_notebook_is_also_where_jupyterlab_shows_it(analysis_run, tmp
 # ------------------------------------------------------------------ equivalence with papermill
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 @pytest.mark.parametrize("name", sorted(SAMPLE_NAMES))
 def test_split_run_sees_what_top_to_bottom_sees(tmp_path, name):
     nb = tmp_path / name
@@ -122,6 +123,7 @@ def test_split_run_sees_what_top_to_bottom_sees(tmp_path, name):
     assert set(split) == set(SAMPLE_NAMES[name])
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 @pytest.mark.parametrize("name", ["linear.ipynb", "kale_pipeline.ipynb"])
 def test_script_mode_sees_the_same(tmp_path, name):
     nb = tmp_path / name

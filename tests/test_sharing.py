@@ -165,6 +165,7 @@ def test_the_run_folders_are_owner_only_whatever_the_umask(team):
 
 # ------------------------------------------------------------------ in the pods (the pod-faithful replay)
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_no_token(tmp_path):
     """Submitted to the test API server: the notebook pod's credentials are in a Secret owned by the Workflow,
     never in the Workflow; replayed as pods, the step reads them from the Secret, and its container has no
@@ -217,6 +218,7 @@ def test_credentials_reach_the_steps_through_the_runs_secret_and_the_steps_get_n
     assert REPLAY_TOKEN not in results["write"].log
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 @pytest.mark.parametrize("planted", ["runner", "step notebook", "value"])
 def test_step_pods_refuse_files_a_neighbour_changed_on_the_volume(tmp_path, planted):
     """A schedule's step files stay on the shared volume for months: a neighbour (uid 1000 too) who changes the

@@ -63,7 +63,7 @@ def _papermill(nb: Path) -> list:
     return _outputs(out)
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_a_split_run_equals_papermill_cell_for_cell(case, mode, tmp_path):
     nb = Path(write(tmp_path / f"{case}.ipynb", *CASES[case]))

@@ -21,7 +21,23 @@ def load(path: str | os.PathLike) -> Pipeline:
 
 def load_notebook(nb: Notebook) -> Pipeline:
     """The pipeline of an already-read notebook."""
-    return analyze(build_structure(nb))
+    return analyze(build_structure(nb), local_modules(os.path.dirname(os.path.abspath(nb.path))))
+
+
+def local_modules(folder: str) -> frozenset:
+    """The modules a notebook in ``folder`` imports from beside itself: ``name.py`` files and packages."""
+    try:
+        entries = os.listdir(folder)
+    except OSError:
+        return frozenset()
+    found = set()
+    for entry in entries:
+        stem, ext = os.path.splitext(entry)
+        if ext == ".py" and stem.isidentifier():
+            found.add(stem)
+        elif entry.isidentifier() and os.path.isfile(os.path.join(folder, entry, "__init__.py")):
+            found.add(entry)
+    return frozenset(found)
 
 
 def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = "notebook", jobs: int | None = None,

@@ -101,7 +101,7 @@ SCOPES = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef, ast.L
 
 @dataclass(frozen=True)
 class Event:
-    op: str  # read | bind | mutate | delete | star | pass (name passed to a call used as a statement)
+    op: str  # read | bind | mutate | delete | star | pass (name passed to a call) | dynamic (names spelt at run time)
     name: str
     line: int
     kind: str | None = None  # for bind: data | module | function | class; for mutate: store, may (it may change), or None
@@ -118,6 +118,8 @@ class CallSummary:
     reads: frozenset[str] = frozenset()
     writes: frozenset[str] = frozenset()
     changes_args: frozenset = frozenset()  # positions and names of the parameters it changes in place
+    may_writes: frozenset[str] = frozenset()  # globals it may change (a call on them whose effect is not known)
+    dynamic: bool = False  # reads names it spells at run time (eval, exec, globals(), locals(), vars())
 
 
 @dataclass(frozen=True)
@@ -129,6 +131,7 @@ class Statement:
     end: int
     source: str
     config: bool = False  # configures the process or a library (os.environ, os.chdir, sys.path, options)
+    imports: tuple = ()  # the top-level modules an import statement imports (absolute imports only)
 
 
 @dataclass(frozen=True)
@@ -142,6 +145,7 @@ class CellCode:
     transformed: bool = False
     automagic: str | None = None  # the line magic a one-line cell runs without its % (``pip install x``)
     seeds: bool = False  # seeds the global random generators (random.seed, numpy.random.seed)
+    draws: bool = True  # may draw from the global random generators: calls something beyond Python's builtins and display
     sets_output: bool = False  # ends with an expression, so IPython sets `_` (and Out[N]) to its value
 
 
@@ -216,8 +220,30 @@ def analyze_cell(source: str, shadowed=frozenset()) -> CellCode:
         transformed=transformed,
         automagic=automagic_name(source, shadowed),
         seeds=any(isinstance(n, ast.Call) and SEED_CALL_RE.search(_dotted(n.func) or "") for n in ast.walk(tree)),
+        draws=any(isinstance(n, ast.Call) and _may_draw(n) for n in ast.walk(tree)),
         sets_output=bool(tree.body) and _sets_output(tree.body[-1]),
     )
+
+
+def _may_draw(call: ast.Call) -> bool:
+    """Whether a call may draw from the global random generators (random, numpy.random, or a library drawing
+    from them, such as scikit-learn without a random_state): anything but Python's builtins, display and
+    printing, and methods known only to read (``df.sample`` draws)."""
+    callee = _dotted(call.func) or ""
+    if callee in BUILTIN_NAMES or READ_ONLY_CALL_RE.match(callee):
+        return False
+    if isinstance(call.func, ast.Attribute) and call.func.attr in READ_ONLY_METHODS and call.func.attr not in ("sample",):
+        return False
+    return not callee.endswith((".run_line_magic", ".run_cell_magic"))
+
+
+def _imported(stmt: ast.stmt) -> tuple:
+    """The top-level modules ``import a.b`` / ``from a.b import c`` import (a relative import: none)."""
+    if isinstance(stmt, ast.Import):
+        return tuple(sorted({alias.name.split(".")[0] for alias in stmt.names}))
+    if isinstance(stmt, ast.ImportFrom) and not stmt.level and stmt.module:
+        return (stmt.module.split(".")[0],)
+    return ()
 
 
 def _sets_output(stmt: ast.stmt) -> bool:
@@ -291,6 +317,34 @@ def _has_inplace(call: ast.Call) -> bool:
     )
 
 
+QUERY_NAME_RE = re.compile(r"@([A-Za-z_]\w*)")
+
+
+def dynamic_names(call: ast.Call, in_function: bool = False) -> tuple[set, bool]:
+    """(names read, reads others it spells at run time) of a call that reads names from a string: ``eval('x')``
+    and ``exec('...')`` of a literal read its names, ``df.query('a > @limit')`` and ``df.eval`` the ``@`` ones;
+    ``eval(text)`` of a string built at run time, ``globals()``, and at the top level ``locals()`` and ``vars()``
+    read any."""
+    callee = _dotted(call.func) or ""
+    first = call.args[0] if call.args else next((k.value for k in call.keywords if k.arg in ("source", "expr")), None)
+    literal = first.value if isinstance(first, ast.Constant) and isinstance(first.value, str) else None
+    if callee in ("eval", "exec", "builtins.eval", "builtins.exec"):
+        if literal is None:
+            return set(), True
+        try:
+            tree = ast.parse(literal, mode="exec")
+        except (SyntaxError, ValueError):
+            return set(), True
+        return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)}, False
+    if callee == "globals" or (not in_function and (callee == "locals" or (callee == "vars" and not call.args))):
+        return set(), True
+    if isinstance(call.func, ast.Attribute) and call.func.attr in ("query", "eval") and first is not None:
+        if literal is None:
+            return set(), True
+        return set(QUERY_NAME_RE.findall(literal)), False
+    return set(), False
+
+
 def _immutable_literal(node: ast.AST) -> bool:
     """A literal whose value no call can change: a number, string, bytes, bool, None, or a tuple of those."""
     if isinstance(node, ast.Constant):
@@ -319,6 +373,12 @@ class _ScopeInfo:
         self.reads: set[str] = set()
         self.writes: set[str] = set()  # globals assigned via `global` or mutated in place
         self.changes_args: set = set()  # a function's parameters (position and name) it changes in place
+        self.may_writes: set[str] = set()  # globals a call it makes may change
+        self.dynamic = False  # eval/exec of a string it builds, globals(), locals(), vars()
+
+    def summary(self) -> "CallSummary":
+        return CallSummary(frozenset(self.reads), frozenset(self.writes), frozenset(self.changes_args),
+                           frozenset(self.may_writes), self.dynamic)
 
 
 def scope_free_names(node: ast.AST) -> _ScopeInfo:
@@ -330,7 +390,8 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
     loads: set[str] = set()
     stores: set[str] = set()
     mutated: set[str] = set()
-    passed: set[tuple[str, str]] = set()  # (callee's root, name) passed to a call used as a statement
+    maybe: set[str] = set()  # objects of a method call whose effect is not known
+    passed: set[tuple[str, str]] = set()  # (callee's root, name) passed to a call
     nested: list[_ScopeInfo] = []
 
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
@@ -390,17 +451,18 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
                         root = _root_name(sub)
                         if root:
                             mutated.add(root)
-        elif isinstance(n, ast.Expr) and isinstance(n.value, ast.Call):
-            root, method = _method_call(n.value)
-            if root and method not in READ_ONLY_METHODS and not method.startswith("to_"):
-                mutated.add(root)
-            callee = _dotted(n.value.func)
-            if callee and not READ_ONLY_CALL_RE.match(callee):
-                passed.update((callee.split(".")[0], r) for a in n.value.args + [k.value for k in n.value.keywords] if (r := _root_name(a)))
         if isinstance(n, ast.Call):
             root, method = _method_call(n)
             if root and (method in MUTATING_METHODS or _has_inplace(n)):
                 mutated.add(root)
+            elif root and method not in READ_ONLY_METHODS and not method.startswith("to_"):
+                maybe.add(root)
+            callee = _dotted(n.func)
+            if callee and not READ_ONLY_CALL_RE.match(callee):
+                passed.update((callee.split(".")[0], r) for a in n.args + [k.value for k in n.keywords] if (r := _root_name(a)))
+            literal, dynamic = dynamic_names(n, in_function=True)
+            loads.update(literal)
+            info.dynamic = info.dynamic or dynamic
         for child in ast.iter_child_nodes(n):
             visit(child)
 
@@ -415,17 +477,23 @@ def scope_free_names(node: ast.AST) -> _ScopeInfo:
         for sub in nested:
             info.reads |= sub.reads
             info.writes |= sub.writes
+            info.may_writes |= sub.may_writes
+            info.dynamic = info.dynamic or sub.dynamic
     else:
         info.reads = {n for n in loads if n not in local and n not in declared_nonlocal}
         for sub in nested:
             info.reads |= {n for n in sub.reads if n not in local}
             info.writes |= {n for n in sub.writes if n not in local}
+            info.may_writes |= {n for n in sub.may_writes if n not in local}
+            info.dynamic = info.dynamic or sub.dynamic
     info.writes |= {n for n in stores if n in declared_global}
     info.writes |= {n for n in mutated if n not in local and n not in declared_nonlocal}
-    info.reads |= {n for n in mutated if n not in local and n not in declared_nonlocal}
+    info.reads |= {n for n in mutated | maybe if n not in local and n not in declared_nonlocal}
+    info.may_writes |= {n for n in maybe if n not in local and n not in declared_nonlocal}
+    info.may_writes -= info.writes
     if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
         # passed to a function or module function (not to a method of a local value: lst.append(x))
-        changed = mutated | {name for callee, name in passed if callee not in local and callee not in stores}
+        changed = mutated | maybe | {name for callee, name in passed if callee not in local and callee not in stores}
         positional = [a.arg for a in node.args.posonlyargs + node.args.args]
         for i, name in enumerate(positional):
             if name in changed:
@@ -455,7 +523,7 @@ class _ModuleWalker(ast.NodeVisitor):
             start = min([stmt.lineno] + [d.lineno for d in decorators])
             end = stmt.end_lineno or stmt.lineno
             self.statements.append(
-                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]), is_config_statement(stmt))
+                Statement(i, start, end, "\n".join(self.lines[start - 1 : end]), is_config_statement(stmt), _imported(stmt))
             )
 
     # events
@@ -509,7 +577,7 @@ class _ModuleWalker(ast.NodeVisitor):
             info = scope_free_names(node.value)
             for target in node.targets:
                 for name in _bound_names(target):
-                    self.summaries[name] = CallSummary(frozenset(info.reads), frozenset(info.writes), frozenset(info.changes_args))
+                    self.summaries[name] = info.summary()
 
     def visit_AugAssign(self, node: ast.AugAssign) -> None:
         if isinstance(node.target, ast.Name):
@@ -585,7 +653,7 @@ class _ModuleWalker(ast.NodeVisitor):
         for d in node.args.defaults + [d for d in node.args.kw_defaults if d is not None]:
             self.visit(d)
         info = scope_free_names(node)
-        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes), frozenset(info.changes_args))
+        self.summaries[node.name] = info.summary()
         self._emit("bind", node.name, node, "function")
 
     visit_AsyncFunctionDef = visit_FunctionDef
@@ -602,7 +670,7 @@ class _ModuleWalker(ast.NodeVisitor):
         for name in sorted(now.reads):
             self._emit("read", name, node)
         info = scope_free_names(node)
-        self.summaries[node.name] = CallSummary(frozenset(info.reads), frozenset(info.writes))
+        self.summaries[node.name] = info.summary()
         self._emit("bind", node.name, node, "class")
 
     def visit_Lambda(self, node: ast.Lambda) -> None:
@@ -638,6 +706,11 @@ class _ModuleWalker(ast.NodeVisitor):
         if magic is not None:
             return
         self.generic_visit(node)
+        literal, dynamic = dynamic_names(node)
+        for name in sorted(literal):
+            self._emit("read", name, node)
+        if dynamic:
+            self.events.append(Event("dynamic", _dotted(node.func) or "eval", getattr(node, "lineno", 0) or 0, None, self.stmt))
         root, method = _method_call(node)
         if root and (method in MUTATING_METHODS or _has_inplace(node)):
             self._emit("mutate", root, node)

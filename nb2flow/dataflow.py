@@ -39,16 +39,19 @@ class _Mark:
     certain: bool = True  # for mutate: it surely changes the value (append, fit, df[c] = ...), not only may
 
 
-def analyze(structure: Pipeline) -> Pipeline:
-    """Fill in inputs, outputs and definitions of every step; add data-flow findings."""
-    return _Analysis(structure).run()
+def analyze(structure: Pipeline, local_modules: frozenset = frozenset()) -> Pipeline:
+    """Fill in inputs, outputs and definitions of every step; add data-flow findings. ``local_modules``: the
+    modules beside the notebook (its own ``.py`` files and packages), whose import may configure what later
+    cells see (``pd.set_option`` at their top level), so later steps re-run it."""
+    return _Analysis(structure, local_modules).run()
 
 
 class _Analysis:
     """One pass over the notebook: set-up cells first, then the steps in notebook order."""
 
-    def __init__(self, structure: Pipeline) -> None:
+    def __init__(self, structure: Pipeline, local_modules: frozenset = frozenset()) -> None:
         self.structure = structure
+        self.local_modules = local_modules
         self.nb = structure.notebook
         self.findings: list[Finding] = list(structure.findings)
         self.code: dict[int, CellCode] = {}
@@ -115,28 +118,37 @@ class _Analysis:
             self.summaries.update(cc.summaries)
 
     def carry_random_state(self, steps: list[Step]) -> list[Step]:
-        """A notebook that seeds the global generators draws its numbers in notebook order: each step
-        continues from the state the step above it left, which therefore must run before it."""
+        """A notebook that seeds the global generators draws its numbers in notebook order: each step that may
+        draw continues from the state the drawing (or seeding) step above it left, which therefore must run
+        before it. A step that draws nothing (only builtins and display) neither needs that state nor passes it."""
         seeding = sorted(i for i, cc in self.code.items() if cc.seeds)
         if not seeding:
             return steps
         first_seed = seeding[0]
+        seeded_in_setup = first_seed in self.structure.setup_cells
         ancestors = self.structure._ancestors
         out = list(steps)
-        for k in range(1, len(out)):
-            before, step = out[k - 1], out[k]
-            if max(before.cells) < first_seed and first_seed not in self.structure.setup_cells:
+        index = {s.name: k for k, s in enumerate(out)}
+        previous = None  # the last step above that seeded or drew
+        for k, step in enumerate(out):
+            codes = [self.code[i] for i in step.cells if i in self.code]
+            seeds_here = any(c.seeds for c in codes)
+            if not seeded_in_setup and previous is None and not seeds_here:
                 continue  # nothing seeded yet
-            if before.name in ancestors[step.name]:
-                out[k] = replace(step, rng_from=before.name)
-                out[k - 1] = replace(out[k - 1], saves_rng=True)
-            else:
-                self.findings.append(warning(
-                    "random-state",
-                    f"cell {first_seed + 1} seeds the random generators, and step {step.name} draws after step {before.name} "
-                    f"in the notebook, but may run before it: its random numbers can differ from top to bottom",
-                    hint=f"add {self.structure.after_tag}:{before.name} to step {step.name}, or seed in step {step.name} itself",
-                    **self.where(step.cells[0], step.name)))
+            if not seeds_here and not any(c.draws for c in codes):
+                continue  # draws nothing: its numbers cannot differ, and it leaves the state as it found it
+            if previous is not None:
+                if previous in ancestors[step.name]:
+                    out[k] = replace(out[k], rng_from=previous)
+                    out[index[previous]] = replace(out[index[previous]], saves_rng=True)
+                else:
+                    self.findings.append(warning(
+                        "random-state",
+                        f"cell {first_seed + 1} seeds the random generators, and step {step.name} may draw after step {previous} "
+                        f"in the notebook, but may run before it: its random numbers can differ from top to bottom",
+                        hint=f"add {self.structure.after_tag}:{previous} to step {step.name}, or seed in step {step.name} itself",
+                        **self.where(step.cells[0], step.name)))
+            previous = step.name
         return out
 
     def provider_of(self, name: str) -> _Mark | None:
@@ -161,13 +173,15 @@ class _Analysis:
 
     def config_above(self, step: Step) -> list[_Mark]:
         """Statements of other steps' cells above this step that configure the process or a library
-        (os.environ, os.chdir, sys.path, pd.set_option, %matplotlib ...): top to bottom, this step sees them."""
+        (os.environ, os.chdir, sys.path, pd.set_option, %matplotlib ..., an import of the notebook's own module):
+        top to bottom, this step sees them."""
         owner = {i: s.name for s in self.structure.steps for i in s.cells}
         marks = []
         for i in sorted(owner):
             if i >= step.cells[0] or owner[i] == step.name or i not in self.code:
                 continue
-            marks += [_Mark("config", "config", owner[i], i, st.index) for st in self.code[i].statements if st.config]
+            marks += [_Mark("config", "config", owner[i], i, st.index) for st in self.code[i].statements
+                      if st.config or set(st.imports) & self.local_modules]
         return marks
 
     def output_cells_above(self, index: int) -> list[int]:
@@ -220,6 +234,7 @@ class _StepScope:
         self.star_here = False
         self.ancestors = analysis.structure._ancestors[step.name]
         self.pending: list[tuple[str, _Mark]] = []  # this step's marks, added to the history at its end
+        self.gave_everything = False  # a dynamic read gave the step every value above it
 
     def walk_cells(self) -> None:
         for i in self.step.cells:
@@ -235,6 +250,8 @@ class _StepScope:
                     self.mutate(ev.name, lw, store=ev.kind == "store", certain=ev.kind != "may")
                 elif ev.op == "pass":
                     self.passed(ev, lw)
+                elif ev.op == "dynamic":
+                    self.dynamic(f"`{ev.name}(…)`", lw)
                 elif ev.op == "bind":
                     self.a.immutable[ev.name] = ev.const and self.a.immutable.get(ev.name, True)
                     self.own.add(ev.name)
@@ -423,6 +440,31 @@ class _StepScope:
             self.read(r, line_where, depth + 1)
         for w in sorted(summary.writes):
             self.mutate(w, line_where, depth + 1)
+        for w in sorted(summary.may_writes):
+            self.mutate(w, line_where, depth + 1, certain=False)
+        if summary.dynamic:
+            self.dynamic("a function that calls eval, exec or globals()", line_where)
+
+    def dynamic(self, what: str, line_where: dict) -> None:
+        """The step reads names it spells at run time (``eval(name)``, ``globals()[name]``): it is given every value
+        the steps before it defined, as top to bottom it could read any of them; ``check`` says so, once per step."""
+        if self.gave_everything:
+            return
+        self.gave_everything = True
+        given = []
+        for name in sorted(self.a.history):
+            if name in self.own or name in self.inputs:
+                continue
+            mark = self.provider(name)
+            if mark is None or mark.op not in ("bind", "mutate") or (mark.step not in self.ancestors):
+                continue
+            self.resolve(name, line_where, 1)
+            given.append(name)
+        self.a.findings.append(warning(
+            "dynamic-read",
+            f"step {self.step.name} reads names it spells at run time ({what}): it is given every value the steps before it "
+            f"defined ({len(given)}: {', '.join(given[:8])}{', …' if len(given) > 8 else ''})",
+            hint="read the names directly (x rather than eval('x')) to give it only those", **line_where))
 
     def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False, certain: bool = True) -> None:
         """``name`` may change here. A class or function whose attributes are assigned (Counter.count += 1)

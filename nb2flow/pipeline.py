@@ -237,7 +237,22 @@ def build_structure(nb: Notebook) -> Pipeline:
                 if tags.kale_block and current is not None and current["name"] == other_name:
                     current["cells"].append(i)  # Kale: a repeated block name continues that block
                     continue
-                same = "the same name" if other_name == tags.step else f"the same Kubernetes name '{task}' as {tags.step_key}:{other_name}"
+                if other_name == tags.step:
+                    # the same name further down: top to bottom is well defined, so it runs as a step of its own
+                    k = 2
+                    while task_name(f"{tags.step}_{k}") in seen:
+                        k += 1
+                    own = f"{tags.step}_{k}"
+                    findings.append(warning(
+                        "repeated-step",
+                        f"{tags.step_key}:{tags.step} is used again (cell {other_cell} starts step {other_name}): this cell starts "
+                        f"a step of its own, {own}, which runs where the notebook puts it",
+                        hint=f"give it a name of its own; {tags.after_key}:{tags.step} below means the nearer one above",
+                        step=own, **where(i)))
+                    seen[task_name(own)] = (own, i + 1)
+                    steps.append(dict(name=own, cells=[i], tags=tags, alias=tags.step))
+                    continue
+                same = f"the same Kubernetes name '{task}' as {tags.step_key}:{other_name}"
                 findings.append(
                     error(
                         "duplicate-step",
@@ -284,6 +299,7 @@ def build_structure(nb: Notebook) -> Pipeline:
     built: list[Step] = []
     names_above: list[str] = []
     all_names = {s["name"]: s["cells"][0] for s in steps}
+    nearest: dict[str, str] = {}  # a repeated step name -> the step of that name nearest above
     for s in steps:
         tags: CellTags = s["tags"]
         first = s["cells"][0]
@@ -294,6 +310,7 @@ def build_structure(nb: Notebook) -> Pipeline:
                 findings.append(error("bad-after", f"{key}:none cannot be combined with other {key}: names", step=s["name"], **where(first)))
         elif tags.after:
             for name in tags.after:
+                name = nearest.get(name, name)
                 if name in names_above:
                     if name not in parents:
                         parents.append(name)
@@ -316,6 +333,8 @@ def build_structure(nb: Notebook) -> Pipeline:
         options = StepOptions(**tags.options)
         built.append(Step(name=s["name"], cells=tuple(s["cells"]), parents=tuple(parents), options=options))
         names_above.append(s["name"])
+        if s.get("alias"):
+            nearest[s["alias"]] = s["name"]
 
     if metrics:
         leaves = [s.name for s in built if not any(s.name in o.parents for o in built)]

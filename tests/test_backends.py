@@ -81,7 +81,7 @@ def test_every_backend_has_a_contract_world():
     assert set(backends.names()) <= set(WORLDS), "a new backend needs its world in tests/test_backends.py"
 
 
-@pytest.mark.parametrize("name", backends.names())
+@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n == "argo" else n for n in backends.names()])
 def test_a_backend_runs_a_request_and_every_command_reads_the_run(name, tmp_path, monkeypatch):
     world = WORLDS[name](tmp_path, monkeypatch)
     try:

@@ -1,5 +1,7 @@
 """Data flow between steps: providers, kinds, re-created definitions and the problems check reports."""
 
+import json
+
 import pytest
 
 from nb2flow.cellcode import analyze_cell
@@ -269,3 +271,44 @@ def test_display_calls_do_not_count_as_changes():
     p = load_cells(cell("df = [1]", "step:a"), cell("df.head()", "step:b", "after:a"), cell("n = df", "step:c", "after:a"))
     assert data_in(p, "c") == {"df": "a"}
     assert p.ok
+
+
+def test_seeding_warns_only_a_parallel_step_that_may_draw():
+    p = load_cells(
+        cell("import numpy as np\nnp.random.seed(0)"),
+        cell("x = np.random.rand()", "step:a"),
+        cell("y = [1, 2, 3]\nprint(sum(y))", "step:b", "after:none"),
+        cell("z = np.random.rand()", "step:c", "after:a"),
+        cell("w = np.random.rand()", "step:d", "after:none"),
+    )
+    assert [f.code for f in p.findings] == ["random-state"] and p.findings[0].step == "d"
+    steps = {s.name: s for s in p.steps}
+    assert steps["c"].rng_from == "a" and steps["b"].rng_from is None and steps["a"].saves_rng
+
+
+def test_a_step_name_used_again_further_down_is_a_step_of_its_own():
+    p = load_cells(cell("x = 1", "step:evaluation"), cell("y = x + 1", "step:train"), cell("print(x, y)", "step:evaluation"),
+                   cell("z = y", "step:after", "after:evaluation"))
+    assert p.ok and [s.name for s in p.steps] == ["evaluation", "train", "evaluation_2", "after"]
+    assert [f.code for f in p.findings] == ["repeated-step"] and p.findings[0].cell == 3
+    assert {s.name: s.parents for s in p.steps}["after"] == ("evaluation_2",)  # the nearer one above
+
+
+def test_names_read_from_strings_are_read_and_a_dynamic_read_gets_every_value_above():
+    p = load_cells(cell("limit = 2\nd = 5\nother = 1", "step:a"), cell("q = d.query('x > @limit')\nv = eval('other')", "step:b"))
+    assert p.ok and data_in(p, "b") == {"d": "a", "limit": "a", "other": "a"}
+    p = load_cells(cell("def show(name):\n    return eval(name)"), cell("df1 = 5\nunused = 1", "step:a"), cell("show('df1')", "step:b"))
+    assert data_in(p, "b") == {"df1": "a", "unused": "a"}
+    assert [f.code for f in p.findings] == ["dynamic-read"] and "df1, unused" in p.findings[0].message
+
+
+def test_an_import_of_the_notebooks_own_module_is_re_run_by_later_steps():
+    from nb2flow.dataflow import analyze
+    from nb2flow.pipeline import build_structure
+    from nb2flow.notebook import parse_notebook
+    from nbutil import notebook
+
+    nb = parse_notebook(json.dumps(notebook(cell("import nbstyle", "step:a"), cell("x = 1", "step:b"))).encode(), "nb.ipynb")
+    later = {s.name: s for s in analyze(build_structure(nb), frozenset({"nbstyle"})).steps}["b"]
+    assert [d.source for d in later.definitions] == ["import nbstyle"]
+    assert {s.name: s for s in analyze(build_structure(nb)).steps}["b"].definitions == ()

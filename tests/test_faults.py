@@ -112,6 +112,7 @@ def test_notebook_credentials_do_not_reach_records_or_logs(tmp_path):
             assert secret.encode() not in path.read_bytes(), path
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_symlinks_in_the_run_folder_are_not_followed_out_of_it(tmp_path):
     outside = tmp_path / "outside"
     outside.mkdir()

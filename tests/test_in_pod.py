@@ -189,6 +189,7 @@ def test_a_certificate_the_pods_ca_does_not_sign_is_named(tmp_path, pki):
     assert kube.requests == []  # nothing was sent
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_backend_local_setting_keeps_runs_here_in_a_pod_with_credentials(tmp_path, pki, kube):
     pod = make_pod(tmp_path, pki, kube.port)
     (pod.home / "nb2flow.yaml").write_text("backend: local\n")

@@ -250,6 +250,7 @@ def test_check_shows_each_finding_with_its_cell(tmp_path):
     assert "bad.ipynb: cell 3, line 1 (step:b) `print(y)`: error:" in _outputs(nb, 0, "text/plain")[0]
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_scheduled_argo_job_definition_becomes_a_cron_workflow(tmp_path):
     """"Run on a schedule" with compute type argo: nb2flow schedule makes an Argo CronWorkflow (here on the test API
     server), and the server's own task runner does not also start it."""

@@ -11,7 +11,6 @@ import pytest
 from helpers import NOTEBOOKS, nb2flow, only_run_dir
 from nbutil import cell, load_cells, rendered
 
-pytestmark = pytest.mark.slow  # papermill comparisons of many notebooks: CI runs them (pytest -m slow)
 
 
 
@@ -40,6 +39,7 @@ def papermill_copy(src: Path, dst: Path) -> None:
     dst.write_text(json.dumps(doc))
 
 
+@pytest.mark.slow  # papermill and a split run of each: CI runs it (pytest -m slow)
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_split_runs_give_what_papermill_gives(tmp_path, name):
     import papermill
@@ -152,7 +152,7 @@ def test_seeded_notebook_steps_that_may_run_in_parallel_are_warned():
     p = load_cells(cell("import random\nrandom.seed(1)", "setup"), cell("a = random.random()", "step:a"),
                    cell("b = random.random()", "step:b", "after:none"))
     assert rendered(p) == [
-        "nb.ipynb: cell 3 (step:b) `b = random.random()`: warning: cell 1 seeds the random generators, and step b draws after"
+        "nb.ipynb: cell 3 (step:b) `b = random.random()`: warning: cell 1 seeds the random generators, and step b may draw after"
         " step a in the notebook, but may run before it: its random numbers can differ from top to bottom"
         " (add after:a to step b, or seed in step b itself)"]
     p = load_cells(cell("import random\nrandom.seed(1)", "setup"), cell("a = random.random()", "step:a"), cell("b = random.random()", "step:b"))

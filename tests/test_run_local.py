@@ -450,6 +450,7 @@ def test_run_refuses_a_notebook_with_problems(tmp_path):
     assert r.stderr.strip().splitlines()[-1] == "nb2flow: bad.ipynb: 1 problem(s) found; nothing was run (see `nb2flow check bad.ipynb`)"
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_script_mode_rejects_magics_with_the_cell(tmp_path):
     write(tmp_path / "m.ipynb", cell("%matplotlib inline\nx = 1", "step:a"), cell("!echo hi\ny = x", "step:b"))
     r = nb2flow("run", "m.ipynb", "-q", "--mode", "script", cwd=tmp_path)

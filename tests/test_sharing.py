@@ -101,6 +101,7 @@ def test_a_planted_value_is_refused_on_resume_and_nothing_planted_runs(team):
     assert not marker.exists() and f"{planted}: it has no signature beside it: nb2flow did not write it" in r.stderr
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_reuse_loads_no_planted_value_and_passes_over_a_forged_run(team):
     folder, victim, their_key = team
     (folder / "fixed").touch()

@@ -146,11 +146,14 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if len(set(flags)) > 1:
         raise UsageError(" and ".join(("--" + f if f in ("local", "argo") else "--backend " + f) for f in flags) + " exclude each other")
     earlier = None
-    if resume:
+    if resume is not None:
+        if not resume.strip():
+            raise UsageError("--resume needs a run id", hint="`nb2flow list` shows recent runs")
         search = [os.getcwd()] + ([notebook_folder(notebook)] if notebook else [])
         run_dir = find_run(resume, search)
         record = read_trusted_record(run_dir)
         earlier = backends.RunRef(record["run_id"], record.get("backend") or "local", run_dir, record)
+        _check_resumable(earlier, notebook)
         notebook = notebook or notebook_of(record, run_dir)
     if not notebook:
         raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
@@ -186,6 +189,22 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
     if outcome.failure is not None:
         raise outcome.failure
     return ExitStatus.OK
+
+
+def _check_resumable(earlier, notebook) -> None:
+    """``--resume`` completes a run of this notebook that is not going on: refuse another notebook's, a live one."""
+    from .runs import notebook_of, run_owner_alive
+
+    record = earlier.record
+    if notebook and os.path.abspath(notebook) != os.path.abspath(notebook_of(record, earlier.run_dir)):
+        raise UsageError(f"run {earlier.run_id} is a run of {os.path.relpath(notebook_of(record, earlier.run_dir))}, "
+                         f"not of {os.path.relpath(notebook)}",
+                         hint=f"nb2flow run --resume {earlier.run_id} (without a notebook) completes it; "
+                              f"nb2flow run {os.path.relpath(notebook)} starts a run of that one")
+    if record.get("state") == "running" and run_owner_alive(record):
+        owner = record.get("owner") or {}
+        raise UsageError(f"run {earlier.run_id} is still running (nb2flow, pid {owner.get('pid')})",
+                         hint=f"wait for it, or `nb2flow stop {earlier.run_id}` first")
 
 
 def _console():
@@ -617,10 +636,48 @@ def _color_finding(line: str, severity: str) -> str:
     return click.style(line, fg="red" if severity == "error" else "yellow")
 
 
+class _Survivor:
+    """stdout or stderr that outlives its reader: once the pipe is closed (``nb2flow run … | head``, a restarted
+    kernel that started nb2flow), what follows goes nowhere and the run goes on to complete its record."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def _lost(self) -> None:
+        self._gone = True
+        try:  # the interpreter's own flush at exit must not meet the closed pipe either
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self._stream.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):
+            pass
+
+    def write(self, text):
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except (BrokenPipeError, ValueError):
+                self._lost()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except (BrokenPipeError, ValueError):
+                self._lost()
+
+    def __getattr__(self, name):
+        return getattr(self._stream, name)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: one line and a distinct exit status for every failure."""
     global _EVENTS
     _EVENTS = None
+    if not isinstance(sys.stdout, _Survivor) and argv is None:  # the console script (tests call main(argv) in-process)
+        sys.stdout, sys.stderr = _Survivor(sys.stdout), _Survivor(sys.stderr)
     try:
         rv = cli.main(args=argv, prog_name="nb2flow", standalone_mode=False)
     except click.exceptions.Abort:

@@ -734,6 +734,8 @@ def rbac_manifests(namespace: str, service_account: str, runner: str | None = No
     """The Role and RoleBinding the notebook's service account needs (to submit), and those of the account Argo's
     executor runs as in step pods (``runner``: the ``executor_service_account`` setting; the steps' own
     containers get no token): only reporting results, workflowtaskresults create and patch."""
+    from .names import k8s_name
+
     rules = [
         {"apiGroups": ["argoproj.io"], "resources": ["workflows", "cronworkflows"],
          "verbs": ["create", "get", "list", "watch", "patch", "update", "delete"]},
@@ -748,14 +750,15 @@ def rbac_manifests(namespace: str, service_account: str, runner: str | None = No
          "metadata": {"name": "nb2flow-submitter", "namespace": namespace, "labels": dict(A.MANAGED_BY)},
          "rules": rules},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": f"nb2flow-submitter-{service_account}"[:63], "namespace": namespace},
+         "metadata": {"name": k8s_name(f"nb2flow-submitter-{service_account}", max_len=63, unique=True), "namespace": namespace},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-submitter"},
          "subjects": [{"kind": "ServiceAccount", "name": service_account, "namespace": namespace}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
          "metadata": {"name": "nb2flow-runner", "namespace": namespace, "labels": dict(A.MANAGED_BY)},
          "rules": [{"apiGroups": ["argoproj.io"], "resources": ["workflowtaskresults"], "verbs": ["create", "patch"]}]},
         {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
-         "metadata": {"name": f"nb2flow-runner-{runner or service_account}"[:63], "namespace": namespace},
+         "metadata": {"name": k8s_name(f"nb2flow-runner-{runner or service_account}", max_len=63, unique=True),
+                      "namespace": namespace},
          "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": "nb2flow-runner"},
          "subjects": [{"kind": "ServiceAccount", "name": runner or service_account, "namespace": namespace}]},
         # Step pods are as isolated as the notebook: no ingress, and no cloud metadata endpoint (Zero-to-JupyterHub

@@ -368,7 +368,9 @@ class LocalRun:
     def execute(self) -> RunResult:
         # the server imports while the step files are written; it runs the runner the bundle ships
         self.server = None
-        previous = signal.signal(signal.SIGTERM, _raise_interrupt)  # SIGTERM stops the run cleanly from the start
+        # SIGTERM (nb2flow stop, a job's stop) and SIGHUP (a closed terminal or SSH session) stop the run cleanly
+        previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
+        lock = hold_run_lock(self.run_dir, self.run_id)
         try:
             from .keys import user_key
             from .runner import runner_digest
@@ -382,9 +384,11 @@ class LocalRun:
                 raise RunInterrupted(f"interrupted before the steps started; run {self.run_id} stopped") from None
             return self._execute()
         finally:
-            signal.signal(signal.SIGTERM, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
             if self.server is not None:
                 self.server.close()
+            lock.close()
 
     def _execute(self) -> RunResult:
         self.reporter.start(self.run_id, self.run_dir, self.views())
@@ -431,6 +435,21 @@ class LocalRun:
         if written.get("problem"):
             self.reporter.message(f"warning: {written['problem']}")
         return written["output_notebook"], written["visible_notebook"]
+
+
+def hold_run_lock(run_dir: str, run_id: str):
+    """An exclusive lock on the run folder for as long as this process runs it (released when the process ends,
+    however it ends): a second process resuming the same run at once is refused instead of racing."""
+    import fcntl
+
+    fh = open(os.path.join(run_dir, ".lock"), "a+")  # noqa: SIM115 - held for the run
+    try:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        fh.close()
+        raise UsageError(f"run {run_id} is being run by another nb2flow process right now",
+                         hint=f"`nb2flow status {run_id}` shows it; `nb2flow stop {run_id}` stops it") from None
+    return fh
 
 
 def run_local(pipeline: Pipeline, options: RunOptions) -> RunResult:

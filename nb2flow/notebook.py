@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -76,12 +77,19 @@ def _fail(path: str, message: str, cell: int | None = None) -> NotebookReadError
     return NotebookReadError(message, path=path, cell=cell)
 
 
+MAX_NOTEBOOK_BYTES = 1 << 30
+
+
 def read_notebook(path: str | os.PathLike) -> Notebook:
     """Read and check a notebook file; raise :class:`NotebookReadError` with one line if unusable."""
     path = os.fspath(path)
     try:
         with open(path, "rb") as fh:
-            data = fh.read()
+            if not stat.S_ISREG(os.fstat(fh.fileno()).st_mode):
+                raise _fail(path, "not a regular file (a device, pipe or socket), not a notebook")
+            data = fh.read(MAX_NOTEBOOK_BYTES + 1)
+        if len(data) > MAX_NOTEBOOK_BYTES:
+            raise _fail(path, f"larger than {MAX_NOTEBOOK_BYTES >> 30} GiB: not a notebook nb2flow can split")
     except FileNotFoundError:
         raise _fail(path, "no such file") from None
     except IsADirectoryError:

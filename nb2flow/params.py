@@ -106,7 +106,27 @@ def check_parameters(values: dict, known: list[str], notebook: str) -> dict:
     return values
 
 
+def _surrogate(value) -> str | None:
+    """A string in ``value`` holding bytes that are not UTF-8 (Python keeps them as lone surrogates), if any."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value
+        return None
+    if isinstance(value, dict):
+        return next((s for k, v in value.items() for s in (_surrogate(k), _surrogate(v)) if s), None)
+    if isinstance(value, (list, tuple)):
+        return next((s for v in value if (s := _surrogate(v))), None)
+    return None
+
+
 def _check_json(value, name: str, notebook: str) -> None:
+    bad = _surrogate(value)
+    if bad is not None:
+        raw = bad.encode("utf-8", "surrogateescape")
+        raise ParameterError(f"parameter {name!r}: {raw!r} is not UTF-8 text", path=notebook,
+                             hint="pass text as UTF-8 (your terminal's encoding may be another)")
     if isinstance(value, float) and (math.isnan(value) or math.isinf(value)):
         return
     try:

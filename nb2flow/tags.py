@@ -27,6 +27,7 @@ STEP_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
 # Kubernetes resource.Quantity (apimachinery/pkg/api/resource/quantity.go).
 QUANTITY_RE = re.compile(r"^\+?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+|[KMGTPE]i|[numkMGTPE])?$")
 # Go's time.ParseDuration, which Argo uses for ``timeout``, plus a day unit.
+GO_DURATION_MAX_NS = 2**63 - 1  # Go's time.Duration, which Argo parses durations into
 DURATION_PART_RE = re.compile(r"(\d+(?:\.\d+)?)(ns|us|µs|ms|s|m|h|d)")
 IMAGE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-/:@]*$")
 RESERVED_NAMES = frozenset({"none"})
@@ -137,6 +138,8 @@ def parse_duration(text: str) -> float:
         pos = match.end()
     if pos != len(text) or not text:
         raise ValueError(text)
+    if total * 1e9 > GO_DURATION_MAX_NS:
+        raise ValueError(f"{text} is longer than a duration can be (at most 2562047h, about 292 years)")
     return total
 
 
@@ -288,8 +291,10 @@ def _parse_option(key: str, value: str, tag: str, options: dict, bad) -> None:
     elif key == "timeout":
         try:
             seconds = parse_duration(value)
-        except ValueError:
-            bad("bad-option", f"{tag!r} is not a duration", hint="e.g. timeout:30m, timeout:1h30m, timeout:90s")
+        except ValueError as exc:
+            too_long = "longer than" in str(exc)
+            bad("bad-option", f"{tag!r} is {'longer than a duration can be' if too_long else 'not a duration'}",
+                hint="at most 2562047h (about 292 years)" if too_long else "e.g. timeout:30m, timeout:1h30m, timeout:90s")
             return
         if seconds <= 0:
             bad("bad-option", f"{tag!r} must be longer than zero")

@@ -312,3 +312,20 @@ def test_an_import_of_the_notebooks_own_module_is_re_run_by_later_steps():
     later = {s.name: s for s in analyze(build_structure(nb), frozenset({"nbstyle"})).steps}["b"]
     assert [d.source for d in later.definitions] == ["import nbstyle"]
     assert {s.name: s for s in analyze(build_structure(nb)).steps}["b"].definitions == ()
+
+
+@pytest.mark.parametrize("cells, code", [
+    ([cell("print(total)", "step:a")], "undefined-name"),
+    ([cell("x = 1", "step:a"), cell("print(x)", "step:b", "after:none")], "not-an-ancestor"),
+    ([cell("x = 1", "step:a"), cell("x = 2", "step:b", "after:a"), cell("print(x)", "step:c", "after:a")], "not-an-ancestor"),
+    ([cell("x = [0]", "step:a"), cell("x.append(1)", "step:b", "after:a"), cell("print(x)", "step:c", "after:a")], "not-an-ancestor"),
+    ([cell("x = [0]", "step:a"), cell("x.append(1)", "step:b", "after:a"), cell("x.append(2)", "step:c", "after:a"),
+      cell("print(x)", "step:d", "after:b", "after:c")], "parallel-change"),
+    ([cell("x = 1", "step:a"), cell("del x", "step:b"), cell("print(x)", "step:c")], "deleted-name"),
+    ([cell("2 + 2", "step:a"), cell("print(_)", "step:b")], "output-history"),
+    ([cell("print(x)", "setup"), cell("x = 1", "step:a")], "setup-undefined"),
+])
+def test_each_refusal_that_remains_is_one_no_run_could_equal_top_to_bottom(cells, code):
+    """The notebooks of the docs' table (docs/tags-and-data-flow.md): each still refused, with its rule."""
+    p = load_cells(*cells)
+    assert code in [f.code for f in p.errors], rendered(p)

@@ -14,6 +14,15 @@ class LocalBackend(Backend):
     name = "local"
     title = "running on this machine"
 
+    def validate(self, request: RunRequest) -> None:
+        if request.python:
+            import shutil
+
+            found = shutil.which(request.python)
+            if found is None:
+                raise UsageError(f"--python {request.python}: no such interpreter (or it is not executable)",
+                                 hint="give the path of a python, e.g. --python ~/envs/ml/bin/python")
+
     def start(self, request: RunRequest, console: Console) -> Outcome:
         from ..events import run_finished
         from ..local import RunOptions, raise_for_failures, run_local

@@ -29,6 +29,7 @@ RUNNER_FILE = "nb2flow_step.py"
 NB2FLOW_DIR = ".nb2flow"
 RUNS_DIR = NB2FLOW_DIR + "/runs"  # beside the notebook: one folder per run
 BUNDLES_DIR = NB2FLOW_DIR + "/bundles"  # beside the notebook: step files of exports and schedules
+STEM_MAX = 200  # a notebook name's part in file names: with ".out.ipynb" within a file system's 255 bytes
 VISIBLE_DIR = "nb2flow-runs"  # beside the notebook, shown by JupyterLab's file browser: one merged notebook per run
 
 
@@ -243,10 +244,10 @@ class RunLayout:
         return os.path.join(self.root, "values")
 
     def out_notebook(self, stem: str) -> str:
-        return os.path.join(self.root, f"{stem}.out.ipynb")
+        return os.path.join(self.root, f"{stem[:STEM_MAX]}.out.ipynb")
 
     def out_html(self, stem: str) -> str:
-        return os.path.join(self.root, f"{stem}.out.html")
+        return os.path.join(self.root, f"{stem[:STEM_MAX]}.out.html")
 
     @property
     def steps_root(self) -> str:

@@ -156,10 +156,7 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
     except KeyboardInterrupt:
         step.status.finish(StepState.INTERRUPTED)
         return ExitStatus.INTERRUPTED
-    except BaseException as exc:  # the user's code raised: report it against the cell
-        if isinstance(exc, SystemExit) and exc.code in (None, 0):
-            step.status.finish(StepState.SUCCEEDED)
-            return ExitStatus.OK
+    except BaseException as exc:  # the user's code raised, sys.exit() included (as a kernel reports it): against the cell
         cell_number, tb = script_traceback(exc)
         if current is not None:
             current["outputs"] = _stream_outputs(out, err) + [

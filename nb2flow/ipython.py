@@ -16,6 +16,7 @@ stays usable while a run goes on.
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import sys
@@ -48,17 +49,26 @@ def find_notebook(user_ns: dict, given: str | None = None) -> str:
         "VS Code sets __vsc_ipynb_file__); pass it: %nb2flow check --notebook analysis.ipynb")
 
 
+def _code(source: str) -> str:
+    """A cell's code as compared with the saved file: trailing blanks and line ends do not count."""
+    return "\n".join(line.rstrip() for line in source.strip().splitlines())
+
+
 class Magics:
     """The ``%nb2flow`` line magic of one IPython shell."""
 
     def __init__(self, shell) -> None:
         self.shell = shell
         self.last_cell_end: float | None = None  # when the last finished cell finished
+        self.ran: list[tuple[float, str]] = []  # (when it finished, source) of the cells run in this kernel
         self.runs: list = []  # background runs started from this kernel: (thread, process)
 
     # ------------------------------------------------------------------ hooks
     def post_run_cell(self, result=None) -> None:
         self.last_cell_end = time.time()
+        source = getattr(getattr(result, "info", None), "raw_cell", None)
+        if isinstance(source, str):
+            self.ran = [r for r in self.ran if r[1] != source][-200:] + [(self.last_cell_end, source)]
 
     # ------------------------------------------------------------------ the magic
     def __call__(self, line: str):
@@ -90,10 +100,25 @@ class Magics:
         print(f"nb2flow: {text}", file=sys.stderr)
 
     def _warn_unsaved(self, path: str) -> None:
-        """Runs use the file as saved: say so when cells ran after the last save."""
-        if self.last_cell_end and os.path.getmtime(path) < self.last_cell_end:
-            self._error(f"warning: {os.path.basename(path)} was last saved before cells you ran since; "
-                        "the run uses the saved file (save with Ctrl+S to include your edits)")
+        """Runs use the file as saved: say so when a cell ran after the last save whose code the saved file does not
+        hold (an edit not saved yet) — by content, so `%nb2flow status` or re-running a saved cell warns of nothing."""
+        saved_at = os.path.getmtime(path)
+        since = [source for when, source in self.ran if when > saved_at]
+        if not since:
+            return
+        from .pipeline import is_nb2flow_magic_cell
+
+        try:
+            with open(path, encoding="utf-8") as fh:
+                cells = json.load(fh).get("cells") or []
+            saved = {_code("".join(c.get("source") or "") if isinstance(c.get("source"), list) else c.get("source") or "")
+                     for c in cells if c.get("cell_type") == "code"}
+        except (OSError, ValueError, AttributeError):
+            saved = set()
+        edited = [s for s in since if s.strip() and not is_nb2flow_magic_cell(s) and _code(s) not in saved]
+        if edited:
+            self._error(f"warning: {os.path.basename(path)} as saved does not have the code of {len(edited)} cell(s) you ran "
+                        "since its last save; the run uses the saved file (save with Ctrl+S to include your edits)")
 
     # ------------------------------------------------------------------ check, graph: in the kernel
     def do_check(self, path: str, args: list):

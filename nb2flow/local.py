@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import secrets
 import signal
 import sys
 import time
@@ -24,7 +25,7 @@ from .progress import StepView, make_reporter
 from .runner import write_runner
 from .runner.files import make_dir_inside, unlink, write_atomic, write_json
 from .runner.record import step_fingerprint
-from .runner.forkserver import ForkServer
+from .runner.forkserver import ForkServer, end_marked
 from .runner.merge import write_merged
 from .runner.params import to_wire
 from .runner.protocol import BundleLayout, RunLayout, StepState, notebook_folder, step_command, step_error
@@ -376,8 +377,9 @@ class LocalRun:
             from .runner import runner_digest
 
             runner = write_runner(self.layout.bundle)
+            self.mark = f"{self.run_id}-{secrets.token_hex(4)}"
             self.server = ForkServer(self.options.python, runner, self.folder,
-                                     digest=runner_digest(), key=user_key())
+                                     digest=runner_digest(), key=user_key(), mark=self.mark)
             try:
                 self.prepare()
             except KeyboardInterrupt:
@@ -387,7 +389,10 @@ class LocalRun:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
             if self.server is not None:
-                self.server.close()
+                try:
+                    self.server.close()
+                finally:
+                    end_marked(self.mark)  # a step's child that left its session (setsid) ends with the run too
             lock.close()
 
     def _execute(self) -> RunResult:

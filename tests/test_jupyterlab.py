@@ -66,7 +66,7 @@ def test_the_magics_check_draw_run_and_report_on_their_own_notebook(tmp_path):
     assert "merged notebook: nb2flow-runs/magic-" in run_text
     html = _outputs(nb, 6, "text/html")[0]
     assert '<a href="nb2flow-runs/magic-' in html and "<td>done</td>" in html
-    assert "was last saved before cells you ran since" in _stream(nb, 6, "stderr")  # the run uses the saved file
+    assert "warning" not in _stream(nb, 6, "stderr")  # every cell that ran is in the file as saved: nothing to warn of
     status = _stream(nb, 8, "stdout")
     assert status.startswith("run magic-") and "succeeded" in status.splitlines()[0]
     run_dir = next((tmp_path / ".nb2flow" / "runs").iterdir())
@@ -75,6 +75,31 @@ def test_the_magics_check_draw_run_and_report_on_their_own_notebook(tmp_path):
     merged = json.loads(next(run_dir.glob("*.out.ipynb")).read_text())
     assert any("x is 30" in "".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", []))
     assert path.read_bytes() == before  # the user's notebook is never modified
+
+
+def test_the_unsaved_warning_compares_the_code_that_ran_with_the_saved_file(tmp_path, capsys):
+    """Only code that ran since the save and that the saved file does not hold (an edit) is warned of: not a
+    `%nb2flow status` cell, not a saved cell run again."""
+    import os
+    import types
+
+    from nb2flow.ipython import Magics
+
+    path = tmp_path / "m.ipynb"
+    write(path, cell("x = 1", "step:a"), cell("print(x)", "step:b"))
+    os.utime(path, (1, 1))  # saved long ago
+    magics = Magics(shell=None)
+
+    def ran(source):
+        magics.post_run_cell(types.SimpleNamespace(info=types.SimpleNamespace(raw_cell=source)))
+
+    for source in ("x = 1", "print(x)  \n", "%nb2flow status", "%nb2flow graph --vars"):
+        ran(source)
+    magics._warn_unsaved(str(path))
+    assert capsys.readouterr().err == ""
+    ran("x = 2")  # edited in the browser, run, not saved
+    magics._warn_unsaved(str(path))
+    assert "m.ipynb as saved does not have the code of 1 cell(s) you ran since its last save" in capsys.readouterr().err
 
 
 def test_without_the_front_end_naming_the_notebook_the_magic_says_how_to(tmp_path):

@@ -155,3 +155,27 @@ def test_a_notebook_with_a_very_long_name_gets_its_merged_notebook(tmp_path):
     (record,) = _records(tmp_path)
     assert Path(record["output_notebook"]).is_file() and Path(record["visible_notebook"]).is_file()
     assert "long" in Path(record["visible_notebook"]).read_text()
+
+
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_text_that_is_not_utf8_is_shown_as_a_kernel_shows_it_never_lost(tmp_path, mode):
+    """A file name os.fsdecode made from a non-UTF-8 byte, printed and raised: in the merged notebook and the record."""
+    nb = write(tmp_path / "s.ipynb", cell("import os\nname = os.fsdecode(b'caf\\xe9.csv')\nprint(name)", "step:a"),
+               cell("raise ValueError(name)", "step:b"))
+    r = _cli(tmp_path, "run", str(nb), "-q", "--mode", mode)
+    assert r.returncode == 1 and "ValueError: caf\ufffd.csv" in r.stderr, r.stderr
+    (record,) = _records(tmp_path)
+    assert record["state"] == "failed" and record["steps"]["b"]["error"]["evalue"] == "caf\ufffd.csv"
+    merged = json.loads(Path(record["visible_notebook"]).read_text())
+    assert "caf\ufffd.csv\n" in ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
+
+
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_a_child_that_leaves_the_steps_session_ends_with_the_run(tmp_path, mode):
+    nb = write(tmp_path / "d.ipynb", cell("import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
+                                          "open('child.pid', 'w').write(str(p.pid))", "step:a"), cell("print('b')", "step:b"))
+    r = _cli(tmp_path, "run", str(nb), "-q", "--mode", mode)
+    assert r.returncode == 0, r.stderr
+    pid = int((tmp_path / "child.pid").read_text())
+    wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
+             timeout=10)

@@ -247,13 +247,67 @@ def die_with_parent(signum: int = signal.SIGTERM) -> None:
         pass
 
 
+RUN_MARK_ENV = "NB2FLOW_RUN"
+
+
+def marked_processes(mark: str) -> list[int]:
+    """The processes (of this user: others' environments cannot be read) whose environment carries the run's mark:
+    its steps, their kernels, and whatever those started, a child that left the step's session (setsid) too."""
+    needle = f"{RUN_MARK_ENV}={mark}".encode() + b"\0"
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as fh:
+                if needle in fh.read() + b"\0":
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def end_marked(mark: str, grace: float = 3.0) -> list[int]:
+    """At a run's end, end every process still carrying its mark (SIGTERM, then SIGKILL after ``grace``)."""
+    import time
+
+    left = marked_processes(mark) if os.path.isdir("/proc") else []
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except OSError:
+            pass
+    deadline = time.monotonic() + grace
+    while left and time.monotonic() < deadline:
+        time.sleep(0.05)
+        left = [pid for pid in left if os.path.exists(f"/proc/{pid}") and _alive(pid)]
+    for pid in left:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except OSError:
+            pass
+    return left
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
+            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is already gone
+    except (OSError, IndexError):
+        return False
+
+
 class ForkServer:
     """The executor's side: starts ``RUNNER --serve`` and asks it for steps."""
 
-    def __init__(self, python: str, runner: str, cwd: str, *, digest: str | None = None, key: bytes | None = None) -> None:
+    def __init__(self, python: str, runner: str, cwd: str, *, digest: str | None = None, key: bytes | None = None,
+                 mark: str | None = None) -> None:
         """``digest``: the runner file's SHA-256, checked before it runs; ``key``: the user's key, handed over in
-        the environment (the server takes it out at once, see :mod:`auth`)."""
+        the environment (the server takes it out at once, see :mod:`auth`); ``mark``: a value of ``NB2FLOW_RUN``
+        that every process of the run inherits, so that the run's end finds each one (see :func:`end_marked`)."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
+        if mark is not None:
+            env[RUN_MARK_ENV] = mark
         if key is not None:
             env[KEY_ENV] = key.hex()
         self.proc = subprocess.Popen(runner_argv(python, runner, digest) + ["--serve"], stdin=subprocess.PIPE,

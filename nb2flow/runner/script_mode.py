@@ -12,7 +12,7 @@ import types
 from .auth import verified_text
 from .params import injection_index, parameters_source
 from .protocol import ExitStatus, Role, StepState
-from .tracebacks import script_traceback
+from .tracebacks import no_surrogates, script_traceback
 from .values import check_unchanged, load_random_state, load_values, note_unchanged, save_random_state, save_values
 
 SCRIPT_MARK_RE = re.compile(r"^# %% \[nb2flow (\w+)(?: cell (\d+))?\]\s*$", re.M)
@@ -45,6 +45,7 @@ class _Capture:
         self.encoding = getattr(echo, "encoding", "utf-8")
 
     def write(self, text: str) -> int:
+        text = no_surrogates(text)
         if self.banner[0] and text:
             banner, self.banner[0] = self.banner[0], None
             try:
@@ -159,8 +160,9 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
     except BaseException as exc:  # the user's code raised, sys.exit() included (as a kernel reports it): against the cell
         cell_number, tb = script_traceback(exc)
         if current is not None:
+            tb = [no_surrogates(line) for line in tb]
             current["outputs"] = _stream_outputs(out, err) + [
-                {"output_type": "error", "ename": type(exc).__name__, "evalue": str(exc), "traceback": tb}]
+                {"output_type": "error", "ename": type(exc).__name__, "evalue": no_surrogates(str(exc)), "traceback": tb}]
             err.log.write("\n".join(tb) + "\n")
         step.fail(cell_number or step.status.data.get("cell"), type(exc).__name__, str(exc), tb)
         return ExitStatus.FAILED

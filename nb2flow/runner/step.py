@@ -9,6 +9,7 @@ import sys
 import time
 
 from .auth import Untrusted, take_key, verified_bytes
+from .tracebacks import no_surrogates
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
 from .protocol import (FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepSpec, StepState, error_line, step_arg_parser,
@@ -100,7 +101,8 @@ class StepRun:
 
     def fail(self, cell_number, ename, evalue, tb_lines, state=StepState.FAILED) -> None:
         missing = ename == "ModuleNotFoundError" and os.environ.get("KUBERNETES_SERVICE_HOST")
-        error = step_error(cell_number, ename, evalue, tb_lines, hint=MISSING_MODULE_HINT if missing else None)
+        error = step_error(cell_number, ename, no_surrogates(evalue), [no_surrogates(line) for line in tb_lines or ()],
+                           hint=MISSING_MODULE_HINT if missing else None)
         self.status.finish(state, cell=cell_number, error=error)
         summary = error_line(self.name, cell_number, ename, evalue)
         # what a local run prints, on stderr (the pod log); and one line for Argo's node message

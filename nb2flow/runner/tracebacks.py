@@ -17,6 +17,15 @@ TERMINAL_RE = re.compile(r"\x1b\[[0-?]*[ -/]*[@-~]|\x1b\][^\x07\x1b]*(?:\x07|\x1
 INVISIBLE_RE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
 
+SURROGATE_RE = re.compile("[\ud800-\udfff]")
+
+
+def no_surrogates(text: str) -> str:
+    """Text with each lone surrogate (the undecodable bytes of ``os.fsdecode(b'caf\\xe9')``) shown as U+FFFD, as a
+    kernel's messages show it: what a step prints or raises is written as UTF-8, never lost."""
+    return SURROGATE_RE.sub("\ufffd", text) if isinstance(text, str) else text
+
+
 def printable(text: str) -> str:
     """``text`` safe to print to a terminal: terminal commands removed, other control characters made visible
     (``\\x1b``, ``\\u202e``); newlines and tabs kept."""

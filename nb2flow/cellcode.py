@@ -146,6 +146,7 @@ class CellCode:
     automagic: str | None = None  # the line magic a one-line cell runs without its % (``pip install x``)
     seeds: bool = False  # seeds the global random generators (random.seed, numpy.random.seed)
     draws: bool = True  # may draw from the global random generators: calls something beyond Python's builtins and display
+    strings: frozenset = frozenset()  # string literals that could name a variable ('df1' in show('df1'))
     sets_output: bool = False  # ends with an expression, so IPython sets `_` (and Out[N]) to its value
 
 
@@ -221,6 +222,8 @@ def analyze_cell(source: str, shadowed=frozenset()) -> CellCode:
         automagic=automagic_name(source, shadowed),
         seeds=any(isinstance(n, ast.Call) and SEED_CALL_RE.search(_dotted(n.func) or "") for n in ast.walk(tree)),
         draws=any(isinstance(n, ast.Call) and _may_draw(n) for n in ast.walk(tree)),
+        strings=frozenset(n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and isinstance(n.value, str)
+                          and n.value.isidentifier()),
         sets_output=bool(tree.body) and _sets_output(tree.body[-1]),
     )
 

@@ -446,25 +446,34 @@ class _StepScope:
             self.dynamic("a function that calls eval, exec or globals()", line_where)
 
     def dynamic(self, what: str, line_where: dict) -> None:
-        """The step reads names it spells at run time (``eval(name)``, ``globals()[name]``): it is given every value
-        the steps before it defined, as top to bottom it could read any of them; ``check`` says so, once per step."""
+        """The step reads names it spells at run time (``eval(name)``, ``globals()[name]``). The names its cells spell
+        as strings (``show('df1')``, ``'x' in globals()``) are read like any other; when they spell none, the step is
+        given every value the steps before it defined that can travel, as top to bottom it could read any of them.
+        ``check`` says which, once per step."""
         if self.gave_everything:
             return
         self.gave_everything = True
+        spelt = set().union(*(self.a.code[i].strings for i in self.step.cells if i in self.a.code))
+        candidates = sorted(n for n in self.a.history if n in spelt) if spelt else []
+        every = not candidates
         given = []
-        for name in sorted(self.a.history):
+        for name in candidates or sorted(self.a.history):
             if name in self.own or name in self.inputs:
                 continue
             mark = self.provider(name)
             if mark is None or mark.op not in ("bind", "mutate") or (mark.step not in self.ancestors):
                 continue
             self.resolve(name, line_where, 1)
+            if every and self.inputs.get(name) is not None and self.inputs[name].kind == "data":
+                self.inputs[name] = replace(self.inputs[name], optional=True)
             given.append(name)
-        self.a.findings.append(warning(
-            "dynamic-read",
-            f"step {self.step.name} reads names it spells at run time ({what}): it is given every value the steps before it "
-            f"defined ({len(given)}: {', '.join(given[:8])}{', …' if len(given) > 8 else ''})",
-            hint="read the names directly (x rather than eval('x')) to give it only those", **line_where))
+        if every:
+            self.a.findings.append(warning(
+                "dynamic-read",
+                f"step {self.step.name} reads names it spells at run time ({what}): it is given every value the steps before "
+                f"it defined ({len(given)}: {', '.join(given[:8])}{', …' if len(given) > 8 else ''})",
+                hint="read the names directly (x rather than eval('x')), or spell them as strings, to give it only those",
+                **line_where))
 
     def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False, certain: bool = True) -> None:
         """``name`` may change here. A class or function whose attributes are assigned (Counter.count += 1)

@@ -143,6 +143,16 @@ def consumers_of(pipeline: Pipeline) -> dict[str, dict[str, list[str]]]:
     return out
 
 
+def optional_outputs_of(pipeline: Pipeline) -> dict[str, set]:
+    """step -> the values it saves only for steps that read names at run time: a value that cannot travel is left out."""
+    required: dict[str, set] = {s.name: set() for s in pipeline.steps}
+    optional: dict[str, set] = {s.name: set() for s in pipeline.steps}
+    for s in pipeline.steps:
+        for i in s.data_inputs:
+            (optional if i.optional else required)[i.provider].add(i.name)
+    return {name: optional[name] - required[name] for name in optional}
+
+
 def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
     """A hash per step of everything that decides its result, chained through its providers."""
     result: dict[str, str] = {}
@@ -234,6 +244,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     make_private_dirs(layout.steps)
     write_runner(bundle_dir)
     consumers = consumers_of(pipeline)
+    optional_outputs = optional_outputs_of(pipeline)
     prints = fingerprints(pipeline, mode)
     tasks = {s.name: s.task for s in pipeline.steps}
     cwd = cwd or notebook_folder(pipeline.path)
@@ -241,8 +252,9 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
         spec = StepSpec(
             name=step.name, task=step.task, notebook=os.path.basename(pipeline.path), kernel_name=pipeline.notebook.kernel_name,
             mode=mode, cwd=cwd, parents=list(step.parents),
-            inputs=[{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind} for i in step.inputs if i.provider],
-            outputs=list(step.outputs), consumers=consumers[step.name],
+            inputs=[{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind,
+                     **({"optional": True} if i.optional else {})} for i in step.inputs if i.provider],
+            outputs=list(step.outputs), consumers=consumers[step.name], optional_outputs=sorted(optional_outputs[step.name]),
             random_state_from=tasks[step.rng_from] if step.rng_from else None, saves_random_state=step.saves_rng,
             options=step.options.to_json(), fingerprint=prints[step.name],
             unchanged={n: {"cell": cell + 1, "readers": list(readers), "tag": pipeline.after_tag} for n, cell, readers in step.unchanged},

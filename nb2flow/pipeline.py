@@ -29,6 +29,7 @@ class Input:
     name: str
     provider: str  # the step whose value (or definition) it is
     kind: str  # data | module | function | class
+    optional: bool = False  # given to a step that reads names it spells at run time: loaded if it could travel
 
 
 @dataclass(frozen=True)
@@ -434,7 +435,8 @@ def pipeline_to_json(pipeline: Pipeline) -> dict:
                 "first_line": cells[s.first_cell].first_line,
                 "after": list(s.parents),
                 "options": s.options.to_json(),
-                "inputs": [{"name": i.name, "from": i.provider, "kind": i.kind} for i in s.inputs],
+                "inputs": [{"name": i.name, "from": i.provider, "kind": i.kind, **({"optional": True} if i.optional else {})}
+                           for i in s.inputs],
                 "outputs": list(s.outputs),
                 "recreates": [{"cell": d.cell + 1, "names": list(d.names)} for d in s.definitions],
                 **({"random_state_from": s.rng_from} if s.rng_from else {}),

@@ -298,7 +298,9 @@ def test_names_read_from_strings_are_read_and_a_dynamic_read_gets_every_value_ab
     p = load_cells(cell("limit = 2\nd = 5\nother = 1", "step:a"), cell("q = d.query('x > @limit')\nv = eval('other')", "step:b"))
     assert p.ok and data_in(p, "b") == {"d": "a", "limit": "a", "other": "a"}
     p = load_cells(cell("def show(name):\n    return eval(name)"), cell("df1 = 5\nunused = 1", "step:a"), cell("show('df1')", "step:b"))
-    assert data_in(p, "b") == {"df1": "a", "unused": "a"}
+    assert p.ok and not p.findings and data_in(p, "b") == {"df1": "a"}  # the name it spells as a string
+    p = load_cells(cell("df1 = 5\nunused = 1", "step:a"), cell("key = 'df' + str(1)\nprint(globals()[key])", "step:b"))
+    assert data_in(p, "b") == {"df1": "a", "unused": "a"} and all(i.optional for i in p.step("b").inputs)
     assert [f.code for f in p.findings] == ["dynamic-read"] and "df1, unused" in p.findings[0].message
 
 

@@ -47,6 +47,8 @@ CASES = {
         cell("print(show('df1'))", "step:b"),
         cell("import pandas as pd\nd = pd.DataFrame({'x': [1, 2, 3]})\nprint(d.query('x > @limit'))", "step:c"),
         cell("print(globals()['df1'], eval('limit'))", "step:d"),
+        cell("fh = open('log.txt', 'w')  # a value that cannot travel", "step:e"),
+        cell("print(eval('lim' + 'it'))", "step:f"),
     ],
     # a seeded notebook's branch that draws nothing is not made to wait, and the draws stay in order
     "seeded-with-a-branch-that-draws-nothing": [
@@ -63,7 +65,7 @@ CASES = {
     ],
 }
 FILES = {"an-import-that-configures": {"nbstyle.py": "import pandas as pd\npd.set_option('display.precision', 2)\n"}}
-WARNS = {"names-read-dynamically": ["step b reads names it spells at run time", "step d reads names it spells at run time"],
+WARNS = {"names-read-dynamically": ["step f reads names it spells at run time"],
          "a-step-name-used-again-below": ["step:evaluation is used again (cell 1 starts step evaluation): this cell starts a step "
                                           "of its own, evaluation_2, which runs where the notebook puts it"]}
 

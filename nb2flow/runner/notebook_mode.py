@@ -66,7 +66,8 @@ def save_source(step) -> str:
     calls = [f"use_key_file({step.key_file!r})"]
     if step.spec.unchanged:
         calls.append(f"check_unchanged(globals(), {step.spec.unchanged!r}, {step.run.unchanged(step.task)!r}, {step.name!r})")
-    calls.append(f"save_values(globals(), {step.spec.outputs!r}, {step.values_dir!r}, {step.name!r}, {step.spec.consumers!r})")
+    calls.append(f"save_values(globals(), {step.spec.outputs!r}, {step.values_dir!r}, {step.name!r}, {step.spec.consumers!r}, "
+                 f"{step.spec.optional_outputs!r})")
     if step.saves_random_state:
         calls.append(f"save_random_state({step.run.random_state(step.task)!r})")
     return _runner_cell(step, "save the values later steps read", calls)

@@ -162,6 +162,7 @@ class StepSpec:
     inputs: list = field(default_factory=list)  # {"name", "from" (step), "from_task", "kind": data | define}
     outputs: list = field(default_factory=list)  # names it saves for later steps
     consumers: dict = field(default_factory=dict)  # output name -> the steps that read it
+    optional_outputs: list = field(default_factory=list)  # outputs only steps reading names at run time want
     random_state_from: str | None = None  # the task whose saved random state it continues from
     saves_random_state: bool = False
     options: dict = field(default_factory=dict)  # the step's tags' options (nb2flow.pipeline.StepOptions)
@@ -181,7 +182,8 @@ class StepSpec:
     @property
     def data_inputs(self) -> list:
         """(name, providing task, providing step) of every value the step loads."""
-        return [[i["name"], i["from_task"], i["from"]] for i in self.inputs if i["kind"] == "data"]
+        return [[i["name"], i["from_task"], i["from"]] + (["optional"] if i.get("optional") else [])
+                for i in self.inputs if i["kind"] == "data"]
 
 
 def step_error(cell, ename: str, evalue: str, traceback=(), hint: str | None = None) -> dict:

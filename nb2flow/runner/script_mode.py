@@ -144,7 +144,7 @@ def _run_chunks(step, executed: list, out: _Capture, err: _Capture) -> int:
             elif role == Role.SAVE:
                 if step.spec.unchanged:
                     check_unchanged(ns, step.spec.unchanged, step.run.unchanged(step.task), step.name)
-                save_values(ns, step.spec.outputs, step.values_dir, step.name, step.spec.consumers)
+                save_values(ns, step.spec.outputs, step.values_dir, step.name, step.spec.consumers, step.spec.optional_outputs)
                 if step.saves_random_state:
                     save_random_state(step.run.random_state(step.task))
             else:

@@ -119,9 +119,11 @@ def load_value(path_base: str):
 
 def load_values(namespace: dict, entries: list, values_root: str) -> None:
     """Load each (name, providing step task, providing step name) into ``namespace``."""
-    for name, task, step in entries:
+    for name, task, step, *optional in entries:
         base = os.path.join(values_root, task, name)
         if not (os.path.exists(base + ".npy") or os.path.exists(base + ".pkl")):
+            if optional:
+                continue  # given to a step that reads names at run time; it could not travel
             raise FileNotFoundError(
                 f"nb2flow: `{name}` from step {step} is missing ({base}.pkl); did step {step} finish in this run?"
             )
@@ -159,7 +161,7 @@ def load_random_state(path: str) -> None:
         torch.set_rng_state(states["torch"])
 
 
-def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict) -> None:
+def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers: dict, optional=()) -> None:
     """Save the values later steps read; a value that cannot travel fails with the fix."""
     check_inside(out_dir, os.path.dirname(os.path.dirname(out_dir)))
     make_private_dirs(out_dir)
@@ -173,6 +175,13 @@ def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers
         type_name = f"{type(value).__module__}.{type(value).__qualname__}"
         kind = _untransportable_kind(value)
         fix = f"re-create it in step {first_reader}, or move the cell that creates it to a setup cell"
+        if name in optional:  # only for steps that read names at run time: what cannot travel stays here
+            try:
+                if not kind:
+                    dump_value(value, os.path.join(out_dir, name))
+            except Exception:  # noqa: BLE001 - any value that cannot be written is left out
+                pass
+            continue
         if kind:
             raise UntransportableValue(
                 f"cannot pass `{name}` ({kind}, {type_name}) from step {step} to step {readers}: {fix}"

@@ -38,6 +38,7 @@ def test_step_process_killed_mid_cell_then_resume(tmp_path):
     assert {n: s["state"] for n, s in record(run_dir)["steps"].items()} == {"a": "reused", "b": "succeeded", "c": "succeeded"}
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_disk_full_while_saving_a_value_leaves_no_half_file_then_resume(tmp_path):
     write(tmp_path / "d.ipynb", cell("big = bytes(8 * 1024 * 1024)", "step:make"), cell("n = len(big)", "step:use"))
     limited = tmp_path / "python-small-disk"

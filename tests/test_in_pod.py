@@ -85,6 +85,7 @@ def test_first_run_with_no_flags_submits_to_argo_and_says_why(tmp_path, pki, kub
     assert (pod.home / ".nb2flow" / "bundles").is_dir()  # step files on the home volume the step pods mount
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_watch_follows_a_step_that_waits_unschedulable_then_runs_then_fails(tmp_path, pki, kube):
     pod = make_pod(tmp_path, pki, kube.port)
     proc = pod.popen("run", "analysis.ipynb", "--watch", "--no-progress")

@@ -150,6 +150,7 @@ def _start_watch(kube, home, *flags):
     return proc, next(iter(workflows(kube)))
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_watch_follows_to_the_end_and_survives_a_dropped_connection(kube, home):
 
     # two drops: nb2flow's own watch rides them out (the client is told not to retry by itself)

@@ -59,7 +59,7 @@ def test_a_closed_output_pipe_never_kills_a_run(tmp_path):
     assert [rec["state"] for rec in _records(tmp_path)] == ["succeeded", "succeeded"]
 
 
-@pytest.mark.parametrize("sig", [signal.SIGHUP, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGHUP, pytest.param(signal.SIGTERM, marks=pytest.mark.slow)])
 def test_a_closed_terminal_stops_a_run_as_cleanly_as_sigterm(tmp_path, sig):
     nb = _slow_notebook(tmp_path)
     proc = _start(tmp_path, nb, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -104,6 +104,7 @@ def test_resume_refuses_another_notebooks_run_a_live_run_and_an_empty_id(tmp_pat
     assert [rec["notebook"] for rec in _records(tmp_path)] == [str(nb)]  # nothing written into the other run's folder
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_two_processes_resuming_one_run_at_once_do_not_race(tmp_path):
     nb = Path(write(tmp_path / "r.ipynb", cell("x = 1", "step:a"), cell("import time\ntime.sleep(4)\n1 / 0", "step:b")))
     assert _cli(tmp_path, "run", str(nb), "-q").returncode == 1
@@ -120,7 +121,7 @@ def test_two_processes_resuming_one_run_at_once_do_not_race(tmp_path):
     assert _records(tmp_path)[0]["state"] == "succeeded"
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
 def test_sys_exit_in_a_step_is_its_failure_in_both_modes_and_never_a_done_step(tmp_path, mode):
     nb = write(tmp_path / "e.ipynb", cell("x = 1\nimport sys\nsys.exit(0)", "step:a"), cell("print(x)", "step:b"))
     r = nb2flow("run", str(nb), "-q", "--mode", mode, cwd=tmp_path)
@@ -157,7 +158,7 @@ def test_a_notebook_with_a_very_long_name_gets_its_merged_notebook(tmp_path):
     assert "long" in Path(record["visible_notebook"]).read_text()
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", [pytest.param("notebook", marks=pytest.mark.slow), "script"])
 def test_text_that_is_not_utf8_is_shown_as_a_kernel_shows_it_never_lost(tmp_path, mode):
     """A file name os.fsdecode made from a non-UTF-8 byte, printed and raised: in the merged notebook and the record."""
     nb = write(tmp_path / "s.ipynb", cell("import os\nname = os.fsdecode(b'caf\\xe9.csv')\nprint(name)", "step:a"),
@@ -170,7 +171,7 @@ def test_text_that_is_not_utf8_is_shown_as_a_kernel_shows_it_never_lost(tmp_path
     assert "caf\ufffd.csv\n" in ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
 def test_a_child_that_leaves_the_steps_session_ends_with_the_run(tmp_path, mode):
     nb = write(tmp_path / "d.ipynb", cell("import subprocess\np = subprocess.Popen(['sleep', '300'], start_new_session=True)\n"
                                           "open('child.pid', 'w').write(str(p.pid))", "step:a"), cell("print('b')", "step:b"))

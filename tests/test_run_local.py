@@ -392,6 +392,7 @@ def test_ctrl_c_stops_every_step_and_kernel(tmp_path):
         assert not Path("/proc", str(pid)).exists() or "zombie" in Path("/proc", str(pid), "status").read_text().lower()
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_two_runs_of_one_notebook_at_once_share_nothing(tmp_path):
     write(tmp_path / "two.ipynb", cell("import os\nv = os.getpid()", "step:a"), cell("w = v", "step:b"))
     env = dict(os.environ, NO_COLOR="1")

@@ -82,6 +82,7 @@ def team(tmp_path):
     return folder, {"HOME": str(victim)}, bytes(32) + b"dana"  # any key that is not the victim's
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_planted_value_is_refused_on_resume_and_nothing_planted_runs(team):
     folder, victim, their_key = team
     r = nb2flow("run", "nb.ipynb", "-q", cwd=folder, env=victim)

@@ -126,6 +126,7 @@ def test_a_library_that_starts_a_thread_on_import_is_not_imported_ahead(tmp_path
     assert not warm["ok"] and "started threads (poller)" in warm["why"]
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_reuse_runs_only_changed_steps_and_says_from_which_run(tmp_path):
     nb = write(tmp_path / "re.ipynb", cell("x = 1", "step:a"), cell("y = x + 1", "step:b"), cell("z = y * 10\nprint(z)", "step:c"))
     assert nb2flow("run", "re.ipynb", "-q", cwd=tmp_path).returncode == 0

@@ -96,8 +96,12 @@ def _papermill(nb: Path) -> list:
     return _outputs(out)
 
 
-@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
-@pytest.mark.parametrize("case", sorted(CASES))
+DEFAULT_RUN = {"generator-in-expressions", "call-on-the-last-line", "names-read-dynamically"}  # the rest: CI's slow run
+
+
+@pytest.mark.parametrize("case, mode", [
+    pytest.param(case, mode, id=f"{case}-{mode}", marks=() if mode == "notebook" and case in DEFAULT_RUN else pytest.mark.slow)
+    for case in sorted(CASES) for mode in ("notebook", "script")])
 def test_a_split_run_equals_papermill_cell_for_cell(case, mode, tmp_path):
     nb = Path(write(tmp_path / f"{case}.ipynb", *CASES[case]))
     for name, text in FILES.get(case, {}).items():

@@ -588,6 +588,18 @@ def rbac(namespace, service_account, pod_spec, runner) -> int:
     return ExitStatus.OK
 
 
+@cli.command("enable-scheduler")
+@click.option("--user", is_flag=True, help="For this user only (~/.jupyter) [default: this Python environment].")
+def enable_scheduler(user) -> int:
+    """Make JupyterLab's scheduler run notebooks as nb2flow pipelines: write the server-config file a wheel install
+    lays (an editable install from a checkout does not), where jupyter_server reads it."""
+    from .jupyter_scheduler_config import enable
+
+    path = enable(user=user)
+    _say(f"nb2flow: wrote {path}; restart the Jupyter server (its log then says it runs notebooks as nb2flow pipelines)")
+    return ExitStatus.OK
+
+
 def _kube(namespace, context):
     from .backends.argo import kube_for
 

@@ -3,7 +3,7 @@ notebook as an nb2flow pipeline.
 
 ``pip install 'nb2flow[jupyterlab]'`` installs jupyter-scheduler and enables this module as a server
 extension (``etc/jupyter/jupyter_server_config.d/nb2flow-scheduler.json``; from a source checkout,
-``jupyter server extension enable nb2flow.jupyter_scheduler``). When the server links its extensions, this
+``nb2flow enable-scheduler``, see :mod:`nb2flow.jupyter_scheduler_config`). When the server links its extensions, this
 one sets jupyter-scheduler's own documented configuration, as ``c.SchedulerApp.scheduler_class = ...`` in
 ``jupyter_server_config.py`` would (and leaves alone what the user's configuration sets):
 ``SchedulerApp.scheduler_class`` is :class:`Scheduler` (whose ``execution_manager_class`` and

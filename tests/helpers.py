@@ -215,8 +215,8 @@ def jupyter_server_running(tmp_path: Path, app: str = "jupyter_server", *args: s
         port = s.getsockname()[1]
     token = secrets.token_hex(16)
     env = dict(os.environ, HOME=str(tmp_path), JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"), JUPYTER_DATA_DIR=str(tmp_path / "data"),
-               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1", JUPYTER_CONFIG_PATH=str(ROOT / "jupyter-config"),
-               **(extra_env or {}))
+               JUPYTER_RUNTIME_DIR=str(tmp_path / "rt"), NO_COLOR="1", JUPYTER_CONFIG_PATH=str(ROOT / "jupyter-config"))
+    env.update(extra_env or {})
     env.pop("JPY_SESSION_NAME", None)
     env.pop("KUBERNETES_SERVICE_HOST", None)
     log = tmp_path / "server.log"

@@ -173,6 +173,7 @@ def _wait_job(call, job_id, timeout=240):
     raise AssertionError(f"job {job_id} did not finish: {job}")
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_server):
     import time
 
@@ -229,6 +230,28 @@ def test_the_scheduler_is_wired_by_its_documented_configuration_and_a_users_own_
 
 
 @pytest.mark.slow  # CI runs it (pytest -m slow)
+@pytest.mark.slow  # CI runs it (pytest -m slow)
+def test_enable_scheduler_switches_the_backend_on_where_an_editable_install_laid_no_config(tmp_path):
+    """`nb2flow enable-scheduler --user` writes the wheel's config file where jupyter_server reads it; a server that
+    reads no other nb2flow config then runs notebooks as nb2flow pipelines."""
+    import subprocess
+    import sys
+    import urllib.request
+
+    from helpers import ROOT, jupyter_server_running
+
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(tmp_path / "cfg"))
+    r = subprocess.run([sys.executable, "-m", "nb2flow", "enable-scheduler", "--user"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    written = tmp_path / "cfg" / "jupyter_server_config.d" / "nb2flow-scheduler.json"
+    assert json.loads(written.read_text()) == json.loads((ROOT / "jupyter-config" / "jupyter_server_config.d" /
+                                                          "nb2flow-scheduler.json").read_text())  # what the wheel lays
+    with jupyter_server_running(tmp_path, extra_env={"JUPYTER_CONFIG_PATH": str(tmp_path / "no-such-folder")}) as (_, base, token):
+        with urllib.request.urlopen(f"{base}/scheduler/runtime_environments?token={token}", timeout=30) as resp:
+            assert [e["name"] for e in json.loads(resp.read())] == ["nb2flow"]
+
+
 def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     root, call = jupyter_server
     write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))

@@ -45,6 +45,7 @@ def _running(tmp_path):
     return wait_for(step_a_running, timeout=60)
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_a_closed_output_pipe_never_kills_a_run(tmp_path):
     """`nb2flow run nb.ipynb 2>&1 | head -1` (or a restarted kernel that started it): the run completes its record."""
     nb = write(tmp_path / "p.ipynb", cell("x = 1", "step:a"), cell("import time\ntime.sleep(1)\nprint(x)", "step:b"))

@@ -57,6 +57,7 @@ os.execv({sys.executable!r}, [{sys.executable!r}] + sys.argv[1:])
     return log
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_install_lines_run_once_per_run_not_once_per_step(tmp_path):
     log = _fake_pip(tmp_path)
     write(tmp_path / "inst.ipynb", cell("%pip install made-up-package-xyz==1.0\nimport json"), cell("a = 1", "step:a"),
@@ -150,6 +151,7 @@ def test_reuse_runs_only_changed_steps_and_says_from_which_run(tmp_path):
     assert {s["state"] for s in rec["steps"].values()} == {"succeeded"}
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow)
 def test_each_step_says_where_its_time_went(tmp_path):
     write(tmp_path / "t.ipynb", cell("import os"), cell("x = 1", "step:a"), cell("y = x + 1", "step:b"))
     assert nb2flow("run", "t.ipynb", "-q", cwd=tmp_path).returncode == 0

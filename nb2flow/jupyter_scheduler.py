@@ -194,6 +194,23 @@ class Scheduler(_Scheduler):
                               default_value="nb2flow.jupyter_scheduler.TaskRunner",
                               help="The runner of scheduled job definitions (nb2flow's leaves argo ones to Argo).")
 
+    def copy_input_folder(self, input_uri: str, nb_copy_to_path: str) -> list:
+        """"Run job with input folder": the notebook's folder as its input, without nb2flow's records of earlier runs
+        (``.nb2flow/``: values, bundles, logs; ``nb2flow-runs/``: merged notebooks), which are no input of this job."""
+        from .runner.protocol import NB2FLOW_DIR, VISIBLE_DIR
+
+        source = os.path.dirname(os.path.join(self.root_dir, input_uri))
+        staging = os.path.dirname(nb_copy_to_path)
+        skip = shutil.ignore_patterns(NB2FLOW_DIR, VISIBLE_DIR)
+        for item in sorted(set(os.listdir(source)) - skip(source, os.listdir(source))):
+            src, dst = os.path.join(source, item), os.path.join(staging, item)
+            if os.path.isdir(src):
+                shutil.copytree(src, dst, ignore=skip, dirs_exist_ok=True)
+            elif os.path.isfile(src):
+                shutil.copy2(src, dst)
+        return sorted(os.path.relpath(os.path.join(folder, name), staging)
+                      for folder, _, names in os.walk(staging) for name in names)
+
     def create_job_definition(self, model) -> str:
         if model.compute_type != "argo" or not model.schedule:
             return super().create_job_definition(model)

@@ -252,6 +252,24 @@ def test_enable_scheduler_switches_the_backend_on_where_an_editable_install_laid
             assert [e["name"] for e in json.loads(resp.read())] == ["nb2flow"]
 
 
+def test_run_job_with_input_folder_takes_the_folder_without_earlier_runs_records(tmp_path):
+    import types
+
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
+    from nb2flow.jupyter_scheduler import Scheduler
+
+    root = tmp_path / "root"
+    for rel in ("work/nb.ipynb", "work/data/x.csv", "work/.nb2flow/runs/nb-1/values/a/x.pkl", "work/nb2flow-runs/nb-1.ipynb",
+                "work/data/.nb2flow/bundles/b/nb2flow_step.py", "work/helper.py"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text("x")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    copied = Scheduler.copy_input_folder(types.SimpleNamespace(root_dir=str(root)), "work/nb.ipynb", str(staging / "nb.ipynb"))
+    assert copied == ["data/x.csv", "helper.py", "nb.ipynb"]
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) == copied
+
+
 def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     root, call = jupyter_server
     write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))

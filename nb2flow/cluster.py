@@ -45,6 +45,9 @@ class Target:
         return self.pod.namespace
 
 
+NO_POD_SETTINGS = "no-pod-settings"  # the error code: nothing to copy the step pods' image and volumes from
+
+
 def pod_from_file(path: str) -> dict:
     """A Pod from a `kubectl get pod -o json` dump; bad input is a one-line error."""
     try:
@@ -116,6 +119,7 @@ def resolve_target(notebook: str, config: ClusterConfig, *, pod_spec: str | None
         raise UsageError(
             "no notebook pod to copy the image and volumes from",
             hint="run inside the notebook's pod, or pass --pod-spec FILE.json or --from-pod NAME, or set image: in nb2flow.yaml",
+            code=NO_POD_SETTINGS,
         )
     namespace = config.namespace or (pod or {}).get("metadata", {}).get("namespace") or (kube.default_namespace if kube else None) or "default"
     settings = replace(settings, namespace=namespace)

@@ -27,6 +27,7 @@ class Nb2flowError(Exception):
         cell: int | None = None,
         step: str | None = None,
         hint: str | None = None,
+        code: str | None = None,
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -34,10 +35,11 @@ class Nb2flowError(Exception):
         self.cell = cell
         self.step = step
         self.hint = hint
+        self.code = code  # a stable name of the cause, for tools that follow a run (the ``error`` event's ``code``)
 
     def fields(self) -> dict:
         """The keyword arguments that rebuild this error (subclasses add theirs)."""
-        return {"path": self.path, "cell": self.cell, "step": self.step, "hint": self.hint}
+        return {"path": self.path, "cell": self.cell, "step": self.step, "hint": self.hint, "code": self.code}
 
     def __reduce__(self):  # survive pickling across process boundaries
         return (_rebuild, (type(self), self.message, self.fields()))

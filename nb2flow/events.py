@@ -15,7 +15,7 @@ JupyterLab scheduler backend read these, never nb2flow's human wording. Every ev
 ``run-finished``   ``run_id``, ``run_dir``, ``state`` (the run's), ``output_notebook``,
                    ``visible_notebook`` (absolute paths or null), ``exit_status``
 ``error``          ``message`` (the one line), ``path``, ``cell``, ``step``, ``hint``, ``kind``,
-                   ``exit_status``: the command ended with this error
+                   ``code`` (a stable name of the cause, or null: ``no-pod-settings``), ``exit_status``
 =================  ===========================================================================
 
 New fields may be added within a version; a consumer ignores what it does not know.
@@ -84,4 +84,5 @@ def error(exc) -> dict:
     from .runner.tracebacks import printable
 
     return event("error", message=printable(exc.render()), path=exc.path, cell=exc.cell, step=exc.step,
-                 hint=exc.hint and printable(exc.hint), kind=type(exc).__name__, exit_status=int(exc.status))
+                 hint=exc.hint and printable(exc.hint), kind=type(exc).__name__, code=getattr(exc, "code", None),
+                 exit_status=int(exc.status))

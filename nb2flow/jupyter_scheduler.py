@@ -44,11 +44,14 @@ class Environments(EnvironmentManager):
     """One environment: the notebook as an nb2flow pipeline, here or on Argo."""
 
     def list_environments(self) -> list:
+        argo = argo_reachable()
         return [RuntimeEnvironment(
             name=ENVIRONMENT, label="nb2flow pipeline",
-            description="Runs the notebook's tagged steps as a pipeline: local (this server's machine) or argo (Argo Workflows)",
+            description=("Runs the notebook's tagged steps as a pipeline: local (this server's machine) or argo (Argo Workflows)"
+                         if argo else "Runs the notebook's tagged steps as a pipeline on this server's machine (argo needs a "
+                         "notebook pod with a service account, or a kubeconfig)"),
             file_extensions=["ipynb"], output_formats=["ipynb", "html"], metadata={},
-            compute_types=list(COMPUTE_TYPES), default_compute_type="local", utc_only=False)]
+            compute_types=list(COMPUTE_TYPES) if argo else ["local"], default_compute_type="local", utc_only=False)]
 
     def manage_environments_command(self) -> str:
         return ""
@@ -92,6 +95,23 @@ def failure_line(output: str) -> str:
     return lines[-1][len("nb2flow: "):] if lines else "nb2flow failed"
 
 
+# an error whose fix the command line says in flags (--pod-spec), as the Create Job dialog's user can act on it
+IN_THE_DIALOGS_WORDS = {
+    "no-pod-settings": ("compute type argo runs the steps as pods copied from the notebook's own pod, and this Jupyter "
+                        "server runs in no pod with a service account: choose compute type local, or set image: (and "
+                        "volumes:) in nb2flow.yaml beside the notebook"),
+}
+
+
+def argo_reachable() -> bool:
+    """Whether Argo could be asked from this server: a pod with a service-account token, or a kubeconfig (no request
+    is made: the dialog lists compute types at once)."""
+    from .incluster import in_cluster
+
+    kubeconfig = os.environ.get("KUBECONFIG") or os.path.expanduser("~/.kube/config")
+    return in_cluster() or any(os.path.isfile(p) for p in kubeconfig.split(os.pathsep) if p)
+
+
 def run_outcome(events_text: str) -> tuple[str | None, str | None]:
     """(this run's folder, the failure to show) from a run's events (``--events json``): the folder only when
     this run made one (never another run found in the folder), the error with each problem that stopped it."""
@@ -105,7 +125,7 @@ def run_outcome(events_text: str) -> tuple[str | None, str | None]:
         elif ev["event"] == "problem":
             problems.append(f"cell {ev['cell']}: {ev['message']}" if ev.get("cell") else ev["message"])
         elif ev["event"] == "error":
-            error = ev["message"]
+            error = IN_THE_DIALOGS_WORDS.get(ev.get("code"), ev["message"])
     if error and problems:
         error = f"{error}: " + "; ".join(problems)
     return run_dir, error

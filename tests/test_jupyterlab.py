@@ -179,7 +179,8 @@ def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_serve
 
     root, call = jupyter_server
     environments = call("GET", "/scheduler/runtime_environments")
-    assert [(e["name"], e["compute_types"]) for e in environments] == [("nb2flow", ["local", "argo"])]
+    # no notebook pod here and no kubeconfig: argo is not offered (the scheduled-argo test has a kubeconfig)
+    assert [(e["name"], e["compute_types"]) for e in environments] == [("nb2flow", ["local"])]
     write(root / "job.ipynb", cell("n = 2", "parameters"), cell("x = n * 10\nprint('x is', x)", "step:a"),
           cell("y = x + 1\nprint('y is', y)", "step:b"))
     job_id = call("POST", "/scheduler/jobs", {"input_uri": "job.ipynb", "input_filename": "job.ipynb", "name": "pipeline job",
@@ -250,6 +251,28 @@ def test_enable_scheduler_switches_the_backend_on_where_an_editable_install_laid
     with jupyter_server_running(tmp_path, extra_env={"JUPYTER_CONFIG_PATH": str(tmp_path / "no-such-folder")}) as (_, base, token):
         with urllib.request.urlopen(f"{base}/scheduler/runtime_environments?token={token}", timeout=30) as resp:
             assert [e["name"] for e in json.loads(resp.read())] == ["nb2flow"]
+
+
+def test_an_argo_job_that_cannot_run_here_says_why_in_the_dialogs_words(tmp_path, monkeypatch):
+    """The run's error event carries a code; the job's message speaks of compute types and nb2flow.yaml, not flags."""
+    pytest.importorskip("jupyter_scheduler", reason="jupyter-scheduler is not installed (pip install 'nb2flow[jupyterlab]')")
+    from nb2flow.cluster import resolve_target
+    from nb2flow.config import ClusterConfig
+    from nb2flow.errors import UsageError
+    from nb2flow.events import error
+    from nb2flow.jupyter_scheduler import argo_reachable, run_outcome
+
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    nb = write(tmp_path / "nb.ipynb", cell("x = 1", "step:a"))
+    with pytest.raises(UsageError) as caught:
+        resolve_target(str(nb), ClusterConfig())
+    _, said = run_outcome(json.dumps(error(caught.value)))
+    assert said.startswith("compute type argo runs the steps as pods copied from the notebook's own pod") and "--" not in said
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "none"))
+    assert not argo_reachable()
+    (tmp_path / "kubeconfig").write_text("apiVersion: v1\n")
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "kubeconfig"))
+    assert argo_reachable()
 
 
 def test_run_job_with_input_folder_takes_the_folder_without_earlier_runs_records(tmp_path):

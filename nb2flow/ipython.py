@@ -182,8 +182,10 @@ class Magics:
         if argo and "--watch" not in args:
             cmd.append("--watch")
         handle = display({"text/plain": f"nb2flow: starting a run of {os.path.basename(path)}"}, raw=True, display_id=True)
+        # its own session: a kernel restart (which ends the kernel's process group) leaves the run going, and the run
+        # completes its record with nobody reading its events (`%nb2flow status` then shows it)
         proc = subprocess.Popen(cmd, cwd=os.path.dirname(path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, NO_COLOR="1"))
+                                stderr=subprocess.DEVNULL, text=True, env=dict(os.environ, NO_COLOR="1"), start_new_session=True)
         thread = threading.Thread(target=self._follow, args=(proc, path, handle), name="nb2flow-run", daemon=True)
         thread.start()
         self.runs.append((thread, proc))

@@ -387,3 +387,33 @@ def test_the_servers_own_runner_leaves_argo_schedules_to_argo(monkeypatch):
     runner.create_job("on-argo")
     runner.create_job("here")
     assert started == ["here"]
+
+
+@pytest.mark.slow  # CI runs it (pytest -m slow)
+def test_a_run_started_from_a_kernel_outlives_the_kernels_restart_and_completes_its_record(tmp_path):
+    """`%nb2flow run`, then the kernel restarts (its process group is killed): the run goes on, its output pipe closed,
+    and finishes its record and merged notebook; `nb2flow status` shows it done."""
+    import subprocess
+    import sys
+
+    from jupyter_client.manager import start_new_kernel
+
+    from helpers import wait_for
+
+    nb = write(tmp_path / "k.ipynb", cell("import time\ntime.sleep(4)\nx = 1", "step:a"), cell("print('b saw', x)", "step:b"))
+    km, kc = start_new_kernel(kernel_name="python3", cwd=str(tmp_path), env=dict(os.environ, HOME=str(tmp_path)))
+    try:
+        kc.execute_interactive(f"%load_ext nb2flow\n%nb2flow run --notebook {nb}", timeout=60)
+        runs = tmp_path / ".nb2flow" / "runs"
+        wait_for(lambda: runs.is_dir() and any(runs.glob("*/run.json")), timeout=60)
+        km.restart_kernel(now=True)
+    finally:
+        kc.stop_channels()
+        km.shutdown_kernel(now=True)
+    record_file = next(runs.glob("*/run.json"))
+    wait_for(lambda: json.loads(record_file.read_text()).get("state") == "succeeded", timeout=120)
+    record = json.loads(record_file.read_text())
+    assert os.path.isfile(record["visible_notebook"])
+    status = subprocess.run([sys.executable, "-m", "nb2flow", "status", record["run_id"]], cwd=tmp_path, capture_output=True,
+                            text=True, env=dict(os.environ, HOME=str(tmp_path), NO_COLOR="1"))
+    assert status.stdout.startswith(f"run {record['run_id']}: succeeded"), status.stdout + status.stderr

@@ -100,6 +100,7 @@ class LocalRun:
         self.fingerprints: dict[str, str] = {}
         self.record: dict = {}
         self.reused_from: dict[str, str] = {}  # step -> the earlier run whose results it reuses (--reuse)
+        self.folder_gone = False  # the run folder was deleted during the run
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -227,6 +228,8 @@ class LocalRun:
             self.record["steps"][name]["reused_from"] = run_id
         if getattr(self, "server", None) is not None and self.server.warmed is not None:
             self.record["warm_imports"] = self.server.warmed
+        if self.folder_gone:
+            return
         try:
             write_record(self.run_dir, self.record)
         except OSError as exc:
@@ -376,14 +379,18 @@ class LocalRun:
             from .keys import user_key
             from .runner import runner_digest
 
-            runner = write_runner(self.layout.bundle)
             self.mark = f"{self.run_id}-{secrets.token_hex(4)}"
-            self.server = ForkServer(self.options.python, runner, self.folder,
-                                     digest=runner_digest(), key=user_key(), mark=self.mark)
             try:
+                runner = write_runner(self.layout.bundle)
+                self.server = ForkServer(self.options.python, runner, self.folder,
+                                         digest=runner_digest(), key=user_key(), mark=self.mark)
                 self.prepare()
             except KeyboardInterrupt:
                 raise RunInterrupted(f"interrupted before the steps started; run {self.run_id} stopped") from None
+            except OSError as exc:  # a full disk, a file-size limit, the folder gone: no step has run
+                self._fail_before_steps()
+                raise UsageError(f"{self.run_dir}: cannot write the run's files: {exc.strerror or exc}",
+                                 hint="free some space (or use a folder you can write) and run again; no step ran") from None
             return self._execute()
         finally:
             for sig, handler in previous.items():
@@ -394,6 +401,15 @@ class LocalRun:
                 finally:
                     end_marked(self.mark)  # a step's child that left its session (setsid) ends with the run too
             lock.close()
+
+    def _fail_before_steps(self) -> None:
+        """The record of a run that could not start its steps says so (when there is one to correct)."""
+        if self.record.get("state") == RunState.RUNNING.value:
+            self.record.update(state=RunState.FAILED.value, ended=time.time())
+            try:
+                self._save_record()
+            except OSError:
+                pass
 
     def _execute(self) -> RunResult:
         self.reporter.start(self.run_id, self.run_dir, self.views())
@@ -409,6 +425,11 @@ class LocalRun:
                 if now - last_draw > 0.1:
                     self.reporter.update(self.views())
                     last_draw = now
+                    if not os.path.isdir(self.run_dir):  # deleted under the run: no step can say how it goes
+                        self.folder_gone = True
+                        self._interrupt()
+                        raise UsageError(f"{self.run_dir}: the run folder was deleted while the run went on; every step "
+                                         "was stopped", hint="nb2flow run NOTEBOOK starts afresh")
                 time.sleep(POLL)
         except KeyboardInterrupt:
             self._interrupt()

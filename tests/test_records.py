@@ -181,3 +181,25 @@ def test_a_child_that_leaves_the_steps_session_ends_with_the_run(tmp_path, mode)
     pid = int((tmp_path / "child.pid").read_text())
     wait_for(lambda: not os.path.exists(f"/proc/{pid}") or open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[0] == "Z",
              timeout=10)
+
+
+def test_a_disk_too_small_for_the_runs_files_is_one_line_and_no_run_says_running(tmp_path):
+    nb = write(tmp_path / "f.ipynb", cell("x = 1", "step:a"))
+    shell = f"ulimit -f 40; exec {sys.executable} -m nb2flow run {nb} -q"  # files of at most 20 KiB: the runner is larger
+    r = subprocess.run(["bash", "-c", shell], cwd=tmp_path, env=_env(tmp_path), capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and "cannot write the run's files: File too large" in r.stderr and "bug in nb2flow" not in r.stderr
+    assert all(rec["state"] != "running" for rec in _records(tmp_path))
+
+
+@pytest.mark.slow  # CI runs it (pytest -m slow)
+def test_a_run_folder_deleted_under_a_run_stops_it_with_one_line_never_a_hang(tmp_path):
+    import shutil
+
+    nb = _slow_notebook(tmp_path)
+    proc = _start(tmp_path, nb, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    record = _running(tmp_path)
+    shutil.rmtree(tmp_path / ".nb2flow" / "runs" / record["run_id"])
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "the run folder was deleted while the run went on; every step was stopped" in err, err
+    assert "bug in nb2flow" not in err
+    wait_for(lambda: not processes_mentioning(record["run_id"]), timeout=15)

@@ -455,25 +455,29 @@ class _StepScope:
         self.gave_everything = True
         spelt = set().union(*(self.a.code[i].strings for i in self.step.cells if i in self.a.code))
         candidates = sorted(n for n in self.a.history if n in spelt) if spelt else []
-        every = not candidates
+        for name in candidates:  # read as if written out: from a step that must run before this one (check says so)
+            mark = self.provider(name)
+            if mark is not None and mark.op != "delete":
+                self.read(name, line_where, 1)
+        if candidates:
+            return
         given = []
-        for name in candidates or sorted(self.a.history):
+        for name in sorted(self.a.history):
             if name in self.own or name in self.inputs:
                 continue
             mark = self.provider(name)
             if mark is None or mark.op not in ("bind", "mutate") or (mark.step not in self.ancestors):
                 continue
             self.resolve(name, line_where, 1)
-            if every and self.inputs.get(name) is not None and self.inputs[name].kind == "data":
+            if self.inputs.get(name) is not None and self.inputs[name].kind == "data":
                 self.inputs[name] = replace(self.inputs[name], optional=True)
             given.append(name)
-        if every:
-            self.a.findings.append(warning(
-                "dynamic-read",
-                f"step {self.step.name} reads names it spells at run time ({what}): it is given every value the steps before "
-                f"it defined ({len(given)}: {', '.join(given[:8])}{', …' if len(given) > 8 else ''})",
-                hint="read the names directly (x rather than eval('x')), or spell them as strings, to give it only those",
-                **line_where))
+        self.a.findings.append(warning(
+            "dynamic-read",
+            f"step {self.step.name} reads names it spells at run time ({what}): it is given every value the steps before "
+            f"it defined ({len(given)}: {', '.join(given[:8])}{', …' if len(given) > 8 else ''})",
+            hint="read the names directly (x rather than eval('x')), or spell them as strings, to give it only those",
+            **line_where))
 
     def mutate(self, name: str, line_where: dict, depth: int = 0, store: bool = False, certain: bool = True) -> None:
         """``name`` may change here. A class or function whose attributes are assigned (Counter.count += 1)

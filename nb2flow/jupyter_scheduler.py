@@ -221,6 +221,7 @@ class Scheduler(_Scheduler):
 
         source = os.path.dirname(os.path.join(self.root_dir, input_uri))
         staging = os.path.dirname(nb_copy_to_path)
+        os.makedirs(staging, exist_ok=True)  # the job's staging folder is made here, as jupyter-scheduler's copy makes it
         skip = shutil.ignore_patterns(NB2FLOW_DIR, VISIBLE_DIR)
         for item in sorted(set(os.listdir(source)) - skip(source, os.listdir(source))):
             src, dst = os.path.join(source, item), os.path.join(staging, item)

@@ -331,3 +331,9 @@ def test_each_refusal_that_remains_is_one_no_run_could_equal_top_to_bottom(cells
     """The notebooks of the docs' table (docs/tags-and-data-flow.md): each still refused, with its rule."""
     p = load_cells(*cells)
     assert code in [f.code for f in p.errors], rendered(p)
+
+
+def test_a_name_spelt_for_a_dynamic_read_comes_from_a_step_that_runs_before_as_a_written_read_does():
+    p = load_cells(cell("v2 = [2]", "step:a"), cell("v2 = v2 + [3]", "step:b", "after:a"),
+                   cell("n = len(globals()['v2'])", "step:c", "after:a"))
+    assert [f.code for f in p.errors] == ["not-an-ancestor"] and "add after:b to step c" in rendered(p)[0]

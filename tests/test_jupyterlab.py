@@ -286,8 +286,7 @@ def test_run_job_with_input_folder_takes_the_folder_without_earlier_runs_records
                 "work/data/.nb2flow/bundles/b/nb2flow_step.py", "work/helper.py"):
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_text("x")
-    staging = tmp_path / "staging"
-    staging.mkdir()
+    staging = tmp_path / "staging" / "job-id"  # not made yet, as jupyter-scheduler calls it
     copied = Scheduler.copy_input_folder(types.SimpleNamespace(root_dir=str(root)), "work/nb.ipynb", str(staging / "nb.ipynb"))
     assert copied == ["data/x.csv", "helper.py", "nb.ipynb"]
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) == copied

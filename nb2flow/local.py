@@ -375,6 +375,8 @@ class LocalRun:
         # SIGTERM (nb2flow stop, a job's stop) and SIGHUP (a closed terminal or SSH session) stop the run cleanly
         previous = {sig: signal.signal(sig, _raise_interrupt) for sig in (signal.SIGTERM, signal.SIGHUP)}
         lock = hold_run_lock(self.run_dir, self.run_id)
+        st = os.stat(self.run_dir)
+        self.folder_id = (st.st_dev, st.st_ino)
         try:
             from .keys import user_key
             from .runner import runner_digest
@@ -402,6 +404,21 @@ class LocalRun:
                     end_marked(self.mark)  # a step's child that left its session (setsid) ends with the run too
             lock.close()
 
+    def _folder_replaced(self) -> bool:
+        """Whether the run folder is gone, or is another folder now (a step re-made its path after a deletion)."""
+        try:
+            st = os.stat(self.run_dir)
+        except OSError:
+            return True
+        return (st.st_dev, st.st_ino) != self.folder_id
+
+    def _folder_gone(self) -> None:
+        """The run folder was deleted under the run: stop what still runs, say so in one line (no record can be kept)."""
+        self.folder_gone = True
+        self._interrupt()
+        raise UsageError(f"{self.run_dir}: the run folder was deleted while the run went on; every step was stopped",
+                         hint="nb2flow run NOTEBOOK starts afresh")
+
     def _fail_before_steps(self) -> None:
         """The record of a run that could not start its steps says so (when there is one to correct)."""
         if self.record.get("state") == RunState.RUNNING.value:
@@ -425,11 +442,8 @@ class LocalRun:
                 if now - last_draw > 0.1:
                     self.reporter.update(self.views())
                     last_draw = now
-                    if not os.path.isdir(self.run_dir):  # deleted under the run: no step can say how it goes
-                        self.folder_gone = True
-                        self._interrupt()
-                        raise UsageError(f"{self.run_dir}: the run folder was deleted while the run went on; every step "
-                                         "was stopped", hint="nb2flow run NOTEBOOK starts afresh")
+                    if self._folder_replaced():  # deleted under the run: no step can say how it goes
+                        self._folder_gone()
                 time.sleep(POLL)
         except KeyboardInterrupt:
             self._interrupt()
@@ -439,6 +453,8 @@ class LocalRun:
                                  hint=f"nb2flow run --resume {self.run_id} completes it") from None
         for name in list(self.procs):  # succeeded steps still writing their notebooks
             self._reap(name, 30)
+        if self._folder_replaced():  # deleted as the last steps ended (they failed for it)
+            self._folder_gone()
         self.reporter.update(self.views())
         self.record["state"] = (RunState.SUCCEEDED if self.scheduler.ok else RunState.FAILED).value
         self.record["ended"] = time.time()

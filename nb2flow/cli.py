@@ -20,21 +20,6 @@ NOTEBOOK = click.Path(dir_okay=True, path_type=str)
 _EVENTS = None  # the event sink of this command (``--events json``), see nb2flow.events
 
 
-def _emit(name: str, **fields) -> None:
-    if _EVENTS is not None:
-        from .events import event
-
-        _EVENTS(event(name, **fields))
-
-
-def _sink(ev_builder, *args) -> None:
-    """Send an event built by one of :mod:`nb2flow.events`' builders (only when ``--events`` is on)."""
-    if _EVENTS is not None:
-        from . import events
-
-        _EVENTS(getattr(events, ev_builder)(*args))
-
-
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(__version__, "-V", "--version", prog_name="nb2flow")
 def cli() -> None:
@@ -289,6 +274,7 @@ def status(run_id, as_json, watch, namespace, context) -> int:
 
 def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, default=None):
     """Load and check the notebook, merge and check parameters; bad input raises (exit 2)."""
+    from . import events
     from .api import load
     from .params import ParameterArgs, check_parameters, merge_parameters
 
@@ -296,7 +282,7 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     if not pipeline.ok:
         for finding in pipeline.errors:
             _say(finding.render(notebook))
-            _sink("problem", notebook, finding)
+            _console().send(events.problem(notebook, finding))
         raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
@@ -608,10 +594,7 @@ def _kube(namespace, context):
 
 def _say(text: str) -> None:
     """A message for people (stderr), with terminal commands from outside text removed; a ``message`` event too."""
-    from .runner.tracebacks import printable
-
-    click.echo(printable(text), err=True)
-    _emit("message", text=printable(text))
+    _console().say(text)
 
 
 def _printable(text: str) -> str:
@@ -702,7 +685,9 @@ def main(argv: list[str] | None = None) -> None:
         exc.show()
         sys.exit(ExitStatus.BAD_INPUT)
     except Nb2flowError as exc:
-        _sink("error", exc)
+        from .events import error
+
+        _console().send(error(exc))
         _say(f"nb2flow: {exc.render()}")
         for line in getattr(exc, "traceback", None) or []:
             _say(f"    {line}")
@@ -716,8 +701,8 @@ def main(argv: list[str] | None = None) -> None:
         fd, path = tempfile.mkstemp(prefix="nb2flow-crash-", suffix=".txt")
         with os.fdopen(fd, "w") as fh:
             traceback.print_exc(file=fh)
-        _emit("error", message=f"internal error ({type(exc).__name__}: {exc})", path=None, cell=None, step=None,
-              hint=f"the traceback is in {path}", kind="InternalError", exit_status=int(ExitStatus.INTERNAL))
+        _console().emit("error", message=f"internal error ({type(exc).__name__}: {exc})", path=None, cell=None, step=None,
+                        hint=f"the traceback is in {path}", kind="InternalError", code=None, exit_status=int(ExitStatus.INTERNAL))
         _say(f"nb2flow: internal error ({type(exc).__name__}: {exc}); this is a bug in nb2flow, "
              f"please report it with the traceback saved in {path}")
         sys.exit(ExitStatus.INTERNAL)

@@ -718,19 +718,14 @@ def run_folder_logs(workflow: dict, step: str | None) -> tuple[str, list] | None
     found = run_layout(workflow)
     if found is None:
         return None
+    from .runs import step_logs
+
     layout = found[0]
     try:
         tasks = sorted(os.listdir(layout.steps_root))
     except OSError:
         return None
-    out = []
-    for task in tasks:
-        if step is None or task == step:
-            try:
-                with open(layout.output_log(task), encoding="utf-8", errors="replace") as fh:
-                    out.append((task, fh.read()))
-            except OSError:
-                continue
+    out = step_logs(layout.root, [t for t in tasks if step is None or t == step])
     return (layout.root, out) if out else None
 
 

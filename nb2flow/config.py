@@ -156,9 +156,9 @@ def _coerce(key: str, value, path: str):
             raise UsageError(f"{path}: shared_workdir must be true or false")
         return value
     if key == "backend" and value != "auto":
-        from .backends import names
+        from .backends import is_registered, names
 
-        if value not in names():
+        if not is_registered(value):
             raise UsageError(f"{path}: backend must be auto or one of: {', '.join(names())}")
     if key == "notify_on" and value not in ("failure", "always"):
         raise UsageError(f"{path}: notify_on must be failure or always")

@@ -62,13 +62,8 @@ def read_events(lines):
 
 
 def run_finished(outcome) -> dict:
-    """The ``run-finished`` event of a backend's :class:`~nb2flow.backends.Outcome`."""
-    import os
-
-    def absolute(path):
-        return path and os.path.abspath(path)
-
-    return event("run-finished", run_id=outcome.run_id, run_dir=absolute(outcome.run_dir), state=outcome.state,
+    """The ``run-finished`` event of a backend's :class:`~nb2flow.backends.Outcome` (whose paths are absolute)."""
+    return event("run-finished", run_id=outcome.run_id, run_dir=outcome.run_dir, state=outcome.state,
                  output_notebook=outcome.output_notebook, visible_notebook=outcome.visible_notebook,
                  exit_status=outcome.exit_status)
 

@@ -259,3 +259,16 @@ def run_owner_alive(record: dict) -> bool | None:
     if since is None:
         return False
     return owner.get("since") is None or since == owner.get("since")
+
+
+def step_logs(run_dir: str, tasks) -> list[tuple[str, str]]:
+    """(task, its ``output.log``: the cells' output, framed by cell) of each of ``tasks`` that has written one."""
+    layout = RunLayout(run_dir)
+    out = []
+    for task in tasks:
+        try:
+            with open(layout.output_log(task), encoding="utf-8", errors="replace") as fh:
+                out.append((task, fh.read()))
+        except OSError:
+            continue
+    return out

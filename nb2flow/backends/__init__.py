@@ -66,7 +66,7 @@ class Outcome:
     """How a started run stands when ``start`` returns: ended (local; Argo with ``--watch``) or submitted."""
 
     run_id: str
-    run_dir: str | None
+    run_dir: str | None  # absolute, as the output notebooks' paths
     state: str  # a RunState value (nb2flow.runner.record), or "submitted"
     output_notebook: str | None = None
     visible_notebook: str | None = None
@@ -202,6 +202,11 @@ def _entry_points() -> dict:
         return {}
 
 
+def is_registered(name: str) -> bool:
+    """Whether ``name`` is a backend (installed distributions are looked through only for a name not built in)."""
+    return name in _REGISTRY or name in _entry_points()
+
+
 def names() -> list[str]:
     """The registered backends' names: the built-in ones, then those registered or installed."""
     found = list(_REGISTRY)
@@ -319,21 +324,14 @@ def refuse_ended(ref: RunRef, verb: str) -> None:
 def folder_logs(ref: RunRef, step: str | None, console: Console):
     """(step or None, text): each step's ``output.log`` in the run folder — its cells' output, framed by cell —
     the same for every backend (the step runner writes it wherever it runs)."""
-    from ..runner.protocol import RunLayout
+    from ..runs import step_logs
 
-    layout = RunLayout(ref.run_dir)
     steps = (ref.record or {}).get("steps") or {}
     if step is not None and step not in steps:
         raise UsageError(f"run {ref.run_id} has no step {step!r}", hint="its steps: " + ", ".join(steps))
-    chosen = [(n, s) for n, s in steps.items() if step is None or n == step]
-    shown = 0
-    for name, entry in chosen:
-        try:
-            with open(layout.output_log(entry.get("task") or name), encoding="utf-8", errors="replace") as fh:
-                text = fh.read()
-        except OSError:
-            continue
-        shown += 1
-        yield (name if len(chosen) > 1 else None), text
-    if not shown:
+    chosen = {entry.get("task") or name: name for name, entry in steps.items() if step is None or name == step}
+    logs = step_logs(ref.run_dir, chosen)
+    for task, text in logs:
+        yield (chosen[task] if len(chosen) > 1 else None), text
+    if not logs:
         console.notice(f"no step of run {ref.run_id} has written a log yet")

@@ -40,9 +40,8 @@ class LocalBackend(Backend):
             raise_for_failures(result, request.pipeline)
         except Nb2flowError as exc:
             failure = exc
-        absolute = lambda path: path and os.path.abspath(path)  # noqa: E731
-        outcome = Outcome(run_id=result.run_id, run_dir=absolute(result.run_dir), state=result.state.value,
-                          output_notebook=absolute(result.output_notebook), visible_notebook=absolute(result.visible_notebook),
+        outcome = Outcome(run_id=result.run_id, run_dir=result.run_dir, state=result.state.value,
+                          output_notebook=result.output_notebook, visible_notebook=result.visible_notebook,
                           failure=failure, result=result)
         console.send(run_finished(outcome))
         return outcome

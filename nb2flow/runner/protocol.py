@@ -199,12 +199,17 @@ STATUS_KEYS = ("step", "state", "stage", "pid", "kernel_pid", "attempt", "starte
                "error", "reused_from", "timings", "runtime_version")
 
 
+def check_status_keys(fields) -> None:
+    """Only :data:`STATUS_KEYS` go in a ``status.json`` (a typo would be a key no watcher reads)."""
+    unknown = set(fields) - set(STATUS_KEYS)
+    if unknown:
+        raise ValueError(f"not a status.json key: {sorted(unknown)}")
+
+
 def status_entry(step: str, state: "StepState", *, stage: str, attempt: int = 1, **more) -> dict:
     """A step's ``status.json`` (keys: :data:`STATUS_KEYS`): the step writes it as it goes; a watcher reads it.
     ``stage`` is ``starting``, ``kernel-started``, ``waiting`` (for its parents), ``running`` or ``ended``."""
-    unknown = set(more) - set(STATUS_KEYS)
-    if unknown:
-        raise ValueError(f"not a status.json key: {sorted(unknown)}")
+    check_status_keys(more)
     return {"step": step, "state": StepState(state).value, "stage": stage, "attempt": attempt, **more}
 
 
@@ -247,9 +252,6 @@ class RunLayout:
 
     def out_notebook(self, stem: str) -> str:
         return os.path.join(self.root, f"{stem[:STEM_MAX]}.out.ipynb")
-
-    def out_html(self, stem: str) -> str:
-        return os.path.join(self.root, f"{stem[:STEM_MAX]}.out.html")
 
     @property
     def steps_root(self) -> str:

@@ -6,7 +6,7 @@ import os
 import time
 
 from .files import write_json
-from .protocol import RUNTIME_VERSION, STATUS_KEYS, StepState, status_entry
+from .protocol import RUNTIME_VERSION, StepState, check_status_keys, status_entry
 
 
 class Status:
@@ -25,9 +25,7 @@ class Status:
     def update(self, **fields) -> None:
         if isinstance(fields.get("state"), StepState):
             fields["state"] = fields["state"].value
-        unknown = set(fields) - set(STATUS_KEYS)
-        if unknown:
-            raise ValueError(f"not a status.json key: {sorted(unknown)}")
+        check_status_keys(fields)
         self.data.update(fields)
         self.write()
 

@@ -31,21 +31,25 @@ def cli() -> None:
 
 
 @cli.command()
-@click.argument("notebook", type=NOTEBOOK)
+@click.argument("notebook", type=NOTEBOOK, required=False)
+@click.option("-c", "--command", "chain", default=None, metavar="CHAIN", help='A pipeline of commands: "python a.py >> python b.py".')
 @click.option("--json", "as_json", is_flag=True, help="Print the pipeline and findings as JSON.")
-def check(notebook: str, as_json: bool) -> int:
+def check(notebook: str, chain, as_json: bool) -> int:
     """Check a notebook's tags and data flow; exit 1 if any problem is found.
 
     Reports names a step reads that no cell above defines, values a step reads from a step
     that does not run before it, parallel steps assigning the same name, syntax errors and
-    tag mistakes, each with its cell number.
+    tag mistakes, each with its cell number. NOTEBOOK may be a workflow file (several notebooks and
+    scripts, JupyterFlow's workflow.yaml), or give -c "a >> b".
     """
-    from .api import load
     from .pipeline import pipeline_to_json
 
-    pipeline = load(notebook)
+    pipeline = _load_subject(notebook, chain)
+    notebook = pipeline.path if chain is not None else notebook
     if as_json:
-        click.echo(json.dumps(pipeline_to_json(pipeline), indent=2))
+        from .workflow import is_workflow, workflow_to_json
+
+        click.echo(json.dumps(workflow_to_json(pipeline) if is_workflow(pipeline) else pipeline_to_json(pipeline), indent=2))
     else:
         for finding in pipeline.findings:
             click.echo(_color_finding(_printable(finding.render(notebook)), finding.severity.value))
@@ -54,15 +58,16 @@ def check(notebook: str, as_json: bool) -> int:
 
 
 @cli.command()
-@click.argument("notebook", type=NOTEBOOK)
+@click.argument("notebook", type=NOTEBOOK, required=False)
+@click.option("-c", "--command", "chain", default=None, metavar="CHAIN", help='A pipeline of commands: "python a.py >> python b.py".')
 @click.option("--format", "fmt", type=click.Choice(["text", "mermaid", "dot"]), default="text", show_default=True, help="Terminal drawing, mermaid (JupyterLab, GitHub markdown) or graphviz dot.")
 @click.option("--vars", "show_vars", is_flag=True, help="Label each edge with the values that flow along it.")
-def graph(notebook: str, fmt: str, show_vars: bool) -> int:
-    """Draw the step DAG."""
-    from .api import load
+def graph(notebook: str, chain, fmt: str, show_vars: bool) -> int:
+    """Draw the step DAG (of a notebook, a workflow file, or -c "a >> b")."""
     from .graph import render
 
-    pipeline = load(notebook)
+    pipeline = _load_subject(notebook, chain)
+    notebook = pipeline.path if chain is not None else notebook
     click.echo(render(pipeline, fmt, show_vars=show_vars), nl=False)
     if pipeline.errors:
         _say(f"{notebook}: {len(pipeline.errors)} problem(s); see `nb2flow check {notebook}`")
@@ -96,6 +101,8 @@ def _parameter_options(f):
 
 @cli.command()
 @click.argument("notebook", type=NOTEBOOK, required=False)
+@click.option("-c", "--command", "chain", default=None, metavar="CHAIN",
+              help='Run a pipeline of commands and notebooks: "python a.py >> python b.py" (>> then, & side by side).')
 @_parameter_options
 @click.option("--mode", type=click.Choice(["notebook", "script"]), default=None, help="Run each step as a notebook with a kernel (default) or as a plain python script.")
 @click.option("-j", "--jobs", type=click.IntRange(min=1), default=None, help="Steps to run at once [default: the number of CPUs].")
@@ -111,11 +118,13 @@ def _parameter_options(f):
 @click.option("--watch", is_flag=True, help="With --argo: follow the steps until the workflow ends; the exit status reflects it.")
 @click.option("--events", type=click.Choice(["json"]), default=None, help="Write the run's events as JSON lines on stdout (see the docs' event stream), for tools that follow a run.")
 @_cluster_options
-def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, reuse, local, quiet, no_progress,
+def run(notebook, chain, param_files, param_yamls, param_raw, param_typed, mode, jobs, fail_fast, resume, reuse, local, quiet, no_progress,
         python, argo, backend_name, watch, events, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Run NOTEBOOK's pipeline: every step in its own process, independent steps in parallel.
 
-    Executed notebooks, values and the run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
+    NOTEBOOK may also be a workflow file of several notebooks and scripts (JupyterFlow's workflow.yaml; so is
+    `-f workflow.yaml` alone), or give -c "python a.py >> python b.py". Executed notebooks, values and the
+    run record go to .nb2flow/runs/RUN_ID/ beside the notebook.
     """
     from . import backends
     from .runner.params import from_wire
@@ -140,8 +149,13 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         earlier = backends.RunRef(record["run_id"], record.get("backend") or "local", run_dir, record)
         _check_resumable(earlier, notebook)
         notebook = notebook or notebook_of(record, run_dir)
-    if not notebook:
-        raise UsageError("give a NOTEBOOK to run (or --resume RUN_ID)")
+        if chain is None and record.get("chain") is not None:
+            chain = record["chain"]
+    notebook, param_files = _workflow_flag(notebook, chain, param_files)
+    if not notebook and chain is None:
+        raise UsageError("give a NOTEBOOK to run (or -c COMMANDS, a workflow file, --resume RUN_ID)")
+    if chain is not None and not notebook:
+        notebook = os.path.join(os.getcwd(), "pipeline")
     from .config import load_config
 
     settings = load_config(notebook)
@@ -157,7 +171,7 @@ def run(notebook, param_files, param_yamls, param_raw, param_typed, mode, jobs, 
         raise UsageError(f"run {earlier.run_id} ran with the {earlier.backend} backend; it is resumed there",
                          hint=f"nb2flow run --resume {earlier.run_id}")
     pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw,
-                                         default=(from_wire(earlier.record.get("parameters")) if earlier else None))
+                                         default=(from_wire(earlier.record.get("parameters")) if earlier else None), chain=chain)
     progress = "quiet" if quiet else ("plain" if no_progress else "auto")
     if _EVENTS is not None:
         from .progress import EventReporter
@@ -272,13 +286,41 @@ def status(run_id, as_json, watch, namespace, context) -> int:
     return ExitStatus.OK
 
 
-def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, default=None):
-    """Load and check the notebook, merge and check parameters; bad input raises (exit 2)."""
-    from . import events
-    from .api import load
-    from .params import ParameterArgs, check_parameters, merge_parameters
+def _workflow_flag(notebook, chain, param_files):
+    """JupyterFlow's ``run -f workflow.yaml``: a lone ``-f`` with no notebook is the pipeline to run (a workflow
+    file), not papermill's parameters file (which needs a notebook to go to)."""
+    from .workflow import looks_like_workflow_file
 
-    pipeline = load(notebook)
+    if not notebook and chain is None and len(param_files) == 1 and (
+            looks_like_workflow_file(param_files[0]) or not os.path.isfile(param_files[0])
+            or param_files[0].endswith((".yaml", ".yml"))):  # no notebook for a parameters file to go to
+        return param_files[0], ()
+    return notebook, param_files
+
+
+def _load_subject(notebook, chain=None):
+    """What a command works on: a notebook's pipeline, or a pipeline of several notebooks and scripts (a workflow
+    file, or a ``-c`` chain run in ``notebook``'s folder, else here)."""
+    from .api import load
+    from .workflow import from_chain, from_file, is_workflow_file
+
+    if chain is not None:
+        return from_chain(chain, os.path.dirname(os.path.abspath(notebook)) if notebook else os.getcwd())
+    if not notebook:
+        raise UsageError("give a NOTEBOOK (or a workflow file, or -c COMMANDS)")
+    if is_workflow_file(notebook):
+        return from_file(notebook)
+    return load(notebook)
+
+
+def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, default=None, chain=None):
+    """Load and check the notebook (or pipeline of several), merge and check parameters; bad input raises (exit 2)."""
+    from . import events
+    from .params import ParameterArgs, check_parameters, merge_parameters
+    from .workflow import is_workflow
+
+    pipeline = _load_subject(notebook, chain)
+    notebook = pipeline.path if chain is not None else notebook
     if not pipeline.ok:
         for finding in pipeline.errors:
             _say(finding.render(notebook))
@@ -287,6 +329,10 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
         overrides = default
+    if is_workflow(pipeline):
+        from .workflow import check_workflow_parameters
+
+        return pipeline, check_workflow_parameters(pipeline, overrides)
     return pipeline, check_parameters(overrides, [p.name for p in pipeline.parameters], notebook)
 
 
@@ -298,11 +344,12 @@ def _target(notebook, *, pod_spec, from_pod, namespace, context, workdir, need_k
 
 
 @cli.command()
-@click.argument("notebook", type=NOTEBOOK)
+@click.argument("notebook", type=NOTEBOOK, required=False)
+@click.option("-c", "--command", "chain", default=None, metavar="CHAIN", help='A pipeline of commands: "python a.py >> python b.py".')
 @click.option("-o", "--output", "fmt", type=click.Choice(["yaml", "json"]), default="yaml", show_default=True)
 @_parameter_options
 @_cluster_options
-def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod, namespace, context, workdir) -> int:
+def export(notebook, chain, fmt, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod, namespace, context, workdir) -> int:
     """Print the Argo Workflow for NOTEBOOK; submit nothing.
 
     The step files are written beside the notebook (.nb2flow/bundles/), where the step pods read them.
@@ -310,7 +357,9 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
     from .argo import dump
     from .cluster import prepare
 
-    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
+    notebook, param_files = _workflow_flag(notebook, chain, param_files)
+    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, chain=chain)
+    notebook = pipeline.path
     from .cluster import STEP_FILES_HINT, check_step_files_reach_pods
 
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir)
@@ -333,15 +382,16 @@ def export(notebook, fmt, param_files, param_yamls, param_typed, param_raw, pod_
 
 
 @cli.command()
-@click.argument("notebook", type=NOTEBOOK)
-@click.option("--cron", required=True, help='Cron schedule, e.g. "0 3 * * *".')
+@click.argument("notebook", type=NOTEBOOK, required=False)
+@click.option("-c", "--command", "chain", default=None, metavar="CHAIN", help='A pipeline of commands: "python a.py >> python b.py".')
+@click.option("--cron", default=None, help='Cron schedule, e.g. "0 3 * * *" [default: a workflow file\'s schedule:].')
 @click.option("--timezone", default=None, help="IANA time zone of the schedule, e.g. Asia/Seoul [default: the controller's].")
 @click.option("--name", default=None, help="CronWorkflow name [default: the notebook's name and its owner's].")
 @click.option("--replace", is_flag=True, help="Overwrite a schedule of that name that someone else made.")
 @click.option("--dry-run", is_flag=True, help="Print the CronWorkflow instead of creating it.")
 @_parameter_options
 @_cluster_options
-def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod,
+def schedule(notebook, chain, cron, timezone, name, replace, dry_run, param_files, param_yamls, param_typed, param_raw, pod_spec, from_pod,
              namespace, context, workdir) -> int:
     """Run NOTEBOOK on a schedule (an Argo CronWorkflow); creates it, or updates your own.
 
@@ -352,7 +402,12 @@ def schedule(notebook, cron, timezone, name, replace, dry_run, param_files, para
     from .cluster import prepare, schedule as create_schedule
     from .names import CRON_NAME_MAX, k8s_name
 
-    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw)
+    notebook, param_files = _workflow_flag(notebook, chain, param_files)
+    pipeline, params = _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, chain=chain)
+    notebook = pipeline.path
+    cron = cron or getattr(pipeline, "schedule", None)
+    if not cron:
+        raise UsageError("give --cron, e.g. --cron '0 3 * * *'" + (" (or schedule: in the workflow file)" if chain is None else ""))
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
     from .cluster import check_step_files_reach_pods, default_schedule_name

@@ -23,10 +23,11 @@ class Finding:
     step: str | None = None
     hint: str | None = None
     line: int | None = None
+    file: str | None = None  # in a pipeline of several notebooks: the notebook the cell is in
 
     def render(self, path: str) -> str:
         """One line: ``path: cell 3 (step:x) `first line`: error: message (hint)``."""
-        where = path
+        where = self.file or path
         if self.cell is not None:
             where += f": cell {self.cell}"
             if self.line is not None:
@@ -45,6 +46,8 @@ class Finding:
     def to_json(self) -> dict:
         data = asdict(self)
         data["severity"] = self.severity.value
+        if data["file"] is None:
+            del data["file"]
         return data
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 from .pipeline import Pipeline
 
@@ -45,6 +46,16 @@ def render(pipeline: Pipeline, fmt: str = "text", *, show_vars: bool = False) ->
     return render_text(pipeline, show_vars=show_vars)
 
 
+def _what(pipeline, step) -> str:
+    """What a step runs: its cells; in a pipeline of several notebooks and scripts, its command or notebook too."""
+    if step.command:
+        return f"$ {step.command['text']}"
+    job = pipeline.job_of(step.name) if getattr(pipeline, "is_workflow", False) else None
+    if job is not None:
+        return f"{os.path.basename(job.notebook)} {cell_list(step.cells)}"
+    return cell_list(step.cells)
+
+
 def render_text(pipeline: Pipeline, *, show_vars: bool = False) -> str:
     depth = levels(pipeline)
     data = flows(pipeline)
@@ -68,10 +79,11 @@ def render_text(pipeline: Pipeline, *, show_vars: bool = False) -> str:
                         how = "via ancestors" if prov in pipeline.ancestors(s.name) else "does not run before it: see nb2flow check"
                         parts.append(f"{prov} ({', '.join(names)}, {how})")
             arrow = "  <- " + ", ".join(parts) if parts else ""
-            lines.append(f"{label}{s.name:<{width}}  [{cell_list(s.cells)}]{arrow}")
+            lines.append(f"{label}{s.name:<{width}}  [{_what(pipeline, s)}]{arrow}")
         if len(group) > 1:
             lines.append(f"     ({len(group)} steps at this level may run in parallel)")
-    header = f"{pipeline.notebook.stem}: {len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}; level, step, cells, runs after"
+    what = "what it runs" if getattr(pipeline, "is_workflow", False) else "cells"
+    header = f"{pipeline.notebook.stem}: {len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}; level, step, {what}, runs after"
     return header + "\n" + "\n".join(lines) + "\n"
 
 

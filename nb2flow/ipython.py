@@ -3,6 +3,7 @@
     %nb2flow check                      the findings, each with its cell
     %nb2flow graph [--vars]             the step DAG as a mermaid diagram (JupyterLab >= 4.1 draws it)
     %nb2flow run [-p NAME VALUE ...] [--argo] [--mode script]
+    %nb2flow run -f workflow.yaml | -c "python a.py >> b.ipynb"   a pipeline of notebooks and scripts
                                         runs the saved notebook in the background, progress in place
     %nb2flow status [RUN]               a run's steps (default: this notebook's latest run)
     %nb2flow schedule --cron "0 3 * * *" [--timezone TZ] [-p NAME VALUE ...]
@@ -176,12 +177,16 @@ class Magics:
 
         from IPython.display import display
 
-        self._warn_unsaved(path)
         argo = "--argo" in args
-        cmd = [sys.executable, "-m", "nb2flow", "run", path, "--events", "json", *args]
+        if _runs_a_pipeline_file(args, os.path.dirname(path)):  # -c "a >> b", workflow.yaml, -f workflow.yaml
+            cmd = [sys.executable, "-m", "nb2flow", "run", "--events", "json", *args]
+        else:
+            self._warn_unsaved(path)
+            cmd = [sys.executable, "-m", "nb2flow", "run", path, "--events", "json", *args]
         if argo and "--watch" not in args:
             cmd.append("--watch")
-        handle = display({"text/plain": f"nb2flow: starting a run of {os.path.basename(path)}"}, raw=True, display_id=True)
+        what = os.path.basename(path) if path in cmd else "the pipeline"
+        handle = display({"text/plain": f"nb2flow: starting a run of {what}"}, raw=True, display_id=True)
         # its own session: a kernel restart (which ends the kernel's process group) leaves the run going, and the run
         # completes its record with nobody reading its events (`%nb2flow status` then shows it)
         proc = subprocess.Popen(cmd, cwd=os.path.dirname(path), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -277,6 +282,22 @@ class FollowState:
         elif kind == "run-finished":
             self.finished = ev
             self.run_dir = ev.get("run_dir") or self.run_dir
+
+
+def _runs_a_pipeline_file(args: list, folder: str) -> bool:
+    """Whether ``%nb2flow run ARGS`` runs a pipeline of several notebooks and scripts rather than this notebook:
+    ``-c CHAIN``, a workflow file first, or ``-f`` naming a workflow file (one with ``jobs:``, not parameters)."""
+    from .workflow import looks_like_workflow_file
+
+    if "-c" in args or "--command" in args or any(a.startswith("--command=") for a in args):
+        return True
+    if args and args[0].endswith((".yaml", ".yml")) and not args[0].startswith("-"):
+        return True
+    for flag in ("-f", "--parameters-file"):
+        if flag in args and args.index(flag) + 1 < len(args):
+            if looks_like_workflow_file(os.path.join(folder, args[args.index(flag) + 1])):
+                return True
+    return False
 
 
 def _latest_run(path: str) -> str | None:

@@ -33,6 +33,7 @@ from .runner.record import RunState, new_record, step_entry
 from .runs import (copy_step_results, create_run_dir, process_owner, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
+from .workflow import is_workflow
 
 POLL = 0.02
 WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
@@ -106,7 +107,7 @@ class LocalRun:
     def prepare(self) -> None:
         write_json(self.layout.parameters, to_wire(self.options.parameters), signed=True)
         bundle = materialize(self.pipeline, self.layout.bundle, mode=self.options.mode, installs_once=True)
-        self.fingerprints = {name: step_fingerprint(print_, self.options.parameters) for name, print_ in bundle.fingerprints.items()}
+        self.fingerprints = {name: step_fingerprint(print_, self._parameters_of(name)) for name, print_ in bundle.fingerprints.items()}
         kept: dict = {}
         parents = {s.name: s.parents for s in self.pipeline.steps}
         if self.options.resume:
@@ -138,6 +139,10 @@ class LocalRun:
             parameters=self.options.parameters, started=self.started, resumed=bool(self.options.resume),
         )
         self.record["owner"] = process_owner()
+        if is_workflow(self.pipeline):
+            self.record["pipeline"] = {"name": self.pipeline.name, "jobs": [{"name": j.name, "kind": j.kind, "run": j.text} for j in self.pipeline.jobs]}
+            if self.pipeline.chain is not None:
+                self.record["chain"] = self.pipeline.chain
         if self.reused_from:
             self.reporter.message("reusing " + ", ".join(f"{n} (from {r})" for n, r in self.reused_from.items())
                                   + ": unchanged cells, definitions, inputs and parameters")
@@ -145,6 +150,14 @@ class LocalRun:
         if len(kept) < len(self.pipeline.steps):
             self._install(bundle.installs)
             self._warm_up(kept)
+
+    def _parameters_of(self, name: str) -> dict:
+        """The run's parameters a step takes: all of them, or in a pipeline of several notebooks and scripts, its job's."""
+        if not is_workflow(self.pipeline):
+            return self.options.parameters
+        job = self.pipeline.job_of(name)
+        accepts = ({p.name for p in self.pipeline.pipelines[job.name].parameters} if job.notebook else set(job.placeholders))
+        return {k: v for k, v in self.options.parameters.items() if k in accepts}
 
     def _earlier_runs(self) -> list:
         """(folder, record) of this notebook's earlier local runs, newest first."""
@@ -208,7 +221,8 @@ class LocalRun:
 
     def _warm_up(self, kept: dict) -> None:
         """Let the fork server import the set-up cells' modules once, for every step's kernel to inherit."""
-        modules = setup_imports(self.pipeline)
+        subs = self.pipeline.pipelines.values() if is_workflow(self.pipeline) else [self.pipeline]
+        modules = list(dict.fromkeys(m for sub in subs for m in setup_imports(sub)))
         if modules:
             self.server.warm(modules, self.options.mode)
 
@@ -470,6 +484,19 @@ class LocalRun:
 
     def _write_output(self) -> tuple[str | None, str | None]:
         """The merged notebook in the run folder, and a copy beside the notebook that JupyterLab shows."""
+        if is_workflow(self.pipeline):
+            from .runner.auth import verified_json
+            from .runner.merge import write_merged_jobs
+
+            bundle = BundleLayout(self.layout.bundle)
+            jobs = write_merged_jobs(bundle, verified_json(bundle.pipeline), self.run_dir, self.options.parameters,
+                                     folder=self.folder, run_id=self.run_id)
+            for written in jobs.values():
+                if written.get("problem"):
+                    self.reporter.message(f"warning: {written['problem']}")
+            self.record["outputs"] = {job: {k: v for k, v in w.items() if k != "problem"} for job, w in jobs.items()}
+            last = list(jobs.values())[-1] if jobs else {}
+            return last.get("output_notebook"), last.get("visible_notebook")
         with open(BundleLayout(self.layout.bundle).source, encoding="utf-8") as fh:
             source = json.load(fh)
         written = write_merged(source, [s.task for s in self.pipeline.steps], self.run_dir, self.options.parameters,
@@ -505,14 +532,19 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
         return
     name, error, state = result.failures[0]
     cell = error.get("cell")
-    first = next((c.first_line for c in pipeline.notebook.cells if c.number == cell), None)
+    path, cells = pipeline.path, pipeline.notebook.cells
+    if is_workflow(pipeline):  # the job's notebook (a command has no cells)
+        job = pipeline.job_of(name)
+        if job is not None and job.notebook:
+            path, cells = job.notebook, pipeline.pipelines[job.name].notebook.cells
+    first = next((c.first_line for c in cells if c.number == cell), None)
     what = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
     message = f"`{first}`: {what}" if first else what
     others = len(result.failures) - 1
     hint = (f"{error['hint']}; " if error.get("hint") else "") + f"run folder {result.run_dir}" + (
         f"; {others} more step(s) failed" if others else "")
     cls = KernelDied if state is StepState.KERNEL_DIED else StepFailed
-    raise cls(message, path=pipeline.path, cell=cell, step=name, hint=hint,
+    raise cls(message, path=path, cell=cell, step=name, hint=hint,
               ename=error.get("ename"), evalue=error.get("evalue"), traceback=tuple(error.get("traceback") or ()))
 
 

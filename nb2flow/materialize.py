@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from . import __version__
 from .errors import PipelineError
@@ -155,6 +155,8 @@ def optional_outputs_of(pipeline: Pipeline) -> dict[str, set]:
 
 def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
     """A hash per step of everything that decides its result, chained through its providers."""
+    if getattr(pipeline, "is_workflow", False):
+        return workflow_fingerprints(pipeline, mode)
     result: dict[str, str] = {}
     for step in pipeline.steps:
         h = hashlib.sha256()
@@ -218,6 +220,47 @@ def source_snapshot(pipeline: Pipeline) -> dict:
     }
 
 
+def write_steps(pipeline: Pipeline, layout: BundleLayout, *, mode: str, cwd: str, installs_once: bool, prints: dict,
+                more: dict | None = None) -> None:
+    """Each step's spec and notebook (or script) into the bundle; ``more``: spec fields every step gets (a
+    pipeline of several notebooks: the job, the parameters it takes, its folder)."""
+    from .runner.files import write_atomic, write_json
+
+    consumers = consumers_of(pipeline)
+    optional_outputs = optional_outputs_of(pipeline)
+    tasks = {s.name: s.task for s in pipeline.steps}
+    for step in pipeline.steps:
+        spec = StepSpec(
+            name=step.name, task=step.task, notebook=os.path.basename(pipeline.path), kernel_name=pipeline.notebook.kernel_name,
+            mode=mode, cwd=cwd, parents=list(step.parents),
+            inputs=[{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind,
+                     **({"optional": True} if i.optional else {})} for i in step.inputs if i.provider],
+            outputs=list(step.outputs), consumers=consumers[step.name], optional_outputs=sorted(optional_outputs[step.name]),
+            random_state_from=tasks[step.rng_from] if step.rng_from else None, saves_random_state=step.saves_rng,
+            options=step.options.to_json(), fingerprint=prints[step.name],
+            unchanged={n: {"cell": cell + 1, "readers": list(readers), "tag": pipeline.after_tag} for n, cell, readers in step.unchanged},
+            **(more or {}),
+        )
+        write_json(layout.spec(step.task), spec.to_json(), signed=True)
+        if mode == "script":
+            write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once), signed=True)
+        else:
+            cells = [
+                _cell_json(source, role, number, tags, index)
+                for index, (role, number, source, tags) in enumerate(step_cells(pipeline, step, installs_once=installs_once))
+            ]
+            doc = {
+                "cells": cells,
+                "metadata": {
+                    **{k: v for k, v in pipeline.notebook.metadata.items() if k in ("kernelspec", "language_info")},
+                    "nb2flow": {"step": step.name, "notebook": os.path.basename(pipeline.path), "version": __version__},
+                },
+                "nbformat": 4,
+                "nbformat_minor": 5,
+            }
+            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1), signed=True)
+
+
 def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", cwd: str | None = None,
                 installs_once: bool = False) -> Bundle:
     """Write the bundle for ``pipeline`` into ``bundle_dir`` (created; files replaced atomically).
@@ -243,40 +286,11 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     layout = BundleLayout(bundle_dir)
     make_private_dirs(layout.steps)
     write_runner(bundle_dir)
-    consumers = consumers_of(pipeline)
-    optional_outputs = optional_outputs_of(pipeline)
+    if getattr(pipeline, "is_workflow", False):
+        return _materialize_workflow(pipeline, layout, mode=mode, cwd=cwd)
     prints = fingerprints(pipeline, mode)
-    tasks = {s.name: s.task for s in pipeline.steps}
     cwd = cwd or notebook_folder(pipeline.path)
-    for step in pipeline.steps:
-        spec = StepSpec(
-            name=step.name, task=step.task, notebook=os.path.basename(pipeline.path), kernel_name=pipeline.notebook.kernel_name,
-            mode=mode, cwd=cwd, parents=list(step.parents),
-            inputs=[{"name": i.name, "from": i.provider, "from_task": tasks[i.provider], "kind": i.kind,
-                     **({"optional": True} if i.optional else {})} for i in step.inputs if i.provider],
-            outputs=list(step.outputs), consumers=consumers[step.name], optional_outputs=sorted(optional_outputs[step.name]),
-            random_state_from=tasks[step.rng_from] if step.rng_from else None, saves_random_state=step.saves_rng,
-            options=step.options.to_json(), fingerprint=prints[step.name],
-            unchanged={n: {"cell": cell + 1, "readers": list(readers), "tag": pipeline.after_tag} for n, cell, readers in step.unchanged},
-        )
-        write_json(layout.spec(step.task), spec.to_json(), signed=True)
-        if mode == "script":
-            write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once), signed=True)
-        else:
-            cells = [
-                _cell_json(source, role, number, tags, index)
-                for index, (role, number, source, tags) in enumerate(step_cells(pipeline, step, installs_once=installs_once))
-            ]
-            doc = {
-                "cells": cells,
-                "metadata": {
-                    **{k: v for k, v in pipeline.notebook.metadata.items() if k in ("kernelspec", "language_info")},
-                    "nb2flow": {"step": step.name, "notebook": os.path.basename(pipeline.path), "version": __version__},
-                },
-                "nbformat": 4,
-                "nbformat_minor": 5,
-            }
-            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1), signed=True)
+    write_steps(pipeline, layout, mode=mode, cwd=cwd, installs_once=installs_once, prints=prints)
     installs = tuple(setup_installs(pipeline)) if installs_once else ()
     write_json(layout.source, source_snapshot(pipeline), signed=True)
     write_json(
@@ -297,3 +311,98 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     )
     return Bundle(path=os.path.abspath(bundle_dir), mode=mode, fingerprints=prints, installs=installs)
 
+
+
+# ---------------------------------------------------------------------------------------------- several notebooks and scripts
+def _file_digest(path: str) -> str:
+    """A file's SHA-256; a file over 64 MiB by its size and modification time (a data file a command names)."""
+    st = os.stat(path)
+    if st.st_size > 64 * 1024 * 1024:
+        return f"size={st.st_size},mtime={st.st_mtime_ns}"
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def workflow_fingerprints(workflow, mode: str) -> dict:
+    """A notebook job's steps: their notebook's fingerprints; a command: its command line and the files it names
+    (script, interpreter, data). Each chained through the step's parents, across jobs."""
+    from .workflow import files_named
+
+    result: dict = {}
+    for job in workflow.jobs:
+        if job.notebook:
+            sub = workflow.pipelines[job.name]
+            inner = fingerprints(sub, mode)
+            names = [s.name for s in sub.steps]
+        else:
+            step = workflow.step(job.name)
+            h = hashlib.sha256(f"command\x00{json.dumps(step.command, sort_keys=True)}".encode())
+            for path in files_named(step.command, workflow.folder):
+                try:
+                    h.update(f"\x00file\x00{os.path.relpath(path, workflow.folder)}\x00{_file_digest(path)}".encode())
+                except OSError:
+                    pass
+            inner, names = {job.name: h.hexdigest()}, [job.name]
+        for name in names:
+            h = hashlib.sha256(inner[name].encode())
+            for p in workflow.step(name).parents:
+                h.update(f"\x00after\x00{result[p]}".encode())
+            result[name] = h.hexdigest()
+    return result
+
+
+def _materialize_workflow(workflow, layout: BundleLayout, *, mode: str, cwd: str | None) -> Bundle:
+    """A pipeline of several notebooks and scripts: every job's steps in one bundle (a notebook job's cells as one
+    notebook's are, a command's spec saying what it runs), each notebook job's cells for its merged notebook."""
+    from .runner.files import make_private_dirs, write_json
+    from .runner.params import to_wire
+
+    prints = workflow_fingerprints(workflow, mode)
+    base = cwd or workflow.folder
+    jobs = []
+    for job in workflow.jobs:
+        entry = {"name": job.name, "kind": job.kind, "text": job.text, "steps": [workflow.step(n).task for n in workflow.job_steps[job.name]]}
+        if job.notebook:
+            sub = workflow.pipelines[job.name]
+            flat = replace(sub, steps=tuple(workflow.step(s.name) for s in sub.steps))
+            subdir = os.path.relpath(os.path.dirname(job.notebook), workflow.folder)
+            subdir = "" if subdir == "." else subdir
+            accepts = [p.name for p in sub.parameters]
+            write_steps(flat, layout, mode=mode, cwd=os.path.join(base, subdir) if subdir else base, installs_once=False,
+                        prints=prints, more={"job": job.name, "accepts": accepts, "subdir": subdir})
+            make_private_dirs(os.path.dirname(layout.job_source(job.name)))
+            write_json(layout.job_source(job.name), source_snapshot(flat), signed=True)
+            entry.update(notebook=os.path.relpath(job.notebook, workflow.folder), subdir=subdir, accepts=accepts)
+        else:
+            step = workflow.step(job.name)
+            accepts = [ph for ph in job.placeholders if ph in {p.name for p in workflow.parameters}]
+            defaults = {ph: to_wire(workflow.defaults[ph]) for ph in accepts if ph in workflow.defaults}
+            spec = StepSpec(name=step.name, task=step.task, notebook=os.path.basename(workflow.path), mode=mode, cwd=base,
+                            parents=list(step.parents), options=step.options.to_json(), fingerprint=prints[step.name],
+                            job=job.name, accepts=accepts, command=dict(step.command), defaults=defaults)
+            write_json(layout.spec(step.task), spec.to_json(), signed=True)
+            entry.update(accepts=accepts)
+        jobs.append(entry)
+    write_json(
+        layout.pipeline,
+        {
+            "notebook": os.path.abspath(workflow.path),
+            "pipeline": workflow.name,
+            "sha256": workflow.notebook.sha256,
+            "mode": mode,
+            "nb2flow_version": __version__,
+            "parameters": [{"name": p.name, "default": p.source} for p in workflow.parameters],
+            "installs": [],
+            "jobs": jobs,
+            "steps": [
+                {"name": s.name, "task": s.task, "parents": list(s.parents), "options": s.options.to_json(), "fingerprint": prints[s.name],
+                 "job": s.job}
+                for s in workflow.steps
+            ],
+        },
+        signed=True,
+    )
+    return Bundle(path=os.path.abspath(layout.root), mode=mode, fingerprints=prints)

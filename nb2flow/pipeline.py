@@ -61,6 +61,10 @@ class Step:
     # values this step may change (a call it makes on them or passes them to) that steps not after it read as
     # they were: (name, 0-based cell, readers). The step checks at run time that it left each as it was.
     unchanged: tuple = ()
+    # in a pipeline of several notebooks and scripts (nb2flow.workflow): the job the step belongs to, and for a
+    # command job what it runs ({"argv", "text", "shell"}); a command step has no cells
+    job: str | None = None
+    command: dict | None = field(default=None, hash=False)
 
     @property
     def task(self) -> str:
@@ -68,8 +72,8 @@ class Step:
         return task_name(self.name)
 
     @property
-    def first_cell(self) -> int:
-        return self.cells[0]
+    def first_cell(self) -> int | None:
+        return self.cells[0] if self.cells else None
 
     @property
     def data_inputs(self) -> tuple[Input, ...]:

@@ -19,7 +19,7 @@ import time
 from .files import make_private_dirs
 from .auth import Untrusted, take_key, verified_json
 from .files import write_json
-from .merge import write_html, write_merged
+from .merge import write_html, write_merged, write_merged_jobs
 from .params import read_params
 from .protocol import BundleLayout, RunLayout, StepState, error_line, finalize_arg_parser, step_error
 from .record import RunState, new_record, parse_timestamp, step_entry, step_fingerprint
@@ -170,7 +170,17 @@ def finalize(argv=None) -> int:
     make_private_dirs(run.root)
     record = build_record(pipeline, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
                           failures=argo_failures(args.failures), created=parse_timestamp(args.created), workflow=workflow)
-    if source:
+    if pipeline.get("jobs"):  # a pipeline of several notebooks and scripts: a merged notebook per notebook job
+        jobs = write_merged_jobs(bundle, pipeline, run.root, parameters, folder=folder, run_id=record["run_id"])
+        record["outputs"] = {job: {k: v for k, v in w.items() if k != "problem"} for job, w in jobs.items()}
+        for w in jobs.values():
+            if w.get("problem"):
+                print(f"nb2flow: warning: {w['problem']}", file=sys.stderr)
+        last = list(jobs.values())[-1] if jobs else {}
+        record.update(output_notebook=last.get("output_notebook"), visible_notebook=last.get("visible_notebook"))
+        if last.get("output_notebook") and args.html:
+            record.update(write_html(last["output_notebook"], last.get("visible_notebook")))
+    elif source:
         written = write_merged(source, [s["task"] for s in pipeline.get("steps", [])], run.root, parameters,
                                notebook_folder=folder, run_id=record["run_id"])
         record.update(output_notebook=written["output_notebook"], visible_notebook=written["visible_notebook"])

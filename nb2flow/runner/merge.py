@@ -103,6 +103,38 @@ def write_merged(source: dict, steps: list, run_dir: str, parameters: dict, *, n
     return out
 
 
+def _ran(run_dir: str, task: str) -> bool:
+    """Whether a step ran its cells (not only warmed up and was cancelled)."""
+    try:
+        with open(RunLayout(run_dir).status(task), encoding="utf-8") as fh:
+            state = json.load(fh).get("state")
+    except (OSError, ValueError, AttributeError):
+        return False
+    return state not in ("pending", "cancelled", "skipped")
+
+
+def write_merged_jobs(bundle, pipeline: dict, run_dir: str, parameters: dict, *, folder: str, run_id: str) -> dict:
+    """A pipeline of several notebooks and scripts: each notebook job's merged notebook (the job's own parameters
+    only), in the run folder as ``JOB.out.ipynb`` and beside that notebook as ``nb2flow-runs/RUN_ID-JOB.ipynb``.
+    Returns job -> the paths written (and what failed)."""
+    from .auth import verified_json
+
+    out: dict = {}
+    for job in pipeline.get("jobs") or []:
+        if job.get("kind") != "notebook" or not any(_ran(run_dir, t) for t in job["steps"]):
+            continue  # a command, or a notebook none of whose steps ran (a job before it failed)
+        try:
+            source = dict(verified_json(bundle.job_source(job["name"])), stem=job["name"])
+        except (OSError, ValueError) as exc:
+            out[job["name"]] = {"output_notebook": None, "visible_notebook": None, "problem": f"{job['name']}: {exc}"}
+            continue
+        accepts = job.get("accepts")
+        params = {k: v for k, v in parameters.items() if accepts is None or k in accepts}
+        out[job["name"]] = write_merged(source, job["steps"], run_dir, params, notebook_folder=os.path.join(folder, job.get("subdir") or ""),
+                                        run_id=f"{run_id}-{job['name']}")
+    return out
+
+
 def write_html(output_notebook: str, visible_notebook: str | None) -> dict:
     """An HTML rendering of the merged notebook beside it (and beside its visible copy), read without a
     kernel. nbconvert is optional in an image: without it, the record says so."""

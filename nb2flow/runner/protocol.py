@@ -170,6 +170,14 @@ class StepSpec:
     # values the step may change that steps not after it read unchanged: name -> {"cell", "readers"}; the step
     # fingerprints them once loaded and fails, naming the cause, if it changed one (top to bottom would differ)
     unchanged: dict = field(default_factory=dict)
+    # a pipeline of several notebooks and scripts: the job the step belongs to; the parameters it takes (None: all
+    # of the run's); a command job's {"argv", "text", "shell"} and its parameters' defaults; the job's folder
+    # below the pipeline's (the --cwd a pod gets is the pipeline's folder)
+    job: str | None = None
+    accepts: list | None = None
+    command: dict | None = None
+    defaults: dict = field(default_factory=dict)
+    subdir: str = ""
 
     def to_json(self) -> dict:
         return asdict(self)
@@ -312,6 +320,10 @@ class BundleLayout:
     def source(self) -> str:
         """The notebook's cells as they were when the bundle was written (what a run's merged notebook shows)."""
         return os.path.join(self.root, "notebook.json")
+
+    def job_source(self, job: str) -> str:
+        """In a pipeline of several notebooks: a notebook job's cells, as :attr:`source` holds one notebook's."""
+        return os.path.join(self.root, "sources", f"{job}.json")
 
     @property
     def steps(self) -> str:

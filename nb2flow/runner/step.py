@@ -38,10 +38,13 @@ class StepRun:
         self.spec = StepSpec.from_json(json.loads(verified_bytes(self.bundle.spec(self.task))))
         self.name = self.spec.name
         self.step_dir = make_dir_inside(self.run.step_dir(self.task), self.run.root)
-        self.cwd = os.path.abspath(args.cwd or self.spec.cwd or os.getcwd())
+        # a job of a pipeline of several notebooks runs in its notebook's folder, below the pipeline's (--cwd)
+        self.cwd = os.path.abspath(os.path.join(args.cwd, self.spec.subdir) if args.cwd else (self.spec.cwd or os.getcwd()))
         self.wait = args.wait
         self.go = not args.wait
         self.params = read_params(args.params_file, args.param)
+        if self.spec.accepts is not None:  # in a pipeline of several notebooks: only the parameters this job has
+            self.params = {k: v for k, v in self.params.items() if k in self.spec.accepts}
         self.status = Status(self.run.status(self.task), self.name, args.attempt)
         self.kernel_pid = None
         self.key_file = None  # the private file a kernel's load and save cells read the key from
@@ -155,6 +158,10 @@ def main(argv=None) -> int:
         print(exc, file=sys.stderr, flush=True)
         _termination_message(str(exc))
         return ExitStatus.BAD_INPUT
+    if step.spec.command:
+        from .command_mode import run_command
+
+        return run_command(step)
     if step.spec.mode == "script":
         from .script_mode import run_script
 

@@ -16,6 +16,10 @@ from hypothesis import strategies as st
 from helpers import SAMPLES, invoke
 
 SOURCES = [p.read_bytes() for p in sorted(SAMPLES.glob("*.ipynb"))]
+# workflow files (several notebooks and scripts): the sample's, JupyterFlow's get-started one, and each bad one the tests know
+WORKFLOWS = [(SAMPLES / "pipeline" / "workflow.yaml").read_bytes(),
+             b"jobs:\n- python job1.py \n- python job2.py foo\n- python job2.py bar\n- python job3.py\ndags:\n- 1 >> 2\n- 1 >> 3\n"
+             b"- 2 >> 4\n- 3 >> 4\n"]
 
 
 @st.composite
@@ -135,3 +139,104 @@ def test_byte_mutations_nightly(folder, data):
 @given(structural_mutants())
 def test_structural_mutations_nightly(folder, data):
     check_all_commands(data, folder)
+
+
+# ------------------------------------------------------------------ workflow files and -c chains
+def _workflow_sources() -> list:
+    from test_pipelines import BAD_FILES
+
+    return WORKFLOWS + [text.encode() for text, _ in BAD_FILES.values()]
+
+
+@st.composite
+def workflow_mutants(draw):
+    data = bytearray(draw(st.sampled_from(_workflow_sources())))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "line", "token"]))
+        pos = draw(st.integers(0, max(0, len(data) - 1)))
+        if op == "flip" and data:
+            data[pos] = draw(st.integers(0, 255))
+        elif op == "truncate":
+            data = data[:pos]
+        elif op == "insert":
+            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
+        elif op == "delete":
+            del data[pos:pos + draw(st.integers(1, 30))]
+        elif op == "line":
+            data[pos:pos] = draw(st.sampled_from([b"\n- 9 >> 1", b"\n- 2 >> 1", b"\n- a >> b", b"\n  after: [x]", b"\n- report.ipynb",
+                                                  b"\nparameters: 3", b"\n- name: job1\n  run: echo", b"\ncmd_mode: shell",
+                                                  b"\n- {run: x, notebook: y}", b"\nschedule: 'x'", b"\n- python {alpha}.py"]))
+        else:
+            data[pos:pos] = draw(st.sampled_from([b">>", b"&", b"'", b'"', b"{", b"}", b":", b"- ", b"\t", b"\x00"]))
+    return bytes(data)
+
+
+def check_workflow_commands(data: bytes, folder: Path) -> None:
+    wf = folder / "workflow.yaml"
+    wf.write_bytes(data)
+    before = {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()}
+    check_code = invoke(["check", str(wf)])[0]
+    commands = [["graph", str(wf)], ["check", "--json", str(wf)], ["export", str(wf)]]
+    if check_code != 0:
+        commands.append(["run", str(wf), "-q"])  # refused before anything runs
+    for argv in commands:
+        code, out, err = invoke(argv)
+        if argv[0] == "run":
+            assert code == 2, (argv, code, err)
+        assert code in (0, 1, 2), (argv, code, err)
+        assert "Traceback" not in err
+        if code == 2:
+            lines = [l for l in err.splitlines() if l.startswith("nb2flow: ")]
+            assert lines and any(n in lines[-1] for n in ("workflow.yaml", ".ipynb", "nb2flow.yaml")), (argv, err)
+    assert {p.name: p.read_bytes() for p in folder.iterdir() if p.is_file()} == before
+
+
+@pytest.fixture(scope="module")
+def workflow_folder(tmp_path_factory):
+    import shutil
+
+    f = tmp_path_factory.mktemp("fuzz-workflow")
+    shutil.copytree(SAMPLES / "pipeline", f, dirs_exist_ok=True)
+    for name, text in (("job1.py", "print('hello')\n"), ("job2.py", "import sys\nprint(sys.argv)\n"), ("job3.py", "print('again')\n")):
+        (f / name).write_text(text)
+    (f / "nb2flow.yaml").write_text(f"image: python:3.11\nworkdir: {f}\nvolumes: [{{name: w, persistentVolumeClaim: {{claimName: w}}}}]\n"
+                                    f"volume_mounts: [{{name: w, mountPath: {f}}}]\n")
+    return f
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(workflow_mutants())
+def test_workflow_file_mutations(workflow_folder, data):
+    check_workflow_commands(data, workflow_folder)
+
+
+@pytest.mark.fuzz
+@settings(max_examples=3000, derandomize=False, **SETTINGS)
+@given(workflow_mutants())
+def test_workflow_file_mutations_nightly(workflow_folder, data):
+    check_workflow_commands(data, workflow_folder)
+
+
+CHAIN_WORDS = st.sampled_from(["python", "job1.py", "job2.py", "foo", ">>", "&", "'", '"', "\\", "|", ";", "&&", ">", "report.ipynb",
+                               "{alpha}", "echo", "' '", "", "   ", "gone.py", "prepare.ipynb", "-c", "#", "$(x)", "`x`"])
+
+
+@settings(max_examples=60, **SETTINGS)
+@given(st.lists(CHAIN_WORDS, min_size=0, max_size=8).map(" ".join))
+def test_chain_mutations(workflow_folder, chain):
+    """`check -c` and `graph -c` of any chain: it works, or one line and exit 2 (never a traceback)."""
+    for argv in (["check", "-c", chain], ["graph", "-c", chain]):
+        code, out, err = run_in(workflow_folder, argv)
+        assert code in (0, 1, 2), (argv, code, err)
+        assert "Traceback" not in err and "internal error" not in err, (argv, err)
+        if code == 2:
+            assert len([l for l in err.splitlines() if l.startswith("nb2flow: ")]) == 1, (argv, err)
+
+
+def run_in(folder: Path, argv: list):
+    saved = os.getcwd()
+    os.chdir(folder)
+    try:
+        return invoke(argv)
+    finally:
+        os.chdir(saved)

@@ -110,7 +110,7 @@ def test_a_bad_workflow_file_is_one_line_with_its_line_and_exit_2(tmp_path, case
     text, message = BAD_FILES[case]
     folder = _jupyterflow_folder(tmp_path)
     (folder / "workflow.yaml").write_text(text)
-    for command in (["check", "workflow.yaml"], ["run", "workflow.yaml"], ["run", "-f", "workflow.yaml"]):
+    for command in (["check", "workflow.yaml"], ["run", "-f", "workflow.yaml"]):
         proc = nb2flow(*command, cwd=folder)
         assert proc.returncode == 2, (command, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
@@ -137,6 +137,7 @@ def test_jupyterflows_hello_world_chain_runs_as_by_hand(tmp_path):
     assert logs.stdout.splitlines() == ["[hello] hello", "[world] world"], logs.stderr
 
 
+@pytest.mark.slow
 def test_jupyterflows_get_started_workflow_file_runs_as_by_hand(tmp_path):
     folder = _jupyterflow_folder(tmp_path / "work")
     by_hand = _by_hand(_jupyterflow_folder(tmp_path / "hand"),
@@ -190,6 +191,7 @@ def _cell_texts(path: Path) -> list:
     return ["".join(o.get("text", "")) for c in nb["cells"] if c["cell_type"] == "code" for o in c.get("outputs", [])]
 
 
+@pytest.mark.slow
 def test_a_mixed_pipeline_equals_running_each_by_hand(tmp_path):
     folder, hand = _mixed(tmp_path), _mixed(tmp_path, "hand")
     _papermill_by_hand(hand, alpha=2.0, rows=50)
@@ -217,6 +219,7 @@ def test_a_mixed_pipeline_equals_running_each_by_hand(tmp_path):
     assert logs.stdout.startswith("Models: best is")
 
 
+@pytest.mark.slow
 def test_a_parameter_reaches_the_notebooks_that_have_it_and_the_commands_that_name_it(tmp_path):
     folder = _mixed(tmp_path)
     wf = from_file(str(folder / "workflow.yaml"))
@@ -256,6 +259,7 @@ def test_resume_after_a_failing_script_reruns_only_it_and_what_follows(tmp_path)
     assert (folder / "model_b.json").exists()
 
 
+@pytest.mark.slow
 def test_reuse_keeps_unchanged_jobs_and_reruns_a_changed_script_and_what_follows(tmp_path):
     folder = _mixed(tmp_path)
     assert nb2flow("run", "workflow.yaml", "-q", cwd=folder).returncode == 0
@@ -296,6 +300,7 @@ def test_a_notebook_problem_names_the_notebook_and_cell(tmp_path):
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.slow
 def test_a_failing_notebook_job_names_its_notebook_and_cell(tmp_path):
     folder = _mixed(tmp_path)
     nb = json.loads((folder / "report.ipynb").read_text())
@@ -325,6 +330,7 @@ def test_a_pipeline_of_commands_schedules_as_a_cron_workflow(tmp_path):
     assert tasks == {"job1": [], "job2": ["job1"], "job2-2": ["job1"], "job3": ["job2", "job2-2"]}
 
 
+@pytest.mark.slow
 def test_the_magic_runs_a_workflow_file_from_any_notebook_in_the_folder(tmp_path):
     from nbutil import cell, write
 
@@ -415,3 +421,65 @@ def test_a_mixed_pipeline_replayed_as_argo_pods_equals_running_each_by_hand(tmp_
     assert _cell_texts(report) == _cell_texts(hand / "report.out.ipynb")
     assert _cell_texts(work / "nb2flow-runs" / "wf-mixed-prepare.ipynb") == ["wrote 50 rows to data.csv\n"]
     assert "model b: a=" in results["train-b"].log and "(alpha 2.0)" in results["train-b"].log
+
+
+def test_a_jobs_options_reach_its_pods(tmp_path):
+    """cpu, memory, gpu, retry, timeout and image on a job: its task's pod, as a step's tags do."""
+    folder = _jupyterflow_folder(tmp_path / "home" / "work")
+    (folder / "workflow.yaml").write_text(
+        "jobs:\n- name: big\n  run: python job1.py\n  cpu: 2\n  memory: 4Gi\n  gpu: 1\n  retry: 2\n  timeout: 30m\n"
+        "  image: ghcr.io/org/cuda:1\n- name: small\n  run: python job3.py\n  after: big\n")
+    manifest = _emit_workflow(folder / "workflow.yaml", {})
+    templates = {t["name"]: t for t in manifest["spec"]["templates"]}
+    tasks = {t["name"]: t for t in templates["pipeline"]["dag"]["tasks"]}
+    big, small = templates[tasks["big"]["template"]], templates[tasks["small"]["template"]]
+    assert big["container"]["resources"]["limits"]["nvidia.com/gpu"] == "1"
+    assert big["container"]["resources"]["requests"] == {"cpu": "2", "memory": "4Gi"} | {
+        k: v for k, v in big["container"]["resources"]["requests"].items() if k not in ("cpu", "memory")}
+    assert big["retryStrategy"]["limit"] == "2" and big["timeout"] == "1800s" and big["container"]["image"] == "ghcr.io/org/cuda:1"
+    assert "nvidia.com/gpu" not in (small["container"].get("resources") or {}).get("limits", {})
+    assert tasks["small"]["dependencies"] == ["big"]
+
+
+@pytest.mark.parametrize("name", ["local", pytest.param("argo", marks=pytest.mark.slow)])
+def test_every_backend_runs_a_pipeline_of_a_script_and_a_notebook(name, tmp_path, monkeypatch):
+    """The backends' contract (tests/test_backends.py) for a pipeline: submitted or run, then record, status, logs."""
+    from test_backends import WORLDS, _notebook
+
+    from nb2flow import backends
+
+    world = WORLDS[name](tmp_path, monkeypatch)
+    try:
+        _notebook(world.folder)
+        (world.folder / "first.py").write_text("import sys\nprint('first got', sys.argv[1])\nopen('first.txt', 'w').write(sys.argv[1])\n")
+        (world.folder / "workflow.yaml").write_text("jobs:\n- python first.py {n}\n- contract.ipynb\ndags:\n- 1 >> 2\n")
+        wf = from_file(str(world.folder / "workflow.yaml"))
+        console = backends.Console(say=lambda text: None, sink=lambda ev: None)
+        request = backends.RunRequest(pipeline=wf, parameters={"n": 3}, progress="quiet", where=world.where)
+        backend = backends.get(name)
+        backend.validate(request)
+        outcome = backend.start(request, console)
+        assert outcome.failure is None
+        if name == "argo":
+            from podreplay import kubelet_fs_group, run_pods
+
+            from helpers import JH_CLAIM
+
+            manifest = world.server.objects[("workflows", "jhub", outcome.run_id)]
+            kubelet_fs_group(world.claim, 100)
+            results = run_pods(json.loads(json.dumps(manifest)), {JH_CLAIM: world.claim}, name=outcome.run_id)
+            assert {t: r.exit_code for t, r in results.items()} == {"first": 0, "contract-a": 0, "contract-b": 0, "onExit": 0}, \
+                {t: r.log for t, r in results.items()}
+            manifest["status"] = {"phase": "Succeeded", "nodes": {}}
+        assert (world.folder / "first.txt").read_text() == "3"  # {n} of the command got the run's value
+        ref = backends.find(outcome.run_id, world.where, console, search=[str(world.folder)])
+        assert ref.record["state"] == "succeeded" and set(ref.record["steps"]) == {"first", "contract.a", "contract.b"}
+        report = backend.status(ref, world.where, console)
+        assert [r.name for r in report.steps] == ["first", "contract.a", "contract.b"]
+        logs = dict(backend.logs(ref, None, False, world.where, console))
+        assert logs["first"].strip() == "first got 3" and "a says 6" in logs["contract.a"]  # n reached the notebook too
+        shown = next(line.split(": ", 1)[1] for line in report.lines if line.startswith("notebook: "))
+        merged = json.loads(Path(shown).read_text())  # the pods' path, as this machine sees it
+        assert "b says 7\n" in ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
+    finally:
+        getattr(world, "close", lambda: None)()

@@ -338,6 +338,12 @@ def progress_view(state: FollowState, *, done: bool, code=None) -> dict:
         rows.append((name, step_state.label, "-" if waiting else str(s.get("attempts")),
                      format_duration(s.get("duration")) if timed or step_state is StepState.RUNNING else "-", step_detail(s)))
     head = f"run {record['run_id']}: {record['state']}"
+    if done and record.get("state") == "running" and record.get("backend", "local") == "local":
+        from .runs import run_owner_alive
+
+        if run_owner_alive(record) is False:  # killed (the OOM killer, kill -9): nothing will finish it
+            head = (f"run {record['run_id']}: abandoned — the nb2flow process that ran it is gone; "
+                    f"`%nb2flow run --resume {record['run_id']}` completes it")
     text = "\n".join([head] + [f"  {r[0]:<16} {r[1]:<12} {r[2]:>3}  {r[3]:>8}  {r[4]}".rstrip() for r in rows])
     table = "".join(f"<tr><td>{html.escape(r[0])}</td><td>{html.escape(r[1])}</td><td>{r[2]}</td><td>{r[3]}</td>"
                     f"<td>{html.escape(r[4])}</td></tr>" for r in rows)

@@ -203,3 +203,66 @@ def test_a_run_folder_deleted_under_a_run_stops_it_with_one_line_never_a_hang(tm
     assert proc.returncode == 2 and "the run folder was deleted while the run went on; every step was stopped" in err, err
     assert "bug in nb2flow" not in err
     wait_for(lambda: not processes_mentioning(record["run_id"]), timeout=15)
+
+
+# ------------------------------------------------------------------ what the merged notebook and the logs hold
+def _merged(folder: Path) -> dict:
+    return json.loads(next((folder / "nb2flow-runs").glob("*.ipynb")).read_text())
+
+
+def test_in_and_out_numbers_agree_in_the_merged_notebook(tmp_path):
+    nb = write(tmp_path / "e.ipynb", cell("import os", "setup"), cell("x = 1\nx", "step:a"), cell("y = 2\nprint(y)\ny", "step:b"))
+    assert nb2flow("run", str(nb), "-q", cwd=tmp_path).returncode == 0
+    for c in _merged(tmp_path)["cells"]:
+        for out in c["outputs"]:
+            if out["output_type"] == "execute_result":
+                assert out["execution_count"] == c["execution_count"], c  # In [3] shows Out[3], not Out[2]
+    assert [c["execution_count"] for c in _merged(tmp_path)["cells"]] == [1, 2, 3]
+
+
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_a_value_nested_deeper_than_the_recursion_limit_reaches_the_next_step(tmp_path, mode):
+    nb = write(tmp_path / "deep.ipynb", cell("x = []\nfor _ in range(100_000):\n    x = [x]", "step:a"),
+               cell("depth = 0\nwhile x:\n    x, depth = x[0], depth + 1\nprint('depth', depth)", "step:b"))
+    proc = nb2flow("run", str(nb), "-q", "--mode", mode, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr  # as top to bottom: no RecursionError, no dead kernel
+    assert "depth 100000\n" in ["".join(o.get("text", "")) for c in _merged(tmp_path)["cells"] for o in c["outputs"]]
+
+
+@pytest.mark.parametrize("mode", ["notebook", "script"])
+def test_a_huge_output_is_stored_once_and_the_notebooks_keep_its_start_and_end(tmp_path, mode):
+    from nb2flow.runner.tracebacks import KEEP_HEAD
+
+    nb = write(tmp_path / "big.ipynb", cell("import sys\nfor i in range(120_000):\n    sys.stdout.write(f'{i:099d}\\n')\nprint('the end')",
+                                           "step:a"))
+    proc = nb2flow("run", str(nb), "-q", "--mode", mode, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((tmp_path / ".nb2flow" / "runs").iterdir())
+    log = (run_dir / "steps" / "a" / "output.log").read_text()
+    assert len(log) == 120_000 * 100 + len("the end\n") and log.endswith("the end\n")  # all of it, once
+    assert not (run_dir / "steps" / "a" / "runner.log").exists() or (run_dir / "steps" / "a" / "runner.log").stat().st_size < 10_000
+    texts = ["".join(o.get("text", "")) for o in _merged(tmp_path)["cells"][0]["outputs"]]
+    joined = "".join(texts)
+    assert joined.startswith(f"{0:099d}\n") and joined.endswith("the end\n")
+    assert any("MB of this cell's output left out here; all of it is in" in t and "output.log" in t for t in texts)
+    for notebook in [*(tmp_path / "nb2flow-runs").glob("*.ipynb"), *run_dir.glob("*.out.ipynb"), run_dir / "steps" / "a" / "a.ipynb"]:
+        assert notebook.stat().st_size < 2 * KEEP_HEAD, notebook  # 12 MB printed; each notebook keeps under 8 MB
+
+
+def test_the_magics_view_tells_a_run_whose_process_was_killed_as_abandoned(tmp_path):
+    import socket
+
+    from nb2flow.ipython import FollowState, progress_view
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()  # a pid that ran nb2flow and is gone
+    run_dir = tmp_path / ".nb2flow" / "runs" / "r-1"
+    run_dir.mkdir(parents=True)
+    (run_dir / "run.json").write_text(json.dumps({
+        "run_id": "r-1", "backend": "local", "state": "running", "owner": {"pid": dead.pid, "host": socket.gethostname(), "since": "x"},
+        "steps": {"a": {"state": "running", "attempts": 1, "duration": None}}}))
+    state = FollowState()
+    state.run_dir = str(run_dir)
+    assert progress_view(state, done=False)["text/plain"].startswith("run r-1: running")
+    view = progress_view(state, done=True, code=-9)["text/plain"]
+    assert view.startswith("run r-1: abandoned") and "%nb2flow run --resume r-1" in view

@@ -15,6 +15,7 @@ import time
 
 from .params import from_wire
 from .protocol import ExitStatus, Role, StepState
+from .tracebacks import echoes_output
 
 #: ``{name}``: a parameter's value in a command (not ``${name}``, a shell variable, nor ``{{``); as nb2flow.workflow
 COMMAND_PLACEHOLDER = r"(?<![{$])\{([A-Za-z_][A-Za-z0-9_]*)\}(?!\})"
@@ -49,6 +50,7 @@ def run_command(step) -> int:
     shown = argv[2] if step.spec.command.get("shell") else _joined(argv)  # the command as it ran, parameters filled in
     step.status.update(cell=None, role=Role.CODE.value)
     log = open(step.run.output_log(step.task), "a", encoding="utf-8", errors="replace")
+    echo = echoes_output()
     tail: list = []
     clock = time.perf_counter()
     try:
@@ -63,7 +65,7 @@ def run_command(step) -> int:
         try:
             for raw in iter(proc.stdout.readline, b""):
                 line = raw.decode("utf-8", errors="replace")
-                for stream in (log, sys.stdout):
+                for stream in (log, sys.stdout) if echo else (log,):  # the pod log; locally output.log alone
                     try:
                         stream.write(line)
                         stream.flush()

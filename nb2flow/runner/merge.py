@@ -78,6 +78,8 @@ def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -
         if cell["cell_type"] == "code" and (cell["execution_count"] is not None or "injected-parameters" in cell["metadata"].get("tags", [])):
             count += 1  # one sequence, as if run top to bottom
             cell["execution_count"] = count
+            cell["outputs"] = [dict(o, execution_count=count) if o.get("output_type") == "execute_result" else o
+                               for o in cell.get("outputs", [])]  # In [n] and Out[n] agree
     meta = copy.deepcopy(source.get("metadata") or {})
     meta["nb2flow"] = {"parameters": parameters, "run_dir": os.path.basename(run_dir)}
     return {"cells": cells, "metadata": meta, "nbformat": 4, "nbformat_minor": 5}

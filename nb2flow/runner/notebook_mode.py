@@ -10,7 +10,7 @@ from .files import write_atomic
 from .kernels import kernel_pid, kill_forked_kernels, use_forking_provisioner
 from .params import injection_index, parameters_source
 from .protocol import RUNNER_FILE, ExitStatus, Role, StepState
-from .tracebacks import append_outputs, error_from_outputs, kernel_death_reason, user_traceback
+from .tracebacks import OutputCap, append_outputs, echoes_output, error_from_outputs, kernel_death_reason, user_traceback
 
 
 def _runner_import(bundle_root: str) -> str:
@@ -118,16 +118,26 @@ def run_notebook(step) -> int:
         comes (the pod log: `kubectl logs`, the Argo UI), framed by the cell it belongs to."""
 
         shown = None
+        caps: dict = {}  # cell index -> what its notebooks keep of its printed output
 
         def output(self, outs, msg, display_id, cell_index):
             out = super().output(outs, msg, display_id, cell_index)
             if out is not None and out.get("output_type") == "stream":
-                if self.shown != cell_index:
-                    self.shown = cell_index
-                    print(cell_banner(step, nb.cells[cell_index]), flush=True)
-                stream = sys.stdout if out.get("name") == "stdout" else sys.stderr
-                stream.write(out.get("text", ""))
-                stream.flush()
+                text = out.get("text", "")
+                try:
+                    log.write(text)  # all of it, as it comes
+                except (OSError, ValueError):
+                    pass
+                if echo:
+                    if self.shown != cell_index:
+                        self.shown = cell_index
+                        print(cell_banner(step, nb.cells[cell_index]), flush=True)
+                    stream = sys.stdout if out.get("name") == "stdout" else sys.stderr
+                    stream.write(text)
+                    stream.flush()
+                cap = self.caps.setdefault(cell_index, OutputCap(step.run.output_log(step.task)))
+                if not cap.keep(out.get("name", "stdout"), text) and outs and outs[-1] is out:
+                    outs.pop()  # its notebooks keep the start and the end; output.log all of it
             return out
 
     client = StreamingClient(
@@ -154,6 +164,7 @@ def run_notebook(step) -> int:
     outcome = ExitStatus.OK
     index = 0
     log = open(step.run.output_log(step.task), "a", encoding="utf-8")
+    echo = echoes_output()
     clock = time.perf_counter()
     try:
         try:
@@ -183,7 +194,10 @@ def run_notebook(step) -> int:
                 step.add_time(role, time.perf_counter() - clock)
                 if cell.get("execution_count"):
                     exec_counts[cell.execution_count] = meta.get("cell")
-                append_outputs(log, cell)
+                cap = client.caps.pop(index, None)
+                if cap is not None:
+                    cell.outputs.extend(nbformat.from_dict(o) for o in cap.closing_outputs())
+                append_outputs(log, cell, streams=False)
             if role == Role.SAVE:  # values saved: dependents may start while this step winds down
                 step.status.finish(StepState.SUCCEEDED, timings=step.rounded_timings())
         if step.status.state is not StepState.SUCCEEDED:

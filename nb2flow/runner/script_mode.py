@@ -12,7 +12,7 @@ import types
 from .auth import verified_text
 from .params import injection_index, parameters_source
 from .protocol import ExitStatus, Role, StepState
-from .tracebacks import no_surrogates, script_traceback
+from .tracebacks import OutputCap, echoes_output, no_surrogates, script_traceback
 from .values import check_unchanged, load_random_state, load_values, note_unchanged, save_random_state, save_values
 
 SCRIPT_MARK_RE = re.compile(r"^# %% \[nb2flow (\w+)(?: cell (\d+))?\]\s*$", re.M)
@@ -38,22 +38,27 @@ class _Capture:
     """A stream that keeps what a chunk prints (for the executed notebook), appends it to
     ``output.log`` and passes it on to the process's own stream (the pod log)."""
 
-    def __init__(self, name: str, log, echo, banner: list) -> None:
+    def __init__(self, name: str, log, echo, banner: list, where: str = "output.log") -> None:
         self.name, self.log, self.echo = name, log, echo
         self.banner = banner  # shared by stdout and stderr: [the frame line still to show, or None]
         self.parts: list = []
+        self.where = where
+        self.cap = OutputCap(where)  # what the chunk's notebooks keep: its start and end (output.log: all)
         self.encoding = getattr(echo, "encoding", "utf-8")
 
     def write(self, text: str) -> int:
         text = no_surrogates(text)
-        if self.banner[0] and text:
+        if self.banner[0] and text and self.echo is not None:
             banner, self.banner[0] = self.banner[0], None
             try:
                 self.echo.write(banner + "\n")
             except (OSError, ValueError):
                 pass
-        self.parts.append(text)
+        if self.cap.keep(self.name, text):
+            self.parts.append(text)
         for stream in (self.log, self.echo):
+            if stream is None:
+                continue
             try:
                 stream.write(text)
             except (OSError, ValueError):
@@ -62,6 +67,8 @@ class _Capture:
 
     def flush(self) -> None:
         for stream in (self.log, self.echo):
+            if stream is None:
+                continue
             try:
                 stream.flush()
             except (OSError, ValueError):
@@ -70,9 +77,11 @@ class _Capture:
     def isatty(self) -> bool:
         return False
 
-    def take(self) -> str:
+    def take(self) -> list:
+        """The chunk's outputs of this stream, as its notebooks keep them."""
         text, self.parts = "".join(self.parts), []
-        return text
+        closing, self.cap = self.cap.closing_outputs(), OutputCap(self.where)
+        return ([{"output_type": "stream", "name": self.name, "text": text}] if text else []) + closing
 
 
 def _executed_cell(role, cell_number, source: str, count: int, outputs: list) -> dict:
@@ -82,7 +91,7 @@ def _executed_cell(role, cell_number, source: str, count: int, outputs: list) ->
 
 
 def _stream_outputs(out: _Capture, err: _Capture) -> list:
-    return [{"output_type": "stream", "name": c.name, "text": text} for c in (out, err) if (text := c.take())]
+    return out.take() + err.take()
 
 
 def run_script(step) -> int:
@@ -94,7 +103,10 @@ def run_script(step) -> int:
 
     log = open(step.run.output_log(step.task), "a", encoding="utf-8")
     banner: list = [None]
-    out, err = _Capture("stdout", log, sys.stdout, banner), _Capture("stderr", log, sys.stderr, banner)
+    echo = echoes_output()  # in a pod; a local run's stdout is runner.log, and output.log has it all already
+    where = step.run.output_log(step.task)
+    out = _Capture("stdout", log, sys.stdout if echo else None, banner, where)
+    err = _Capture("stderr", log, sys.stderr if echo else None, banner, where)
     saved = sys.stdout, sys.stderr
     executed: list = []
     sys.stdout, sys.stderr = out, err

@@ -81,12 +81,77 @@ def script_traceback(exc: BaseException) -> tuple:
     return int(CELL_FILE_RE.match(frames[-1].filename).group(1)), lines
 
 
-def append_outputs(log, cell) -> None:
-    """A cell's streams and error, as text, to the step's output log."""
+#: A cell's printed output kept in its notebooks (the executed step notebook, the merged ones): its start and its
+#: end; the whole of it is in the step's ``output.log`` (a cell printing 200 MB is not stored five times).
+KEEP_HEAD = 4 * 1024 * 1024
+KEEP_TAIL = 512 * 1024
+
+
+def echoes_output() -> bool:
+    """Whether a step passes its cells' output on to its own stdout: in a pod (the pod log), not where stdout is a
+    file (a local run's ``runner.log``, which ``output.log`` already holds a copy for)."""
+    import os
+    import stat
+
+    try:
+        return not stat.S_ISREG(os.fstat(1).st_mode)
+    except OSError:
+        return False
+
+
+class OutputCap:
+    """Which of a cell's stream texts its notebooks keep: the first :data:`KEEP_HEAD` characters, then only the last
+    :data:`KEEP_TAIL` (a marker says how much was left out, and where all of it is)."""
+
+    def __init__(self, where: str) -> None:
+        self.where = where
+        self.kept = 0
+        self.dropped = 0
+        self.tail: list = []  # (name, text) of the last characters
+        self.tail_size = 0
+
+    def keep(self, name: str, text: str) -> bool:
+        """True: keep this text in the notebook; False: it went to the tail (or was left out)."""
+        if self.kept + len(text) <= KEEP_HEAD and not self.dropped:
+            self.kept += len(text)
+            return True
+        self.tail.append((name, text))
+        self.tail_size += len(text)
+        while self.tail and self.tail_size - len(self.tail[0][1]) >= KEEP_TAIL:
+            self.tail_size -= len(self.tail[0][1])
+            self.dropped += len(self.tail.pop(0)[1])
+        if self.tail_size > 2 * KEEP_TAIL:  # one huge text: keep its end only
+            name0, text0 = self.tail[0]
+            cut = self.tail_size - KEEP_TAIL
+            self.tail[0] = (name0, text0[cut:])
+            self.tail_size -= cut
+            self.dropped += cut
+        return False
+
+    def closing_outputs(self) -> list:
+        """The outputs that end a cell whose output was cut: the marker, then the last texts."""
+        if not self.tail:
+            return []
+        outs = []
+        if self.dropped:
+            outs.append({"output_type": "stream", "name": "stderr",
+                         "text": f"\n[nb2flow: {self.dropped / 1e6:.1f} MB of this cell's output left out here; all of it is in {self.where}]\n"})
+        merged: list = []
+        for name, text in self.tail:
+            if merged and merged[-1]["name"] == name:
+                merged[-1]["text"] += text
+            else:
+                merged.append({"output_type": "stream", "name": name, "text": text})
+        return outs + merged
+
+
+def append_outputs(log, cell, streams: bool = True) -> None:
+    """A cell's streams (unless already written as they came) and error, as text, to the step's output log."""
     for out in cell.get("outputs", []):
         kind = out.get("output_type")
         if kind == "stream":
-            log.write(out.get("text", ""))
+            if streams:
+                log.write(out.get("text", ""))
         elif kind == "error":
             log.write("\n".join(ANSI_RE.sub("", t) for t in out.get("traceback", [])) + "\n")
     log.flush()

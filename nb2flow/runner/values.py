@@ -81,7 +81,12 @@ def dump_value(value, path_base: str) -> str:
             try:
                 if _defined_in_notebook(value):  # plain pickle would store only its name, not the changed class
                     raise pickle.PicklingError("a class or function of the notebook travels by value")
-                pickle.dump(value, fh, protocol=5)
+                try:
+                    pickle.dump(value, fh, protocol=5)
+                except RecursionError:  # nested deeper than the default limit: as deep as one process holds it
+                    fh.seek(0)
+                    fh.truncate()
+                    _with_deep_stack(lambda: pickle.dump(value, fh, protocol=5))
             except (pickle.PicklingError, TypeError, AttributeError) as plain_error:
                 fh.seek(0)
                 fh.truncate()
@@ -96,6 +101,41 @@ def dump_value(value, path_base: str) -> str:
         unlink(tmp)
         raise
     return final
+
+
+DEEP_STACK = 1 << 30  # bytes of stack for pickling a deeply nested value (reserved address space, used as needed)
+DEEP_RECURSION = 2_000_000
+
+
+def _with_deep_stack(fn):
+    """``fn()`` in a thread with a large stack and recursion limit: a value nested deeper than Python's default
+    limit (a long linked list, a deep tree) is saved as the process that built it holds it, not refused."""
+    import sys
+    import threading
+
+    outcome: dict = {}
+
+    def run():
+        old = sys.getrecursionlimit()
+        sys.setrecursionlimit(max(old, DEEP_RECURSION))
+        try:
+            outcome["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again in the caller's thread
+            outcome["error"] = exc
+        finally:
+            sys.setrecursionlimit(old)
+
+    size = threading.stack_size()
+    threading.stack_size(DEEP_STACK)
+    try:
+        worker = threading.Thread(target=run, name="nb2flow-deep-pickle")
+        worker.start()
+    finally:
+        threading.stack_size(size)
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
 
 
 def _private_file(path: str):
@@ -192,6 +232,10 @@ def save_values(namespace: dict, names: list, out_dir: str, step: str, consumers
             raise UntransportableValue(
                 f"cannot pass `{name}` ({type_name}) from step {step} to step {readers}: it cannot be pickled ({exc}); {fix}"
             ) from None
+        except (RecursionError, MemoryError) as exc:
+            why = "it is nested too deeply to pickle" if isinstance(exc, RecursionError) else "pickling it ran out of memory"
+            raise UntransportableValue(
+                f"cannot pass `{name}` ({type_name}) from step {step} to step {readers}: {why}; {fix}") from None
 
 
 class ValueChanged(Exception):

@@ -480,7 +480,75 @@ def case_manifest(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     return [c]
 
 
-CASES = {"manifest": case_manifest, "help": case_help, "big": case_big, "linear": case_linear, "diamond": case_diamond,
+def case_export(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """``nb2flow export`` of the 1,000-cell, 100-step notebook (whole process), and of one ten times its size."""
+    explicit_settings(work)
+    out = []
+    for cells_n, steps, target in ((1000, 100, "<= 0.3 s whole process"), (10000, 1000, "linear: about 10x the 1,000-cell figure")):
+        nb = big_notebook(work / f"big{cells_n}.ipynb", cells_n, steps)
+        c = CaseResult(f"export a {cells_n:,}-cell, {steps}-step notebook", "nb2flow", None, target=target)
+        alternate(c, nb2flow_cmd("export", str(nb)), None, runs if cells_n == 1000 else max(1, runs // 2), work)
+        out.append(c)
+    if out[0].a and out[1].a:
+        out[1].note = f"{out[1].a_median / out[0].a_median:.1f}x the 1,000-cell export for 10x the cells"
+    return out
+
+
+def _first_cell_seconds(cmd: list, stamp: Path, cwd: Path) -> float:
+    """From starting ``cmd`` to the notebook's first cell writing the time into ``stamp``."""
+    stamp.unlink(missing_ok=True)
+    t0 = time.time()
+    run_once(cmd, cwd)
+    return float(stamp.read_text()) - t0
+
+
+def case_first_cell(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """Time to first cell: from `nb2flow run` to the first step's first cell running, vs papermill to its first cell."""
+    stamp = work / "first.txt"
+    nb = Path(write(work / "first.ipynb", cell(f"import time\nopen({str(stamp)!r}, 'w').write(repr(time.time()))", "step:first"),
+                    cell("x = 1", "step:second")))
+    c = CaseResult("time to first cell: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 1.0x cold")
+    pm = peer_python("papermill", ["papermill", "ipykernel"])
+    if not pm:
+        c.skipped = "papermill could not be installed"
+        return [c]
+    papermill = [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"]
+    for i in range(1 + runs):
+        a = _first_cell_seconds(nb2flow_cmd("run", str(nb), "-q"), stamp, work)
+        b = _first_cell_seconds(papermill, stamp, work)
+        if i:
+            c.a.append(a)
+            c.b.append(b)
+    return [c]
+
+
+def case_overhead(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """What a step costs beyond its cells: 100 trivial steps in a chain against 1, per step."""
+    steps = 30 if quick else 100
+    many, one = linear_notebook(work / f"linear{steps}.ipynb", steps), linear_notebook(work / "linear1.ipynb", 1)
+    c = CaseResult(f"{steps} trivial steps in a chain vs 1 step: nb2flow run", f"{steps} steps", "1 step",
+                   target="<= 50 ms a step")
+    alternate(c, nb2flow_cmd("run", str(many), "-q"), nb2flow_cmd("run", str(one), "-q"), max(2, runs // 2), work)
+    if c.a and c.b:
+        c.note = f"{(c.a_median - c.b_median) / (steps - 1) * 1000:.0f} ms a step; " + profile_note(work)
+    return [c]
+
+
+def case_commands(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """A pipeline of five scripts (JupyterFlow's kind): `nb2flow run -c "python s1.py >> ..."` vs running them by hand."""
+    names = [f"s{i}.py" for i in range(1, 6)]
+    for n in names:
+        (work / n).write_text(f"print({n!r})\n")
+    chain = " >> ".join(f"python {n}" for n in names)
+    c = CaseResult("five scripts: nb2flow run -c \"python s1.py >> ...\" vs the same commands in sh", "nb2flow", "sh",
+                   target="reported")
+    alternate(c, nb2flow_cmd("run", "-c", chain, "-q"), ["sh", "-c", " && ".join(f"{sys.executable} {n}" for n in names)],
+              runs, work, a_env=dict(os.environ, PATH=f"{Path(sys.executable).parent}:{os.environ.get('PATH', '')}"))
+    return [c]
+
+
+CASES = {"manifest": case_manifest, "help": case_help, "big": case_big, "export": case_export, "linear": case_linear,
+         "diamond": case_diamond, "first-cell": case_first_cell, "overhead": case_overhead, "commands": case_commands,
          "realistic": case_realistic, "incremental": case_incremental, "transfer": case_transfer,
          "kale": case_kale, "ploomber": case_ploomber, "memory": case_memory}
 

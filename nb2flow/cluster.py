@@ -162,11 +162,12 @@ def prepare(pipeline: Pipeline, target: Target, parameters: dict, *, schedule: d
     from .runs import private
     from .runner.files import make_private_dirs
 
-    ident = bundle_id(pipeline, fingerprints(pipeline, mode))
+    prints = fingerprints(pipeline, mode)
+    ident = bundle_id(pipeline, prints)
     local_bundle = os.path.join(target.local_dir, BUNDLES_DIR, ident)
     make_private_dirs(os.path.dirname(local_bundle))
     private(os.path.dirname(os.path.dirname(local_bundle)))
-    materialize(pipeline, local_bundle, mode=mode, cwd=target.workdir)
+    materialize(pipeline, local_bundle, mode=mode, cwd=target.workdir, prints=prints)
     bundle = posixpath.join(target.workdir, BUNDLES_DIR, ident)
     run_root = posixpath.join(target.workdir, RUNS_DIR)
     notebook_in_pod = posixpath.join(target.workdir, os.path.basename(pipeline.path))

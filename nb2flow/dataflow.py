@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ast
 from collections import defaultdict
+from functools import cached_property
 from dataclasses import dataclass, replace
 
 from .cellcode import BUILTIN_NAMES, OUTPUT_HISTORY_RE, CallSummary, CellCode, CellSyntaxError, analyze_cell
@@ -59,6 +60,7 @@ class _Analysis:
         self.setup_star = False
         self.summaries: dict[str, CallSummary] = {}  # functions the set-up cells define
         self.history: dict[str, list[_Mark]] = defaultdict(list)  # what the steps so far did to each name
+        self.defined: dict[str, _Mark] = {}  # names whose last mark binds a class or function (history's, kept as it grows)
         self.star_marks: list[_Mark] = []
         self.outputs: dict[str, set[str]] = defaultdict(set)  # step -> values later steps load from it
         # step -> name -> (cell, readers): values the step may change that steps not after it read as they were
@@ -175,10 +177,17 @@ class _Analysis:
         """Statements of other steps' cells above this step that configure the process or a library
         (os.environ, os.chdir, sys.path, pd.set_option, %matplotlib ..., an import of the notebook's own module):
         top to bottom, this step sees them."""
+        first = step.cells[0]
+        return [mark for mark in self._config_marks if mark.cell < first and mark.step != step.name]
+
+    @cached_property
+    def _config_marks(self) -> list:
+        """Every step's configuring statements, in notebook order (found once, not once a step: 100 steps of a
+        1,000-cell notebook made that lookup quadratic)."""
         owner = {i: s.name for s in self.structure.steps for i in s.cells}
         marks = []
         for i in sorted(owner):
-            if i >= step.cells[0] or owner[i] == step.name or i not in self.code:
+            if i not in self.code:
                 continue
             marks += [_Mark("config", "config", owner[i], i, st.index) for st in self.code[i].statements
                       if st.config or set(st.imports) & self.local_modules]
@@ -214,6 +223,10 @@ class _Analysis:
             if mark.op == "mutate" and last is not None and last.step == step.name and last.op == "bind" and last.kind == mark.kind:
                 continue  # bound and changed in this step: the binding step provides it either way
             self.history[name].append(mark)
+            if mark.op == "bind" and mark.kind in ("class", "function"):
+                self.defined[name] = mark
+            else:
+                self.defined.pop(name, None)
         return replace(step, inputs=tuple(scope.inputs.values()),
                        definitions=tuple(sorted(scope.definitions.values(), key=lambda d: (d.cell, d.stmt))))
 
@@ -272,9 +285,10 @@ class _StepScope:
     def recreate_ancestor_definitions(self) -> None:
         """Definitions of ancestors are re-created too, so that values referring to a
         notebook-defined class or function unpickle (pickle stores them by name)."""
-        for name, marks in list(self.a.history.items()):
-            mark = marks[-1]
-            if (mark.op == "bind" and mark.kind in ("class", "function") and mark.step in self.ancestors
+        defined = self.a.defined  # history's names whose last mark binds a class or function, in history's order
+        for name in [n for n in self.a.history if n in defined]:
+            mark = defined[name]
+            if (mark.step in self.ancestors
                     and name not in self.own and name not in self.inputs):
                 reads = self.a.statement_reads(mark.cell, mark.stmt)
                 if all(self.a.provider_of(r) is None or self.a.provider_of(r).kind in DEFINITION_KINDS for r in reads):

@@ -112,6 +112,9 @@ def step_cells(pipeline: Pipeline, step: Step, *, installs_once: bool = False) -
         role = Role.PARAMETERS if i == pipeline.parameter_cell else (Role.INJECTED if "injected-parameters" in cell.tags else Role.SETUP)
         source = split_installs(cell.source, cell.number)[1] if installs_once and role is Role.SETUP else cell.source
         out.append((role, cell.number, source, cell.tags))
+    ahead = preimports(pipeline, step)
+    if ahead:
+        out.append((Role.PREIMPORT, None, preimport_source(ahead), ()))
     early = [d for d in step.definitions if not d.needs_values]
     late = [d for d in step.definitions if d.needs_values]
     for d in early:
@@ -132,6 +135,57 @@ def step_cells(pipeline: Pipeline, step: Step, *, installs_once: bool = False) -
         listing += [f"checks that {', '.join(n for n, _, _ in step.unchanged)} did not change"] if step.unchanged else []
         out.append((Role.SAVE, None, f"# nb2flow saves: {', '.join(listing)}\n", ()))
     return out
+
+
+def preimports(pipeline: Pipeline, step: Step) -> list:
+    """Installed libraries the step's own cells import (``from sklearn.ensemble import X``), in order, for the step to
+    import while it waits for its parents: a kernel that would otherwise sit idle. Only imports that come before any
+    statement configuring the process or a library (which an import may read), in a step that re-runs no
+    configuring statement of another step, and never the notebook's own modules (they may read a parent's files)."""
+    import ast
+
+    from .api import local_modules
+
+    code = pipeline.code
+    if not step.parents:
+        return []  # nothing to wait for
+    for d in step.definitions:
+        st = code[d.cell].statements[d.stmt] if d.cell in code and d.stmt < len(code[d.cell].statements) else None
+        if st is None or st.config or st.imports:
+            return []  # it re-runs another step's configuration (or an import of it) first: keep the notebook's order
+    local = local_modules(notebook_folder(pipeline.path))
+    found: list = []
+    for i in step.cells:
+        cell = code.get(i)
+        if cell is None:
+            return found
+        for st in cell.statements:
+            if st.config:
+                return found
+            if not st.imports or set(st.imports) & local:
+                continue
+            try:
+                node = ast.parse(st.source).body[0]
+            except (SyntaxError, IndexError):
+                continue
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] + [f"{node.module}.{a.name}" for a in node.names if a.name != "*"]
+                     if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module else [])
+            found += [n for n in names if n not in found]
+    return found
+
+
+def preimport_source(modules: list) -> str:
+    """The cell that imports ``modules`` ahead (a name that is not a module, or fails to import, is passed over: the
+    step's own cell then imports it, or raises, as it would)."""
+    return ("# nb2flow: libraries this step's cells import, imported while it waits for its parents\n"
+            "import importlib as _nb2flow_importlib\n"
+            f"for _nb2flow_module in {modules!r}:\n"
+            "    try:\n"
+            "        _nb2flow_importlib.import_module(_nb2flow_module)\n"
+            "    except Exception:\n"
+            "        pass\n"
+            "del _nb2flow_importlib, _nb2flow_module\n")
 
 
 def consumers_of(pipeline: Pipeline) -> dict[str, dict[str, list[str]]]:
@@ -162,6 +216,8 @@ def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
         h = hashlib.sha256()
         h.update(mode.encode())
         for role, number, source, _ in step_cells(pipeline, step):
+            if role is Role.PREIMPORT:
+                continue  # importing ahead changes no result
             h.update(f"\x00{role.value}\x00{number}\x00{source}".encode())
         for i in sorted(step.data_inputs, key=lambda i: i.name):
             h.update(f"\x00in\x00{i.name}\x00{result[i.provider]}".encode())
@@ -241,7 +297,7 @@ def write_steps(pipeline: Pipeline, layout: BundleLayout, *, mode: str, cwd: str
             unchanged={n: {"cell": cell + 1, "readers": list(readers), "tag": pipeline.after_tag} for n, cell, readers in step.unchanged},
             **(more or {}),
         )
-        write_json(layout.spec(step.task), spec.to_json(), signed=True)
+        write_json(layout.spec(step.task), spec.to_json(), signed=True, compact=True)
         if mode == "script":
             write_atomic(layout.script(step.task), script_source(pipeline, step, installs_once=installs_once), signed=True)
         else:
@@ -258,11 +314,11 @@ def write_steps(pipeline: Pipeline, layout: BundleLayout, *, mode: str, cwd: str
                 "nbformat": 4,
                 "nbformat_minor": 5,
             }
-            write_atomic(layout.notebook(step.task), json.dumps(doc, indent=1), signed=True)
+            write_atomic(layout.notebook(step.task), json.dumps(doc), signed=True)  # C encoder: 100 steps, 100 notebooks
 
 
 def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", cwd: str | None = None,
-                installs_once: bool = False) -> Bundle:
+                installs_once: bool = False, prints: dict | None = None) -> Bundle:
     """Write the bundle for ``pipeline`` into ``bundle_dir`` (created; files replaced atomically).
 
     ``installs_once``: the set-up cells' install lines are left out of the steps and listed in
@@ -288,7 +344,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     write_runner(bundle_dir)
     if getattr(pipeline, "is_workflow", False):
         return _materialize_workflow(pipeline, layout, mode=mode, cwd=cwd)
-    prints = fingerprints(pipeline, mode)
+    prints = prints or fingerprints(pipeline, mode)  # ``prints``: the caller's, of this pipeline and mode
     cwd = cwd or notebook_folder(pipeline.path)
     write_steps(pipeline, layout, mode=mode, cwd=cwd, installs_once=installs_once, prints=prints)
     installs = tuple(setup_installs(pipeline)) if installs_once else ()

@@ -480,3 +480,33 @@ def test_logs_of_a_local_run_read_its_step_logs_with_no_cluster(tmp_path):
     assert r.stdout == "used 2\n"
     r = nb2flow("logs", run_id, "nope", cwd=tmp_path, env=env)
     assert r.returncode == 2 and r.stderr.strip() == f"nb2flow: run {run_id} has no step 'nope' (its steps: make, use)"
+
+
+def test_a_step_imports_its_libraries_while_it_waits_for_its_parents(tmp_path):
+    """`from slowlib import f` in a step's cell: imported in the waiting kernel, so the step's own cells do not pay
+    it after the parent ends; a library imported after a configuring statement (which it may read) is not."""
+    import json as _json
+
+    from helpers import nb2flow as run_nb2flow
+    from nbutil import cell, write
+
+    lib = tmp_path / "site"
+    lib.mkdir()
+    (lib / "slowlib.py").write_text("import os, time\nSTARTED = time.time()\ntime.sleep(1.5)\nLOADED = time.time()\n"
+                                    "MODE = os.environ.get('SLOWLIB_MODE')\n")
+    (lib / "configured.py").write_text("import os, time\nLOADED = time.time()\nMODE = os.environ.get('SLOWLIB_MODE')\n")
+    work = tmp_path / "work"
+    work.mkdir()
+    nb = write(work / "w.ipynb", cell("import time\ntime.sleep(2)\nt_parent = time.time()", "step:a"),
+               cell("from slowlib import STARTED, LOADED\nprint('imported ahead:', STARTED < t_parent)", "step:b"),
+               cell("import os\nos.environ['SLOWLIB_MODE'] = 'fast'\nimport configured\nprint('mode', configured.MODE)", "step:c",
+                    "after:a"))
+    proc = run_nb2flow("run", str(nb), "-q", "-j", "3", cwd=work, env={"PYTHONPATH": str(lib)})
+    assert proc.returncode == 0, proc.stderr
+    run_dir = next((work / ".nb2flow" / "runs").iterdir())
+    texts = ["".join(o.get("text", "")) for c in _json.loads(next(run_dir.glob("*.out.ipynb")).read_text())["cells"]
+             for o in c.get("outputs", [])]
+    assert "imported ahead: True\n" in texts and "mode fast\n" in texts
+    cells = _json.loads((run_dir / "bundle" / "steps" / "c.ipynb").read_text())["cells"]
+    ahead = "".join(c["source"] for c in cells if c["metadata"]["nb2flow"]["role"] == "preimport")
+    assert "'os'" in ahead and "configured" not in ahead  # after os.environ: imported where the notebook imports it

@@ -19,6 +19,7 @@ from __future__ import annotations
 import ast
 import functools
 import os
+import re
 
 from .protocol import RUNNER_FILE, BundleLayout
 
@@ -45,8 +46,19 @@ if __name__ == "__main__":
 '''
 
 
+#: ``from .x import …`` and ``from __future__ import …`` at a line's start (indented: nested), one line or parenthesised
+_PACKAGE_IMPORT = re.compile(r"^([ \t]*)from (?:\.[\w.]*|__future__) import (?:\([^)]*\)|[^\n(]*)\n", re.M)
+
+
 def _strip_package_imports(text: str) -> str:
-    """``text`` without ``from __future__`` and relative imports (a nested one becomes ``pass``)."""
+    """``text`` without ``from __future__`` and relative imports (a nested one becomes ``pass``); by their lines,
+    which the runner's modules keep plain (a test holds it equal to :func:`_strip_package_imports_ast`): every
+    export assembles the runner, and parsing its modules cost 0.18 s a process."""
+    return _PACKAGE_IMPORT.sub(lambda m: f"{m.group(1)}pass\n" if m.group(1) else "", text)
+
+
+def _strip_package_imports_ast(text: str) -> str:
+    """:func:`_strip_package_imports` by the syntax tree (the reference its line-based form is tested against)."""
     lines = text.splitlines(keepends=True)
     spans = [
         (node.lineno, node.end_lineno, node.col_offset)

@@ -48,9 +48,10 @@ def write_atomic(path: str, data, *, signed: bool = False) -> None:
         raise
 
 
-def write_json(path: str, data: dict, *, sort_keys: bool = True, signed: bool = False) -> None:
-    """``sort_keys=False`` keeps the order the data has (a run record lists its steps in notebook order)."""
-    write_atomic(path, json.dumps(data, indent=1, sort_keys=sort_keys, default=str), signed=signed)
+def write_json(path: str, data: dict, *, sort_keys: bool = True, signed: bool = False, compact: bool = False) -> None:
+    """``sort_keys=False`` keeps the order the data has (a run record lists its steps in notebook order);
+    ``compact``: no indentation (json's C encoder: files only nb2flow reads, written by the hundred)."""
+    write_atomic(path, json.dumps(data, indent=None if compact else 1, sort_keys=sort_keys, default=str), signed=signed)
 
 
 def write_new(path: str, data) -> str:

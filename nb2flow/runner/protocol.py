@@ -132,6 +132,7 @@ class Role(str, enum.Enum):
     SETUP = "setup"  # a setup cell of the notebook: runs in every step
     PARAMETERS = "parameters"  # the notebook's parameters cell (papermill's or Kale's)
     INJECTED = "injected"  # the parameters of this run, right after the parameters cell
+    PREIMPORT = "preimport"  # the libraries the step's cells import, imported while it waits for its parents
     DEFINE = "define"  # re-creates a module, function or class another step defined
     LOAD = "load"  # loads the values this step reads
     CODE = "code"  # the step's own cells
@@ -140,7 +141,7 @@ class Role(str, enum.Enum):
     @property
     def before_go(self) -> bool:
         """Runs while the step waits for its parents (kernel warm-up)."""
-        return self in (Role.SETUP, Role.PARAMETERS, Role.INJECTED)
+        return self in (Role.SETUP, Role.PARAMETERS, Role.INJECTED, Role.PREIMPORT)
 
     @property
     def from_notebook(self) -> bool:

@@ -50,7 +50,7 @@ class StepRun:
         self.key_file = None  # the private file a kernel's load and save cells read the key from
         self.timings: dict = {}  # where the step's time went: kernel start, waiting for go, each role's cells
 
-    TIMING_KEYS = {"setup": "setup", "parameters": "setup", "injected": "setup", "load": "load", "save": "save",
+    TIMING_KEYS = {"setup": "setup", "parameters": "setup", "injected": "setup", "preimport": "setup", "load": "load", "save": "save",
                    "code": "cells", "define": "cells", "wait": "wait"}
 
     def add_time(self, what, seconds: float) -> None:

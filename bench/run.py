@@ -577,8 +577,8 @@ def main(argv=None) -> int:
                     print(f"\n{c.case}: skipped ({c.skipped})")
                     continue
                 print(f"\n{c.case}   [target: {c.target}]")
-                if c.a_rss:
-                    print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss), ' MB')}")
+                if c.a:
+                    print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss) if c.a_rss else None, ' MB')}")
                 if c.b_name and c.b:
                     print(f"  {c.b_name:<24} median {fmt(c.b_median)}   peak RSS {fmt(max(c.b_rss) if c.b_rss else None, ' MB')}")
                     print(f"  ratio nb2flow/{c.b_name}: {c.ratio:.2f}x (median of pairwise ratios)")

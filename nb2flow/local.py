@@ -537,6 +537,8 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
         job = pipeline.job_of(name)
         if job is not None and job.notebook:
             path, cells = job.notebook, pipeline.pipelines[job.name].notebook.cells
+        elif pipeline.chain is not None:
+            path = None  # a command of a -c chain: no file to name
     first = next((c.first_line for c in cells if c.number == cell), None)
     what = f"{error.get('ename', 'Error')}: {error.get('evalue', '')}".rstrip(": ")
     message = f"`{first}`: {what}" if first else what

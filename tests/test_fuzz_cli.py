@@ -22,11 +22,12 @@ WORKFLOWS = [(SAMPLES / "pipeline" / "workflow.yaml").read_bytes(),
              b"- 2 >> 4\n- 3 >> 4\n"]
 
 
-@st.composite
-def byte_mutants(draw):
-    data = bytearray(draw(st.sampled_from(SOURCES)))
+def _mutate(draw, sources, inserts: dict) -> bytes:
+    """One to four byte-level mutations of one of ``sources``: flip, truncate, insert, delete, and ``inserts``
+    (name -> the snippets that operation puts at a random place, or a function of the data)."""
+    data = bytearray(draw(st.sampled_from(sources)))
     for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "bom", "crlf"]))
+        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", *inserts]))
         pos = draw(st.integers(0, max(0, len(data) - 1)))
         if op == "flip" and data:
             data[pos] = draw(st.integers(0, 255))
@@ -36,11 +37,16 @@ def byte_mutants(draw):
             data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
         elif op == "delete":
             del data[pos:pos + draw(st.integers(1, 50))]
-        elif op == "bom":
-            data = bytearray(b"\xef\xbb\xbf") + data
-        else:
-            data = bytearray(bytes(data).replace(b"\n", b"\r\n"))
+        elif callable(inserts.get(op)):
+            data = bytearray(inserts[op](bytes(data)))
+        elif op in inserts:
+            data[pos:pos] = draw(st.sampled_from(inserts[op]))
     return bytes(data)
+
+
+@st.composite
+def byte_mutants(draw):
+    return _mutate(draw, SOURCES, {"bom": lambda d: b"\xef\xbb\xbf" + d, "crlf": lambda d: d.replace(b"\n", b"\r\n")})
 
 
 JUNK = st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=5), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=3), st.integers(), max_size=2))
@@ -150,25 +156,11 @@ def _workflow_sources() -> list:
 
 @st.composite
 def workflow_mutants(draw):
-    data = bytearray(draw(st.sampled_from(_workflow_sources())))
-    for _ in range(draw(st.integers(1, 4))):
-        op = draw(st.sampled_from(["flip", "truncate", "insert", "delete", "line", "token"]))
-        pos = draw(st.integers(0, max(0, len(data) - 1)))
-        if op == "flip" and data:
-            data[pos] = draw(st.integers(0, 255))
-        elif op == "truncate":
-            data = data[:pos]
-        elif op == "insert":
-            data[pos:pos] = draw(st.binary(min_size=1, max_size=8))
-        elif op == "delete":
-            del data[pos:pos + draw(st.integers(1, 30))]
-        elif op == "line":
-            data[pos:pos] = draw(st.sampled_from([b"\n- 9 >> 1", b"\n- 2 >> 1", b"\n- a >> b", b"\n  after: [x]", b"\n- report.ipynb",
-                                                  b"\nparameters: 3", b"\n- name: job1\n  run: echo", b"\ncmd_mode: shell",
-                                                  b"\n- {run: x, notebook: y}", b"\nschedule: 'x'", b"\n- python {alpha}.py"]))
-        else:
-            data[pos:pos] = draw(st.sampled_from([b">>", b"&", b"'", b'"', b"{", b"}", b":", b"- ", b"\t", b"\x00"]))
-    return bytes(data)
+    return _mutate(draw, _workflow_sources(), {
+        "line": [b"\n- 9 >> 1", b"\n- 2 >> 1", b"\n- a >> b", b"\n  after: [x]", b"\n- report.ipynb", b"\nparameters: 3",
+                 b"\n- name: job1\n  run: echo", b"\ncmd_mode: shell", b"\n- {run: x, notebook: y}", b"\nschedule: 'x'",
+                 b"\n- python {alpha}.py"],
+        "token": [b">>", b"&", b"'", b'"', b"{", b"}", b":", b"- ", b"\t", b"\x00"]})
 
 
 def check_workflow_commands(data: bytes, folder: Path) -> None:

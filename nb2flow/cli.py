@@ -45,7 +45,7 @@ def check(notebook: str, chain, as_json: bool) -> int:
     from .pipeline import pipeline_to_json
 
     pipeline = _load_subject(notebook, chain)
-    notebook = pipeline.path if chain is not None else notebook
+    notebook = "-c" if chain is not None else notebook
     if as_json:
         from .workflow import is_workflow, workflow_to_json
 
@@ -53,7 +53,7 @@ def check(notebook: str, chain, as_json: bool) -> int:
     else:
         for finding in pipeline.findings:
             click.echo(_color_finding(_printable(finding.render(notebook)), finding.severity.value))
-        _say(_check_summary(pipeline))
+        _say(_check_summary(pipeline, notebook))
     return ExitStatus.OK if pipeline.ok else ExitStatus.FAILED
 
 
@@ -319,13 +319,16 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     from .params import ParameterArgs, check_parameters, merge_parameters
     from .workflow import is_workflow
 
+    import shlex
+
     pipeline = _load_subject(notebook, chain)
-    notebook = pipeline.path if chain is not None else notebook
+    notebook = "-c" if chain is not None else notebook
     if not pipeline.ok:
         for finding in pipeline.errors:
             _say(finding.render(notebook))
-            _console().send(events.problem(notebook, finding))
-        raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {notebook}`")
+            _console().send(events.problem(finding.file or notebook, finding))
+        again = f"-c {shlex.quote(chain)}" if chain is not None else notebook
+        raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=notebook, hint=f"see `nb2flow check {again}`")
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
         overrides = default
@@ -664,7 +667,7 @@ def _table(rows) -> str:
     return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 
-def _check_summary(pipeline) -> str:
+def _check_summary(pipeline, shown: str | None = None) -> str:
     n_steps = len(pipeline.steps)
     errors, warnings = len(pipeline.errors), len(pipeline.warnings)
     shape = f"{n_steps} step{'s' if n_steps != 1 else ''}, {len(pipeline.parameters)} parameter{'s' if len(pipeline.parameters) != 1 else ''}"
@@ -677,7 +680,7 @@ def _check_summary(pipeline) -> str:
         if warnings:
             parts.append(f"{warnings} warning{'s' if warnings != 1 else ''}")
         verdict = ", ".join(parts)
-    return f"{pipeline.path}: {shape}: {verdict}"
+    return f"{shown or pipeline.path}: {shape}: {verdict}"
 
 
 def _color_finding(line: str, severity: str) -> str:

@@ -193,11 +193,16 @@ def parse_chain(text: str, origin: str = "-c") -> tuple[list, list]:
                 where = "before the first `>>`" if s == 1 and len(stages) > 1 else (
                     "after the last `>>`" if s == len(stages) and len(stages) > 1 else f"at position {len(jobs) + 1}")
                 raise WorkflowError(f"{origin}: an empty job {where}", hint="each job between `>>` (and `&`) needs a command")
-            jobs.append(RawJob(shlex.join(words)))
+            jobs.append(RawJob(_shown(words)))
             current.append(len(jobs))
         edges += [(p, c, None) for p in previous for c in current]
         previous = current
     return jobs, edges
+
+
+def _shown(words: list) -> str:
+    """A command's words as one line a shell would split back into them, ``{name}`` left readable."""
+    return " ".join(w if w and re.fullmatch(r"[\w@%+=:,./{}-]+", w) else shlex.quote(w) for w in words)
 
 
 def _segments(text: str, origin: str) -> list:

@@ -483,3 +483,18 @@ def test_every_backend_runs_a_pipeline_of_a_script_and_a_notebook(name, tmp_path
         assert "b says 7\n" in ["".join(o.get("text", "")) for c in merged["cells"] for o in c.get("outputs", [])]
     finally:
         getattr(world, "close", lambda: None)()
+
+
+def test_check_of_a_chain_speaks_of_it_as_written(tmp_path):
+    folder = _mixed(tmp_path)
+    proc = nb2flow("check", "-c", "prepare.ipynb >> python train.py a {alpha} & python train.py 'b c' 1", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout + proc.stderr
+    assert "-c: step train: warning: `python train.py a {alpha}` names {alpha}, which has no default" in out
+    assert "-c: 3 steps, 3 parameters: 1 warning" in out and str(folder) not in out
+    nb = json.loads((folder / "report.ipynb").read_text())
+    nb["cells"][3]["source"] = "print(undefined_name)"
+    (folder / "report.ipynb").write_text(json.dumps(nb))
+    proc = nb2flow("run", "-c", "python train.py a 1 >> report.ipynb", cwd=folder)
+    assert proc.returncode == 2 and "report.ipynb: cell 4, line 1 (step:report.summary)" in proc.stderr
+    assert "see `nb2flow check -c 'python train.py a 1 >> report.ipynb'`" in proc.stderr

@@ -325,6 +325,13 @@ def load_workflow_file(path: str) -> dict:
             if not isinstance(pname, str) or not pname.isidentifier():
                 bad(k, f"parameter name {pname!r} is not a Python identifier")
             defaults[pname] = _construct(v)
+            try:
+                from .params import _check_json
+                from .runner.params import to_wire
+
+                _check_json(to_wire(defaults[pname]), pname, path)
+            except Exception as exc:  # noqa: BLE001 - a set, a binary, anything a run cannot pass on
+                bad(v, str(getattr(exc, "message", exc)))
     if "jobs" not in keys:
         raise WorkflowError(f"{path}: no `jobs:` list", hint="jobs:\\n- python hello.py\\n- python world.py")
     jobs_node = keys["jobs"][1]

@@ -135,6 +135,7 @@ def test_jupyterflows_hello_world_chain_runs_as_by_hand(tmp_path):
     assert _went(rec["steps"]["world"]) >= rec["steps"]["hello"]["ended"] - 0.05
     logs = nb2flow("logs", run_dir.name, cwd=folder)
     assert logs.stdout.splitlines() == ["[hello] hello", "[world] world"], logs.stderr
+    assert nb2flow("logs", run_dir.name, "job-2", cwd=folder).stdout == "world\n"  # JupyterFlow's name for the 2nd job
 
 
 @pytest.mark.slow
@@ -217,6 +218,8 @@ def test_a_mixed_pipeline_equals_running_each_by_hand(tmp_path):
     assert logs.returncode == 0 and logs.stdout.startswith("model b: a=") and "(alpha 2.0)" in logs.stdout, logs.stderr
     logs = nb2flow("logs", run_dir.name, "report.summary", cwd=folder)
     assert logs.stdout.startswith("Models: best is")
+    logs = nb2flow("logs", run_dir.name, "report", cwd=folder)  # a notebook job: each of its steps
+    assert logs.stdout.splitlines()[0] == "[report.collect] ['a', 'b']" and "[report.summary] Models: best is" in logs.stdout
 
 
 @pytest.mark.slow

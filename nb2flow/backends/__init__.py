@@ -321,15 +321,28 @@ def refuse_ended(ref: RunRef, verb: str) -> None:
                          hint=f"`nb2flow status {ref.run_id}` shows how it ended")
 
 
+def _job_steps(record: dict, job: str) -> list:
+    """In a pipeline of several notebooks and scripts: the steps of job ``job`` (a notebook job's ``JOB.STEP``s), also
+    by JupyterFlow's name for the Nth job, ``job-N``."""
+    import re
+
+    jobs = [j.get("name") for j in ((record.get("pipeline") or {}).get("jobs") or [])]
+    number = re.fullmatch(r"job-(\d+)", job)
+    if number and 0 < int(number.group(1)) <= len(jobs):
+        job = jobs[int(number.group(1)) - 1]
+    return [name for name in record.get("steps") or {} if name == job or name.startswith(job + ".")] if jobs else []
+
+
 def folder_logs(ref: RunRef, step: str | None, console: Console):
     """(step or None, text): each step's ``output.log`` in the run folder — its cells' output, framed by cell —
     the same for every backend (the step runner writes it wherever it runs)."""
     from ..runs import step_logs
 
     steps = (ref.record or {}).get("steps") or {}
-    if step is not None and step not in steps:
+    members = [step] if step in steps else _job_steps(ref.record or {}, step) if step is not None else list(steps)
+    if not members:
         raise UsageError(f"run {ref.run_id} has no step {step!r}", hint="its steps: " + ", ".join(steps))
-    chosen = {entry.get("task") or name: name for name, entry in steps.items() if step is None or name == step}
+    chosen = {steps[name].get("task") or name: name for name in members}
     logs = step_logs(ref.run_dir, chosen)
     for task, text in logs:
         yield (chosen[task] if len(chosen) > 1 else None), text

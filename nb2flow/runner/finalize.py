@@ -171,6 +171,8 @@ def finalize(argv=None) -> int:
     record = build_record(pipeline, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
                           failures=argo_failures(args.failures), created=parse_timestamp(args.created), workflow=workflow)
     if pipeline.get("jobs"):  # a pipeline of several notebooks and scripts: a merged notebook per notebook job
+        record["pipeline"] = {"name": pipeline.get("pipeline"),
+                              "jobs": [{"name": j["name"], "kind": j["kind"], "run": j["text"]} for j in pipeline["jobs"]]}
         jobs = write_merged_jobs(bundle, pipeline, run.root, parameters, folder=folder, run_id=record["run_id"])
         record["outputs"] = {job: {k: v for k, v in w.items() if k != "problem"} for job, w in jobs.items()}
         for w in jobs.values():

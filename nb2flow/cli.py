@@ -67,7 +67,7 @@ def graph(notebook: str, chain, fmt: str, show_vars: bool) -> int:
     from .graph import render
 
     pipeline = _load_subject(notebook, chain)
-    notebook = pipeline.path if chain is not None else notebook
+    notebook = "-c" if chain is not None else notebook
     click.echo(render(pipeline, fmt, show_vars=show_vars), nl=False)
     if pipeline.errors:
         _say(f"{notebook}: {len(pipeline.errors)} problem(s); see `nb2flow check {notebook}`")
@@ -410,7 +410,8 @@ def schedule(notebook, chain, cron, timezone, name, replace, dry_run, param_file
     notebook = pipeline.path
     cron = cron or getattr(pipeline, "schedule", None)
     if not cron:
-        raise UsageError("give --cron, e.g. --cron '0 3 * * *'" + (" (or schedule: in the workflow file)" if chain is None else ""))
+        in_file = chain is None and getattr(pipeline, "is_workflow", False)
+        raise UsageError("give --cron, e.g. --cron '0 3 * * *'" + (" (or schedule: in the workflow file)" if in_file else ""))
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)
     from .cluster import check_step_files_reach_pods, default_schedule_name

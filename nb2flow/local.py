@@ -155,8 +155,7 @@ class LocalRun:
         """The run's parameters a step takes: all of them, or in a pipeline of several notebooks and scripts, its job's."""
         if not is_workflow(self.pipeline):
             return self.options.parameters
-        job = self.pipeline.job_of(name)
-        accepts = ({p.name for p in self.pipeline.pipelines[job.name].parameters} if job.notebook else set(job.placeholders))
+        accepts = self.pipeline.accepts(self.pipeline.job_of(name))
         return {k: v for k, v in self.options.parameters.items() if k in accepts}
 
     def _earlier_runs(self) -> list:

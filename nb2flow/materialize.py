@@ -426,7 +426,7 @@ def _materialize_workflow(workflow, layout: BundleLayout, *, mode: str, cwd: str
             flat = replace(sub, steps=tuple(workflow.step(s.name) for s in sub.steps))
             subdir = os.path.relpath(os.path.dirname(job.notebook), workflow.folder)
             subdir = "" if subdir == "." else subdir
-            accepts = [p.name for p in sub.parameters]
+            accepts = workflow.accepts(job)
             write_steps(flat, layout, mode=mode, cwd=os.path.join(base, subdir) if subdir else base, installs_once=False,
                         prints=prints, more={"job": job.name, "accepts": accepts, "subdir": subdir})
             make_private_dirs(os.path.dirname(layout.job_source(job.name)))
@@ -434,7 +434,7 @@ def _materialize_workflow(workflow, layout: BundleLayout, *, mode: str, cwd: str
             entry.update(notebook=os.path.relpath(job.notebook, workflow.folder), subdir=subdir, accepts=accepts)
         else:
             step = workflow.step(job.name)
-            accepts = [ph for ph in job.placeholders if ph in {p.name for p in workflow.parameters}]
+            accepts = workflow.accepts(job)
             defaults = {ph: to_wire(workflow.defaults[ph]) for ph in accepts if ph in workflow.defaults}
             spec = StepSpec(name=step.name, task=step.task, notebook=os.path.basename(workflow.path), mode=mode, cwd=base,
                             parents=list(step.parents), options=step.options.to_json(), fingerprint=prints[step.name],

@@ -135,6 +135,10 @@ class Workflow:
     def descendants(self, name: str) -> frozenset:
         return frozenset(s.name for s in self.steps if name in self._ancestors[s.name])
 
+    def accepts(self, job: Job) -> list:
+        """The run's parameters a job takes: its notebook's (papermill's way), or the ``{name}``s its command names."""
+        return [p.name for p in self.pipelines[job.name].parameters] if job.notebook else list(job.placeholders)
+
     def job_of(self, step: str) -> Job | None:
         return next((j for j in self.jobs if step in self.job_steps.get(j.name, ())), None)
 

@@ -55,7 +55,11 @@ def run_command(step) -> int:
     clock = time.perf_counter()
     try:
         try:
-            proc = subprocess.Popen(argv, cwd=step.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            # a python it runs writes each line as it comes, as in a terminal (the log and the table stay live, and
+            # stdout and stderr keep their order)
+            env = {**os.environ, "PYTHONUNBUFFERED": os.environ.get("PYTHONUNBUFFERED") or "1"}
+            proc = subprocess.Popen(argv, cwd=step.cwd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                    env=env)
         except OSError as exc:
             what = f"cannot run `{shown}`: {exc.strerror or exc}: {argv[0]}"
             step.fail(None, "CommandNotFound" if isinstance(exc, FileNotFoundError) else "CommandFailed", what, [])

@@ -12,7 +12,7 @@ import json
 import os
 
 from .files import write_atomic, write_new
-from .protocol import Role, RunLayout, visible_notebook
+from .protocol import Role, RunLayout, StepState, visible_notebook
 
 
 def merged_notebook(source: dict, steps: list, run_dir: str, parameters: dict) -> dict:
@@ -112,7 +112,7 @@ def _ran(run_dir: str, task: str) -> bool:
             state = json.load(fh).get("state")
     except (OSError, ValueError, AttributeError):
         return False
-    return state not in ("pending", "cancelled", "skipped")
+    return StepState.parse(state or "") not in (StepState.PENDING, StepState.CANCELLED, StepState.SKIPPED)
 
 
 def write_merged_jobs(bundle, pipeline: dict, run_dir: str, parameters: dict, *, folder: str, run_id: str) -> dict:

@@ -155,7 +155,8 @@ class LocalRun:
         """The run's parameters a step takes: all of them, or in a pipeline of several notebooks and scripts, its job's."""
         if not is_workflow(self.pipeline):
             return self.options.parameters
-        accepts = self.pipeline.accepts(self.pipeline.job_of(name))
+        job = self.pipeline.job_of(name)
+        accepts = set(self.pipeline.accepts(job)) - set(job.parameters)  # its own values win over the run's
         return {k: v for k, v in self.options.parameters.items() if k in accepts}
 
     def _earlier_runs(self) -> list:

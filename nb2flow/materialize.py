@@ -385,17 +385,19 @@ def _file_digest(path: str) -> str:
 def workflow_fingerprints(workflow, mode: str) -> dict:
     """A notebook job's steps: their notebook's fingerprints; a command: its command line and the files it names
     (script, interpreter, data). Each chained through the step's parents, across jobs."""
+    from .runner.params import to_wire
     from .workflow import files_named
 
     result: dict = {}
     for job in workflow.jobs:
+        own = json.dumps(to_wire(job.parameters), sort_keys=True)  # the job's own parameter values decide its result too
         if job.notebook:
             sub = workflow.pipelines[job.name]
-            inner = fingerprints(sub, mode)
+            inner = {name: hashlib.sha256(f"{print_}\x00{own}".encode()).hexdigest() for name, print_ in fingerprints(sub, mode).items()}
             names = [s.name for s in sub.steps]
         else:
             step = workflow.step(job.name)
-            h = hashlib.sha256(f"command\x00{json.dumps(step.command, sort_keys=True)}".encode())
+            h = hashlib.sha256(f"command\x00{json.dumps(step.command, sort_keys=True)}\x00{own}".encode())
             for path in files_named(step.command, workflow.folder):
                 try:
                     h.update(f"\x00file\x00{os.path.relpath(path, workflow.folder)}\x00{_file_digest(path)}".encode())
@@ -428,17 +430,19 @@ def _materialize_workflow(workflow, layout: BundleLayout, *, mode: str, cwd: str
             subdir = "" if subdir == "." else subdir
             accepts = workflow.accepts(job)
             write_steps(flat, layout, mode=mode, cwd=os.path.join(base, subdir) if subdir else base, installs_once=False,
-                        prints=prints, more={"job": job.name, "accepts": accepts, "subdir": subdir})
+                        prints=prints, more={"job": job.name, "accepts": accepts, "subdir": subdir, "fixed": to_wire(job.parameters)})
             make_private_dirs(os.path.dirname(layout.job_source(job.name)))
             write_json(layout.job_source(job.name), source_snapshot(flat), signed=True)
-            entry.update(notebook=os.path.relpath(job.notebook, workflow.folder), subdir=subdir, accepts=accepts)
+            entry.update(notebook=os.path.relpath(job.notebook, workflow.folder), subdir=subdir, accepts=accepts,
+                         fixed=to_wire(job.parameters))
         else:
             step = workflow.step(job.name)
             accepts = workflow.accepts(job)
             defaults = {ph: to_wire(workflow.defaults[ph]) for ph in accepts if ph in workflow.defaults}
             spec = StepSpec(name=step.name, task=step.task, notebook=os.path.basename(workflow.path), mode=mode, cwd=base,
                             parents=list(step.parents), options=step.options.to_json(), fingerprint=prints[step.name],
-                            job=job.name, accepts=accepts, command=dict(step.command), defaults=defaults)
+                            job=job.name, accepts=accepts, command=dict(step.command), defaults=defaults,
+                            fixed=to_wire(job.parameters))
             write_json(layout.spec(step.task), spec.to_json(), signed=True)
             entry.update(accepts=accepts)
         jobs.append(entry)

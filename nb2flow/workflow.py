@@ -32,7 +32,7 @@ from .tags import OPTION_KEYS, StepOptions, _parse_option, task_name
 VERSION = 1
 CMD_MODES = ("exec", "shell")
 FILE_KEYS = ("version", "name", "jobs", "dags", "cmd_mode", "schedule", "parameters")
-JOB_KEYS = ("name", "run", "command", "notebook", "after", "cmd_mode") + OPTION_KEYS
+JOB_KEYS = ("name", "run", "command", "notebook", "after", "cmd_mode", "parameters") + OPTION_KEYS
 SCRIPT_SUFFIXES = (".py", ".ipynb", ".sh", ".r", ".R", ".jl", ".pl", ".rb")
 #: ``{name}``: a parameter's value in a command (not ``${name}``, a shell variable, nor ``{{``)
 PLACEHOLDER_RE = re.compile(COMMAND_PLACEHOLDER)
@@ -56,6 +56,7 @@ class Job:
     parents: tuple = ()  # job names
     options: StepOptions = field(default_factory=StepOptions)
     line: int | None = None
+    parameters: dict = field(default_factory=dict, hash=False)  # the job's own values (the same notebook twice, two ways)
 
     @property
     def kind(self) -> str:
@@ -171,6 +172,7 @@ class RawJob:
     after: tuple = ()
     options: dict = field(default_factory=dict)
     shell: bool | None = None
+    parameters: dict = field(default_factory=dict)
 
 
 def parse_chain(text: str, origin: str = "-c") -> tuple[list, list]:
@@ -328,14 +330,7 @@ def load_workflow_file(path: str) -> dict:
             pname = _construct(k)
             if not isinstance(pname, str) or not pname.isidentifier():
                 bad(k, f"parameter name {pname!r} is not a Python identifier")
-            defaults[pname] = _construct(v)
-            try:
-                from .params import _check_json
-                from .runner.params import to_wire
-
-                _check_json(to_wire(defaults[pname]), pname, path)
-            except Exception as exc:  # noqa: BLE001 - a set, a binary, anything a run cannot pass on
-                bad(v, str(getattr(exc, "message", exc)))
+            defaults[pname] = _json_value(_construct(v), pname, bad, v)
     if "jobs" not in keys:
         raise WorkflowError(f"{path}: no `jobs:` list", hint="jobs:\\n- python hello.py\\n- python world.py")
     jobs_node = keys["jobs"][1]
@@ -414,13 +409,35 @@ def _raw_job(item, bad) -> RawJob:
                           lambda code, message, hint=None, **_: problems.append((message, hint)))
             if problems:
                 bad(fields[key][1], problems[0][0], hint=problems[0][1])
+    parameters: dict = {}
+    if "parameters" in fields:
+        node = fields["parameters"][1]
+        if not isinstance(node, yaml.MappingNode):
+            bad(node, "a job's parameters are a mapping of names to values")
+        for k, v in node.value:
+            pname = _construct(k)
+            if not isinstance(pname, str) or not pname.isidentifier():
+                bad(k, f"parameter name {pname!r} is not a Python identifier")
+            parameters[pname] = _json_value(_construct(v), pname, bad, v)
     shell = None
     if "cmd_mode" in fields:
         if fields["cmd_mode"][2] not in CMD_MODES:
             bad(fields["cmd_mode"][1], f"cmd_mode {fields['cmd_mode'][2]!r} is not exec or shell")
         shell = fields["cmd_mode"][2] == "shell"
     return RawJob(value.strip(), _line(item), name=name, notebook=value.strip() if text_key == "notebook" else None,
-                  after=after, options=options, shell=shell)
+                  after=after, options=options, shell=shell, parameters=parameters)
+
+
+def _json_value(value, name: str, bad, node):
+    """``value`` if a run can pass it on (what -p accepts), else a one-line error at ``node``'s line."""
+    from .params import _check_json
+    from .runner.params import to_wire
+
+    try:
+        _check_json(to_wire(value), name, "")
+    except Exception as exc:  # noqa: BLE001 - a set, a binary, anything a run cannot pass on
+        bad(node, str(getattr(exc, "message", exc)))
+    return value
 
 
 # ---------------------------------------------------------------------------------------------- composing
@@ -487,7 +504,7 @@ def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str 
         names[job_name] = i
         argv = ("/bin/sh", "-c", raw.text) if shell and notebook is None else tuple(words)
         jobs.append(Job(job_name, i, raw.text, notebook=notebook, argv=() if notebook else argv, shell=shell and not notebook,
-                        options=StepOptions(**raw.options), line=raw.line))
+                        options=StepOptions(**raw.options), line=raw.line, parameters=dict(raw.parameters)))
     by_index = {j.index: j for j in jobs}
     by_name = {j.name: j for j in jobs}
 
@@ -604,6 +621,7 @@ def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, loa
             sub = _renamed(pipeline, job.name) if tagged else replace(
                 pipeline, steps=(replace(pipeline.steps[0], name=job.name),) if pipeline.steps else ())
             pipelines[job.name] = sub
+            _check_job_parameters(job, [p.name for p in pipeline.parameters], origin, "its notebook's parameters cell defines")
             names = []
             for s in sub.steps:
                 if not s.parents or not tagged:
@@ -620,6 +638,7 @@ def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, loa
                     conflicting.add(p.name)
                 params.setdefault(p.name, p)
         else:
+            _check_job_parameters(job, list(job.placeholders), origin, "its command names")
             command = {"argv": list(job.argv), "text": job.text, "shell": job.shell}
             steps.append(Step(name=job.name, cells=(), parents=outer, options=job.options, job=job.name, command=command))
             names = [job.name]
@@ -653,6 +672,16 @@ def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, loa
     return Workflow(path=os.path.abspath(path), folder=folder, name=wname, jobs=tuple(jobs), notebook=source, steps=tuple(steps),
                     parameters=parameters, defaults=dict(defaults), pipelines=pipelines, job_steps=job_steps,
                     findings=tuple(findings), schedule=schedule, chain=chain)
+
+
+def _check_job_parameters(job: Job, known: list, origin: str, what: str) -> None:
+    """A job's own parameters are ones it takes (a notebook's parameters cell, a command's ``{name}``s)."""
+    for name in job.parameters:
+        if name not in known:
+            close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+            raise WorkflowError(f"{origin}: " + (f"line {job.line}: " if job.line else "") + f"job {job.name}: {name!r} is not a "
+                                f"parameter of it", hint=f"did you mean {close[0]}?" if close else
+                                (f"{what}: {', '.join(known)}" if known else f"{what} none"))
 
 
 def _parameter(name: str, value) -> Parameter:

@@ -501,3 +501,25 @@ def test_check_of_a_chain_speaks_of_it_as_written(tmp_path):
     proc = nb2flow("run", "-c", "python train.py a 1 >> report.ipynb", cwd=folder)
     assert proc.returncode == 2 and "report.ipynb: cell 4, line 1 (step:report.summary)" in proc.stderr
     assert "see `nb2flow check -c 'python train.py a 1 >> report.ipynb'`" in proc.stderr
+
+
+def test_a_job_gives_its_own_parameters_so_one_notebook_runs_twice_two_ways(tmp_path):
+    folder = _mixed(tmp_path)
+    (folder / "workflow.yaml").write_text(
+        "parameters:\n  alpha: 0.5\njobs:\n"
+        "- name: small\n  notebook: prepare.ipynb\n  parameters: {rows: 10, seed: 1}\n"
+        "- name: large\n  notebook: prepare.ipynb\n  parameters: {rows: 30}\n  after: small\n"
+        "- name: fit\n  run: python train.py {name} {alpha}\n  parameters: {name: z}\n  after: large\n")
+    proc = nb2flow("run", "workflow.yaml", "-p", "rows", "99", "-p", "alpha", "3", "--no-progress", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(folder)
+    texts = {job: _cell_texts(folder / "nb2flow-runs" / f"{run_dir.name}-{job}.ipynb") for job in ("small", "large")}
+    assert texts == {"small": ["wrote 10 rows to data.csv\n"], "large": ["wrote 30 rows to data.csv\n"]}  # the job's own win
+    assert len((folder / "data.csv").read_text().splitlines()) == 31
+    model = json.loads((folder / "model_z.json").read_text())
+    assert model["alpha"] == 3.0  # -p reaches what the job leaves open
+    params = json.loads((folder / "nb2flow-runs" / f"{run_dir.name}-small.ipynb").read_text())["metadata"]["nb2flow"]["parameters"]
+    assert params == {"rows": 10, "seed": 1}
+    (folder / "workflow.yaml").write_text("jobs:\n- notebook: prepare.ipynb\n  parameters: {row: 10}\n")
+    proc = nb2flow("check", "workflow.yaml", cwd=folder)
+    assert proc.returncode == 2 and "line 2: job prepare: 'row' is not a parameter of it (did you mean rows?)" in proc.stderr

@@ -120,6 +120,7 @@ def write_merged_jobs(bundle, pipeline: dict, run_dir: str, parameters: dict, *,
     only), in the run folder as ``JOB.out.ipynb`` and beside that notebook as ``nb2flow-runs/RUN_ID-JOB.ipynb``.
     Returns job -> the paths written (and what failed)."""
     from .auth import verified_json
+    from .params import from_wire
 
     out: dict = {}
     for job in pipeline.get("jobs") or []:
@@ -132,6 +133,7 @@ def write_merged_jobs(bundle, pipeline: dict, run_dir: str, parameters: dict, *,
             continue
         accepts = job.get("accepts")
         params = {k: v for k, v in parameters.items() if accepts is None or k in accepts}
+        params.update({k: from_wire(v) for k, v in (job.get("fixed") or {}).items()})  # the job's own values win
         out[job["name"]] = write_merged(source, job["steps"], run_dir, params, notebook_folder=os.path.join(folder, job.get("subdir") or ""),
                                         run_id=f"{run_id}-{job['name']}")
     return out

@@ -178,6 +178,7 @@ class StepSpec:
     accepts: list | None = None
     command: dict | None = None
     defaults: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)  # the job's own parameter values (wire form): over the run's
     subdir: str = ""
 
     def to_json(self) -> dict:

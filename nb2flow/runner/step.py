@@ -45,6 +45,10 @@ class StepRun:
         self.params = read_params(args.params_file, args.param)
         if self.spec.accepts is not None:  # in a pipeline of several notebooks: only the parameters this job has
             self.params = {k: v for k, v in self.params.items() if k in self.spec.accepts}
+        if self.spec.fixed:  # and the job's own values, which the workflow file gives it
+            from .params import from_wire
+
+            self.params.update({k: from_wire(v) for k, v in self.spec.fixed.items()})
         self.status = Status(self.run.status(self.task), self.name, args.attempt)
         self.kernel_pid = None
         self.key_file = None  # the private file a kernel's load and save cells read the key from

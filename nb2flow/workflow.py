@@ -469,6 +469,8 @@ def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str 
         shell = raw.shell if raw.shell is not None else cmd_mode == "shell"
         notebook = raw.notebook
         words: list = []
+        if notebook is None and raw.text.endswith(".ipynb") and os.path.isfile(os.path.join(folder, raw.text)):
+            notebook = raw.text  # a notebook's path as it is, spaces and all
         if notebook is None:
             try:
                 words = shlex.split(raw.text)

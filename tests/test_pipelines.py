@@ -523,3 +523,17 @@ def test_a_job_gives_its_own_parameters_so_one_notebook_runs_twice_two_ways(tmp_
     (folder / "workflow.yaml").write_text("jobs:\n- notebook: prepare.ipynb\n  parameters: {row: 10}\n")
     proc = nb2flow("check", "workflow.yaml", cwd=folder)
     assert proc.returncode == 2 and "line 2: job prepare: 'row' is not a parameter of it (did you mean rows?)" in proc.stderr
+
+
+def test_a_notebook_in_a_subfolder_runs_there_and_its_merged_notebook_lands_beside_it(tmp_path):
+    from nbutil import cell, write
+
+    sub = tmp_path / "sub dir"
+    sub.mkdir()
+    write(sub / "nb one.ipynb", cell("n = 1", "parameters"), cell("import os\nprint('cwd', os.path.basename(os.getcwd()), n)", "step:a"))
+    (tmp_path / "w.yaml").write_text('jobs:\n- "sub dir/nb one.ipynb"\n- python -c "print(42)"\n')
+    proc = nb2flow("run", "w.yaml", "-p", "n", "5", "-q", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = only_run_dir(tmp_path)
+    assert _cell_texts(sub / "nb2flow-runs" / f"{run_dir.name}-nb_one.ipynb") == ["cwd sub dir 5\n"]
+    assert _step_output(run_dir, "python") == "42\n"

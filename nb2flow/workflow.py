@@ -465,6 +465,7 @@ def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str 
 
     jobs: list = []
     names: dict = {}
+    explicit = {task_name(r.name) for r in raw_jobs if r.name}
     for i, raw in enumerate(raw_jobs, 1):
         shell = raw.shell if raw.shell is not None else cmd_mode == "shell"
         notebook = raw.notebook
@@ -497,9 +498,9 @@ def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str 
         job_name = raw.name or _default_name(words, notebook)
         if raw.name and job_name in names:
             bad(raw.line, f"job name {job_name!r} is used twice (also job {names[job_name]})", hint="give each job its own name")
-        if not raw.name:
+        if not raw.name:  # named after its script: never a name another job is given further down
             base, k = job_name, 2
-            while job_name in names or task_name(job_name) in {task_name(n) for n in names}:
+            while job_name in names or task_name(job_name) in {task_name(n) for n in names} | explicit:
                 job_name, k = f"{base}_{k}", k + 1
         elif task_name(job_name) in {task_name(n) for n in names}:
             bad(raw.line, f"job name {job_name!r} has the same Kubernetes name as another job", hint="give each job its own name")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from helpers import SAMPLES, nb2flow, only_run_dir, record
+from helpers import SAMPLES, nb2flow, only_run_dir, record, run_in_process
 
 from nb2flow.workflow import WorkflowError, from_chain, from_file, parse_chain
 
@@ -111,7 +111,7 @@ def test_a_bad_workflow_file_is_one_line_with_its_line_and_exit_2(tmp_path, case
     folder = _jupyterflow_folder(tmp_path)
     (folder / "workflow.yaml").write_text(text)
     for command in (["check", "workflow.yaml"], ["run", "-f", "workflow.yaml"]):
-        proc = nb2flow(*command, cwd=folder)
+        proc = run_in_process(command, cwd=folder, env={"NO_COLOR": "1"})  # the CLI's entry point, as a process has it
         assert proc.returncode == 2, (command, proc.stderr)
         lines = [line for line in proc.stderr.splitlines() if line.strip()]
         assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr, (command, proc.stderr)

@@ -220,7 +220,7 @@ def test_in_and_out_numbers_agree_in_the_merged_notebook(tmp_path):
     assert [c["execution_count"] for c in _merged(tmp_path)["cells"]] == [1, 2, 3]
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
 def test_a_value_nested_deeper_than_the_recursion_limit_reaches_the_next_step(tmp_path, mode):
     nb = write(tmp_path / "deep.ipynb", cell("x = []\nfor _ in range(100_000):\n    x = [x]", "step:a"),
                cell("depth = 0\nwhile x:\n    x, depth = x[0], depth + 1\nprint('depth', depth)", "step:b"))
@@ -229,7 +229,7 @@ def test_a_value_nested_deeper_than_the_recursion_limit_reaches_the_next_step(tm
     assert "depth 100000\n" in ["".join(o.get("text", "")) for c in _merged(tmp_path)["cells"] for o in c["outputs"]]
 
 
-@pytest.mark.parametrize("mode", ["notebook", "script"])
+@pytest.mark.parametrize("mode", ["notebook", pytest.param("script", marks=pytest.mark.slow)])
 def test_a_huge_output_is_stored_once_and_the_notebooks_keep_its_start_and_end(tmp_path, mode):
     from nb2flow.runner.tracebacks import KEEP_HEAD
 

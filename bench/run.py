@@ -267,6 +267,31 @@ def case_linear(work: Path, runs: int, quick: bool) -> list[CaseResult]:
                          work, runs, "<= 0.9x papermill")
 
 
+def environments() -> dict:
+    """The two environments users have, each with nb2flow and papermill: JupyterHub's (JupyterLab installed, whose
+    dependencies make importing nbformat's schema checker slow) and a plain one. Created on first use."""
+    nb2flow_pkg = f"{ROOT}[samples]"
+    return {"with JupyterLab": peer_python("env-jupyterlab", [nb2flow_pkg, "papermill", "jupyterlab>=4.1"]),
+            "without JupyterLab": peer_python("env-plain", [nb2flow_pkg, "papermill"])}
+
+
+def case_environments(work: Path, runs: int, quick: bool) -> list[CaseResult]:
+    """Linear and diamond against papermill in both environments, in one run (nb2flow and papermill from the same one)."""
+    out = []
+    for env_name, python in environments().items():
+        for title, nb, target in (("linear, 5 trivial steps", linear_notebook(work / "linear5.ipynb"), "<= 0.9x papermill"),
+                                  ("diamond a->(b,c)->d, 3 s branches", diamond_notebook(work / "diamond.ipynb"), "<= 0.5x papermill")):
+            c = CaseResult(f"{title}, {env_name}: nb2flow vs papermill", "nb2flow", "papermill", target=target)
+            if not python:
+                c.skipped = f"the environment {env_name!r} could not be installed"
+            else:
+                papermill = [python, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"]
+                alternate(c, [python, "-m", "nb2flow", "run", str(nb), "-q"], papermill, runs if "linear" in title else max(2, runs // 2),
+                          work)
+            out.append(c)
+    return out
+
+
 def case_diamond(work: Path, runs: int, quick: bool) -> list[CaseResult]:
     return _vs_papermill("diamond a->(b,c)->d, b and c sleep 3 s: nb2flow vs papermill", diamond_notebook(work / "diamond.ipynb"),
                          work, max(2, runs // 2), "<= 0.5x papermill")
@@ -548,6 +573,7 @@ def case_commands(work: Path, runs: int, quick: bool) -> list[CaseResult]:
 
 
 CASES = {"manifest": case_manifest, "help": case_help, "big": case_big, "export": case_export, "linear": case_linear,
+         "environments": case_environments,
          "diamond": case_diamond, "first-cell": case_first_cell, "overhead": case_overhead, "commands": case_commands,
          "realistic": case_realistic, "incremental": case_incremental, "transfer": case_transfer,
          "kale": case_kale, "ploomber": case_ploomber, "memory": case_memory}

@@ -321,16 +321,8 @@ def load_workflow_file(path: str) -> dict:
         problem = cron_problem(schedule)
         if problem:
             bad(keys["schedule"][1], f"schedule {schedule!r}: {problem}")
-    defaults: dict = {}
-    if "parameters" in keys:
-        node = keys["parameters"][1]
-        if not isinstance(node, yaml.MappingNode):
-            bad(node, "parameters must be a mapping of names to default values")
-        for k, v in node.value:
-            pname = _construct(k)
-            if not isinstance(pname, str) or not pname.isidentifier():
-                bad(k, f"parameter name {pname!r} is not a Python identifier")
-            defaults[pname] = _json_value(_construct(v), pname, bad, v)
+    defaults = _parameters_node(keys["parameters"][1], bad, "parameters must be a mapping of names to default values") \
+        if "parameters" in keys else {}
     if "jobs" not in keys:
         raise WorkflowError(f"{path}: no `jobs:` list", hint="jobs:\\n- python hello.py\\n- python world.py")
     jobs_node = keys["jobs"][1]
@@ -409,16 +401,8 @@ def _raw_job(item, bad) -> RawJob:
                           lambda code, message, hint=None, **_: problems.append((message, hint)))
             if problems:
                 bad(fields[key][1], problems[0][0], hint=problems[0][1])
-    parameters: dict = {}
-    if "parameters" in fields:
-        node = fields["parameters"][1]
-        if not isinstance(node, yaml.MappingNode):
-            bad(node, "a job's parameters are a mapping of names to values")
-        for k, v in node.value:
-            pname = _construct(k)
-            if not isinstance(pname, str) or not pname.isidentifier():
-                bad(k, f"parameter name {pname!r} is not a Python identifier")
-            parameters[pname] = _json_value(_construct(v), pname, bad, v)
+    parameters = _parameters_node(fields["parameters"][1], bad, "a job's parameters are a mapping of names to values") \
+        if "parameters" in fields else {}
     shell = None
     if "cmd_mode" in fields:
         if fields["cmd_mode"][2] not in CMD_MODES:
@@ -426,6 +410,21 @@ def _raw_job(item, bad) -> RawJob:
         shell = fields["cmd_mode"][2] == "shell"
     return RawJob(value.strip(), _line(item), name=name, notebook=value.strip() if text_key == "notebook" else None,
                   after=after, options=options, shell=shell, parameters=parameters)
+
+
+def _parameters_node(node, bad, not_a_mapping: str) -> dict:
+    """A ``parameters:`` mapping (the file's defaults, a job's own values): identifiers to values a run can pass on."""
+    import yaml
+
+    if not isinstance(node, yaml.MappingNode):
+        bad(node, not_a_mapping)
+    out: dict = {}
+    for k, v in node.value:
+        name = _construct(k)
+        if not isinstance(name, str) or not name.isidentifier():
+            bad(k, f"parameter name {name!r} is not a Python identifier")
+        out[name] = _json_value(_construct(v), name, bad, v)
+    return out
 
 
 def _json_value(value, name: str, bad, node):

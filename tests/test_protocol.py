@@ -137,3 +137,21 @@ def test_no_top_level_name_is_defined_by_two_runner_modules():
             for name in names:
                 where[name].append(module)
     assert {n: m for n, m in where.items() if len(m) > 1} == {}
+
+
+def test_the_runner_is_assembled_by_its_lines_exactly_as_its_syntax_tree_says():
+    """Each export assembles the runner; stripping its modules' package imports by their lines (fast) must give what
+    the syntax tree gives, for every module — nested imports become `pass`, multi-line ones go whole."""
+    import os
+
+    import nb2flow.runner as runner
+
+    folder = os.path.dirname(runner.__file__)
+    for name in MODULES:
+        with open(os.path.join(folder, f"{name}.py"), encoding="utf-8") as fh:
+            text = fh.read()
+        assert runner._strip_package_imports(text) == runner._strip_package_imports_ast(text), name
+    tricky = ("from __future__ import annotations\nfrom .a import (\n    b,\n    c,\n)\nx = 1\n"
+              "def f():\n    from .d import e\n    return e\n")
+    assert runner._strip_package_imports(tricky) == runner._strip_package_imports_ast(tricky) == \
+        "x = 1\ndef f():\n    pass\n    return e\n"

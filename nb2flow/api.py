@@ -42,7 +42,8 @@ def local_modules(folder: str) -> frozenset:
 
 def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = "notebook", jobs: int | None = None,
         on_event=None, python: str | None = None, backend: str = "local", **request):
-    """Run a notebook's pipeline, as ``nb2flow run`` does, with the backend named (``local`` by default), and
+    """Run a notebook's pipeline (or a workflow file's: several notebooks and scripts), as ``nb2flow run`` does, with the
+    backend named (``local`` by default), and
     return its :class:`~nb2flow.backends.Outcome` (a local run's :class:`~nb2flow.local.RunResult` is its
     ``result``). ``on_event`` receives the run's events (dicts, see :mod:`nb2flow.events`), the same ones
     ``--events json`` writes; a failed run is raised, as :class:`~nb2flow.errors.StepFailed` (or a subclass),
@@ -54,14 +55,18 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
     from .params import check_parameters
     from .progress import EventReporter
 
+    from .workflow import check_workflow_parameters, from_file, is_workflow_file
+
     sink = on_event or (lambda ev: None)
     try:
-        pipeline = load(path)
+        workflow = is_workflow_file(str(path))  # several notebooks and scripts (docs/pipelines.md)
+        pipeline = from_file(str(path)) if workflow else load(path)
         if not pipeline.ok:
             for f in pipeline.errors:
-                sink(problem(path, f))
+                sink(problem(f.file or path, f))
             raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=str(path))
-        params = check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path))
+        params = (check_workflow_parameters(pipeline, dict(parameters or {})) if workflow else
+                  check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path)))
         chosen = backends.get(backend)
         req = backends.RunRequest(pipeline=pipeline, parameters=params, mode=mode, jobs=jobs, python=python,
                                   progress=EventReporter(sink, backend), **request)

@@ -537,3 +537,15 @@ def test_a_notebook_in_a_subfolder_runs_there_and_its_merged_notebook_lands_besi
     run_dir = only_run_dir(tmp_path)
     assert _cell_texts(sub / "nb2flow-runs" / f"{run_dir.name}-nb_one.ipynb") == ["cwd sub dir 5\n"]
     assert _step_output(run_dir, "python") == "42\n"
+
+
+def test_the_python_api_runs_a_workflow_file_and_streams_its_events(tmp_path):
+    import nb2flow.api
+
+    folder = _jupyterflow_folder(tmp_path)
+    events = []
+    outcome = nb2flow.api.run(folder / "workflow.yaml", on_event=events.append)
+    assert outcome.state == "succeeded"
+    done = [e["step"] for e in events if e["event"] == "step" and e["state"] == "succeeded"]
+    assert done[0] == "job1" and done[-1] == "job3" and set(done) == {"job1", "job2", "job2_2", "job3"}
+    assert events[0]["event"] == "run-started" and any(e["event"] == "run-finished" for e in events)

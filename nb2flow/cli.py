@@ -42,14 +42,15 @@ def check(notebook: str, chain, as_json: bool) -> int:
     tag mistakes, each with its cell number. NOTEBOOK may be a workflow file (several notebooks and
     scripts, JupyterFlow's workflow.yaml), or give -c "a >> b".
     """
+    from .api import load_any
     from .pipeline import pipeline_to_json
 
-    pipeline = _load_subject(notebook, chain)
+    pipeline = load_any(notebook, chain)
     notebook = "-c" if chain is not None else notebook
     if as_json:
-        from .workflow import is_workflow, workflow_to_json
+        from .workflow import workflow_to_json
 
-        click.echo(json.dumps(workflow_to_json(pipeline) if is_workflow(pipeline) else pipeline_to_json(pipeline), indent=2))
+        click.echo(json.dumps(workflow_to_json(pipeline) if pipeline.is_workflow else pipeline_to_json(pipeline), indent=2))
     else:
         for finding in pipeline.findings:
             click.echo(_color_finding(_printable(finding.render(notebook)), finding.severity.value))
@@ -64,9 +65,10 @@ def check(notebook: str, chain, as_json: bool) -> int:
 @click.option("--vars", "show_vars", is_flag=True, help="Label each edge with the values that flow along it.")
 def graph(notebook: str, chain, fmt: str, show_vars: bool) -> int:
     """Draw the step DAG (of a notebook, a workflow file, or -c "a >> b")."""
+    from .api import load_any
     from .graph import render
 
-    pipeline = _load_subject(notebook, chain)
+    pipeline = load_any(notebook, chain)
     notebook = "-c" if chain is not None else notebook
     click.echo(render(pipeline, fmt, show_vars=show_vars), nl=False)
     if pipeline.errors:
@@ -289,39 +291,23 @@ def status(run_id, as_json, watch, namespace, context) -> int:
 def _workflow_flag(notebook, chain, param_files):
     """JupyterFlow's ``run -f workflow.yaml``: a lone ``-f`` with no notebook is the pipeline to run (a workflow
     file), not papermill's parameters file (which needs a notebook to go to)."""
-    from .workflow import looks_like_workflow_file
+    from .workflow import is_workflow_file
 
     if not notebook and chain is None and len(param_files) == 1 and (
-            looks_like_workflow_file(param_files[0]) or not os.path.isfile(param_files[0])
-            or param_files[0].endswith((".yaml", ".yml"))):  # no notebook for a parameters file to go to
+            is_workflow_file(param_files[0]) or not os.path.isfile(param_files[0])):  # no notebook for parameters to go to
         return param_files[0], ()
     return notebook, param_files
 
 
-def _load_subject(notebook, chain=None):
-    """What a command works on: a notebook's pipeline, or a pipeline of several notebooks and scripts (a workflow
-    file, or a ``-c`` chain run in ``notebook``'s folder, else here)."""
-    from .api import load
-    from .workflow import from_chain, from_file, is_workflow_file
-
-    if chain is not None:
-        return from_chain(chain, os.path.dirname(os.path.abspath(notebook)) if notebook else os.getcwd())
-    if not notebook:
-        raise UsageError("give a NOTEBOOK (or a workflow file, or -c COMMANDS)")
-    if is_workflow_file(notebook):
-        return from_file(notebook)
-    return load(notebook)
-
-
 def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw, default=None, chain=None):
     """Load and check the notebook (or pipeline of several), merge and check parameters; bad input raises (exit 2)."""
-    from . import events
-    from .params import ParameterArgs, check_parameters, merge_parameters
-    from .workflow import is_workflow
-
     import shlex
 
-    pipeline = _load_subject(notebook, chain)
+    from . import events
+    from .api import load_any
+    from .params import ParameterArgs, check_parameters, merge_parameters
+
+    pipeline = load_any(notebook, chain)
     notebook = "-c" if chain is not None else notebook
     if not pipeline.ok:
         for finding in pipeline.errors:
@@ -332,7 +318,7 @@ def _checked_pipeline(notebook, param_files, param_yamls, param_typed, param_raw
     overrides = merge_parameters(ParameterArgs(tuple(param_files), tuple(param_yamls), tuple(param_typed), tuple(param_raw)))
     if default and not overrides:
         overrides = default
-    if is_workflow(pipeline):
+    if pipeline.is_workflow:
         from .workflow import check_workflow_parameters
 
         return pipeline, check_workflow_parameters(pipeline, overrides)
@@ -410,7 +396,7 @@ def schedule(notebook, chain, cron, timezone, name, replace, dry_run, param_file
     notebook = pipeline.path
     cron = cron or getattr(pipeline, "schedule", None)
     if not cron:
-        in_file = chain is None and getattr(pipeline, "is_workflow", False)
+        in_file = chain is None and pipeline.is_workflow
         raise UsageError("give --cron, e.g. --cron '0 3 * * *'" + (" (or schedule: in the workflow file)" if in_file else ""))
     target = _target(notebook, pod_spec=pod_spec, from_pod=from_pod, namespace=namespace, context=context, workdir=workdir,
                      need_kube=not dry_run)

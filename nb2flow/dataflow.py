@@ -44,7 +44,7 @@ def analyze(structure: Pipeline, local_modules: frozenset = frozenset()) -> Pipe
     """Fill in inputs, outputs and definitions of every step; add data-flow findings. ``local_modules``: the
     modules beside the notebook (its own ``.py`` files and packages), whose import may configure what later
     cells see (``pd.set_option`` at their top level), so later steps re-run it."""
-    return _Analysis(structure, local_modules).run()
+    return replace(_Analysis(structure, local_modules).run(), local_modules=frozenset(local_modules))
 
 
 class _Analysis:

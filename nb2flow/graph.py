@@ -50,7 +50,7 @@ def _what(pipeline, step) -> str:
     """What a step runs: its cells; in a pipeline of several notebooks and scripts, its command or notebook too."""
     if step.command:
         return f"$ {step.command['text']}"
-    job = pipeline.job_of(step.name) if getattr(pipeline, "is_workflow", False) else None
+    job = pipeline.job_of(step.name) if pipeline.is_workflow else None
     if job is not None:
         return f"{os.path.basename(job.notebook)} {cell_list(step.cells)}"
     return cell_list(step.cells)
@@ -82,7 +82,7 @@ def render_text(pipeline: Pipeline, *, show_vars: bool = False) -> str:
             lines.append(f"{label}{s.name:<{width}}  [{_what(pipeline, s)}]{arrow}")
         if len(group) > 1:
             lines.append(f"     ({len(group)} steps at this level may run in parallel)")
-    what = "what it runs" if getattr(pipeline, "is_workflow", False) else "cells"
+    what = "what it runs" if pipeline.is_workflow else "cells"
     header = f"{pipeline.notebook.stem}: {len(pipeline.steps)} step{'s' if len(pipeline.steps) != 1 else ''}; level, step, {what}, runs after"
     return header + "\n" + "\n".join(lines) + "\n"
 

@@ -24,16 +24,14 @@ from .pipeline import Pipeline
 from .progress import StepView, make_reporter
 from .runner import write_runner
 from .runner.files import make_dir_inside, unlink, write_atomic, write_json
-from .runner.record import step_fingerprint
 from .runner.forkserver import ForkServer, end_marked
 from .runner.merge import write_merged
 from .runner.params import to_wire
 from .runner.protocol import BundleLayout, RunLayout, StepState, notebook_folder, step_command, step_error
-from .runner.record import RunState, new_record, step_entry
+from .runner.record import RunState, new_record, pipeline_entry, step_entry, step_fingerprint
 from .runs import (copy_step_results, create_run_dir, process_owner, read_trusted_record, reusable_from_runs, reusable_steps, runs_root_for,
                    write_record)
 from .scheduler import Cancel, Go, Launch, Notice, Scheduler, StepPlan, Stop
-from .workflow import is_workflow
 
 POLL = 0.02
 WARM_AHEAD = 2  # kernels started ahead of their parents, per job slot
@@ -100,6 +98,7 @@ class LocalRun:
         self.exit_codes: dict[str, int | None] = {}
         self.fingerprints: dict[str, str] = {}
         self.record: dict = {}
+        self.manifest: dict = {}  # pipeline.json of a pipeline of several notebooks and scripts (its jobs)
         self.reused_from: dict[str, str] = {}  # step -> the earlier run whose results it reuses (--reuse)
         self.folder_gone = False  # the run folder was deleted during the run
 
@@ -139,8 +138,9 @@ class LocalRun:
             parameters=self.options.parameters, started=self.started, resumed=bool(self.options.resume),
         )
         self.record["owner"] = process_owner()
-        if is_workflow(self.pipeline):
-            self.record["pipeline"] = {"name": self.pipeline.name, "jobs": [{"name": j.name, "kind": j.kind, "run": j.text} for j in self.pipeline.jobs]}
+        if self.pipeline.is_workflow:
+            self.record["pipeline"] = pipeline_entry(bundle.manifest)
+            self.manifest = bundle.manifest
             if self.pipeline.chain is not None:
                 self.record["chain"] = self.pipeline.chain
         if self.reused_from:
@@ -153,7 +153,7 @@ class LocalRun:
 
     def _parameters_of(self, name: str) -> dict:
         """The run's parameters a step takes: all of them, or in a pipeline of several notebooks and scripts, its job's."""
-        if not is_workflow(self.pipeline):
+        if not self.pipeline.is_workflow:
             return self.options.parameters
         job = self.pipeline.job_of(name)
         accepts = set(self.pipeline.accepts(job)) - set(job.parameters)  # its own values win over the run's
@@ -221,7 +221,7 @@ class LocalRun:
 
     def _warm_up(self, kept: dict) -> None:
         """Let the fork server import the set-up cells' modules once, for every step's kernel to inherit."""
-        subs = self.pipeline.pipelines.values() if is_workflow(self.pipeline) else [self.pipeline]
+        subs = self.pipeline.pipelines.values() if self.pipeline.is_workflow else [self.pipeline]
         modules = list(dict.fromkeys(m for sub in subs for m in setup_imports(sub)))
         if modules:
             self.server.warm(modules, self.options.mode)
@@ -484,19 +484,15 @@ class LocalRun:
 
     def _write_output(self) -> tuple[str | None, str | None]:
         """The merged notebook in the run folder, and a copy beside the notebook that JupyterLab shows."""
-        if is_workflow(self.pipeline):
-            from .runner.auth import verified_json
+        if self.pipeline.is_workflow:
             from .runner.merge import write_merged_jobs
 
-            bundle = BundleLayout(self.layout.bundle)
-            jobs = write_merged_jobs(bundle, verified_json(bundle.pipeline), self.run_dir, self.options.parameters,
-                                     folder=self.folder, run_id=self.run_id)
-            for written in jobs.values():
-                if written.get("problem"):
-                    self.reporter.message(f"warning: {written['problem']}")
-            self.record["outputs"] = {job: {k: v for k, v in w.items() if k != "problem"} for job, w in jobs.items()}
-            last = list(jobs.values())[-1] if jobs else {}
-            return last.get("output_notebook"), last.get("visible_notebook")
+            merged = write_merged_jobs(BundleLayout(self.layout.bundle), self.manifest, self.run_dir, self.options.parameters,
+                                       folder=self.folder, run_id=self.run_id)
+            for problem in merged.pop("problems"):
+                self.reporter.message(f"warning: {problem}")
+            self.record.update(merged)
+            return merged["output_notebook"], merged["visible_notebook"]
         with open(BundleLayout(self.layout.bundle).source, encoding="utf-8") as fh:
             source = json.load(fh)
         written = write_merged(source, [s.task for s in self.pipeline.steps], self.run_dir, self.options.parameters,
@@ -533,7 +529,7 @@ def raise_for_failures(result: RunResult, pipeline: Pipeline) -> None:
     name, error, state = result.failures[0]
     cell = error.get("cell")
     path, cells = pipeline.path, pipeline.notebook.cells
-    if is_workflow(pipeline):  # the job's notebook (a command has no cells)
+    if pipeline.is_workflow:  # the job's notebook (a command has no cells)
         job = pipeline.job_of(name)
         if job is not None and job.notebook:
             path, cells = job.notebook, pipeline.pipelines[job.name].notebook.cells

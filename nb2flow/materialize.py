@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from . import __version__
 from .errors import PipelineError
@@ -41,6 +41,7 @@ class Bundle:
     mode: str
     fingerprints: dict  # step name -> sha256 of its code and its providers' fingerprints
     installs: tuple = ()  # install lines of set-up cells taken out of the steps, to run once (installs_once)
+    manifest: dict = field(default_factory=dict, compare=False)  # what pipeline.json says (jobs of several notebooks and scripts)
 
 
 def _cell_json(source: str, role: Role, cell: int | None, tags=(), index: int = 0) -> dict:
@@ -144,8 +145,6 @@ def preimports(pipeline: Pipeline, step: Step) -> list:
     configuring statement of another step, and never the notebook's own modules (they may read a parent's files)."""
     import ast
 
-    from .api import local_modules
-
     code = pipeline.code
     if not step.parents:
         return []  # nothing to wait for
@@ -153,7 +152,7 @@ def preimports(pipeline: Pipeline, step: Step) -> list:
         st = code[d.cell].statements[d.stmt] if d.cell in code and d.stmt < len(code[d.cell].statements) else None
         if st is None or st.config or st.imports:
             return []  # it re-runs another step's configuration (or an import of it) first: keep the notebook's order
-    local = local_modules(notebook_folder(pipeline.path))
+    local = pipeline.local_modules
     found: list = []
     for i in step.cells:
         cell = code.get(i)
@@ -209,7 +208,7 @@ def optional_outputs_of(pipeline: Pipeline) -> dict[str, set]:
 
 def fingerprints(pipeline: Pipeline, mode: str) -> dict[str, str]:
     """A hash per step of everything that decides its result, chained through its providers."""
-    if getattr(pipeline, "is_workflow", False):
+    if pipeline.is_workflow:
         return workflow_fingerprints(pipeline, mode)
     result: dict[str, str] = {}
     for step in pipeline.steps:
@@ -325,7 +324,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     ``pipeline.json`` for the run to make once (a local run); fingerprints do not depend on it."""
     from .keys import user_key
     from .runner import write_runner
-    from .runner.files import make_private_dirs, write_atomic, write_json
+    from .runner.files import make_private_dirs, write_json
 
     user_key()  # every file a step loads is signed with it
     if mode not in MODES:
@@ -342,7 +341,7 @@ def materialize(pipeline: Pipeline, bundle_dir: str, *, mode: str = "notebook", 
     layout = BundleLayout(bundle_dir)
     make_private_dirs(layout.steps)
     write_runner(bundle_dir)
-    if getattr(pipeline, "is_workflow", False):
+    if pipeline.is_workflow:
         return _materialize_workflow(pipeline, layout, mode=mode, cwd=cwd)
     prints = prints or fingerprints(pipeline, mode)  # ``prints``: the caller's, of this pipeline and mode
     cwd = cwd or notebook_folder(pipeline.path)
@@ -446,23 +445,17 @@ def _materialize_workflow(workflow, layout: BundleLayout, *, mode: str, cwd: str
             write_json(layout.spec(step.task), spec.to_json(), signed=True)
             entry.update(accepts=accepts)
         jobs.append(entry)
-    write_json(
-        layout.pipeline,
-        {
-            "notebook": os.path.abspath(workflow.path),
-            "pipeline": workflow.name,
-            "sha256": workflow.notebook.sha256,
-            "mode": mode,
-            "nb2flow_version": __version__,
-            "parameters": [{"name": p.name, "default": p.source} for p in workflow.parameters],
-            "installs": [],
-            "jobs": jobs,
-            "steps": [
-                {"name": s.name, "task": s.task, "parents": list(s.parents), "options": s.options.to_json(), "fingerprint": prints[s.name],
-                 "job": s.job}
-                for s in workflow.steps
-            ],
-        },
-        signed=True,
-    )
-    return Bundle(path=os.path.abspath(layout.root), mode=mode, fingerprints=prints)
+    manifest = {
+        "notebook": os.path.abspath(workflow.path),
+        "pipeline": workflow.name,
+        "sha256": workflow.notebook.sha256,
+        "mode": mode,
+        "nb2flow_version": __version__,
+        "parameters": [{"name": p.name, "default": p.source} for p in workflow.parameters],
+        "installs": [],
+        "jobs": jobs,
+        "steps": [{"name": s.name, "task": s.task, "parents": list(s.parents), "options": s.options.to_json(),
+                   "fingerprint": prints[s.name], "job": s.job} for s in workflow.steps],
+    }
+    write_json(layout.pipeline, manifest, signed=True)
+    return Bundle(path=os.path.abspath(layout.root), mode=mode, fingerprints=prints, manifest=manifest)

@@ -88,8 +88,10 @@ def merge_parameters(args: ParameterArgs) -> dict:
     return merged
 
 
-def check_parameters(values: dict, known: list[str], notebook: str) -> dict:
-    """Reject unknown names (with a did-you-mean) and values that cannot travel as JSON."""
+def check_parameters(values: dict, known: list[str], notebook: str, *, listing: str = "the parameters cell defines",
+                     none: str = "the notebook has no cell tagged 'parameters'") -> dict:
+    """Reject unknown names (with a did-you-mean) and values that cannot travel as JSON; ``listing`` and ``none``
+    say where the known names come from (a notebook's parameters cell, a pipeline's jobs)."""
     for name in values:
         if not isinstance(name, str) or not name.isidentifier() or keyword.iskeyword(name):
             raise ParameterError(f"parameter name {name!r} is not a Python identifier", path=notebook)
@@ -98,9 +100,9 @@ def check_parameters(values: dict, known: list[str], notebook: str) -> dict:
             if close:
                 hint = f"did you mean {close[0]}?"
             elif known:
-                hint = f"the parameters cell defines: {', '.join(known)}"
+                hint = f"{listing}: {', '.join(known)}"
             else:
-                hint = "the notebook has no cell tagged 'parameters'"
+                hint = none
             raise ParameterError(f"unknown parameter {name!r}", path=notebook, hint=hint)
         _check_json(values[name], name, notebook)
     return values

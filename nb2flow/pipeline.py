@@ -97,23 +97,11 @@ class Parameter:
         return type(self.default).__name__ if self.has_literal else "expression"
 
 
-@dataclass(frozen=True)
-class Pipeline:
-    """A notebook split into steps, with its data flow and the problems found."""
+class StepGraph:
+    """What a set of steps answers, whatever made it: one notebook's :class:`Pipeline`, or a pipeline of several
+    notebooks and scripts (:class:`nb2flow.workflow.Workflow`). Needs ``steps`` (parents first) and ``findings``."""
 
-    notebook: Notebook
-    steps: tuple[Step, ...]
-    setup_cells: tuple[int, ...] = ()  # setup, parameters and injected-parameters cells in order
-    parameter_cell: int | None = None
-    skipped_cells: tuple[int, ...] = ()
-    parameters: tuple[Parameter, ...] = ()
-    findings: tuple[Finding, ...] = ()
-    code: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # cell index -> CellCode
-    after_tag: str = "after"  # how the notebook says "runs after": after, or Kale's prev
-
-    @property
-    def path(self) -> str:
-        return self.notebook.path
+    is_workflow = False  # several notebooks and scripts (nb2flow.workflow), not one notebook
 
     @cached_property
     def by_name(self) -> dict[str, Step]:
@@ -129,7 +117,7 @@ class Pipeline:
     @cached_property
     def _ancestors(self) -> dict[str, frozenset[str]]:
         result: dict[str, frozenset[str]] = {}
-        for s in self.steps:  # parents always come earlier in the notebook
+        for s in self.steps:  # parents always come first
             acc: set[str] = set()
             for p in s.parents:
                 acc.add(p)
@@ -143,12 +131,6 @@ class Pipeline:
     def descendants(self, name: str) -> frozenset[str]:
         return frozenset(s.name for s in self.steps if name in self._ancestors[s.name])
 
-    def step_of_cell(self, index: int) -> str | None:
-        for s in self.steps:
-            if index in s.cells:
-                return s.name
-        return None
-
     @property
     def errors(self) -> tuple[Finding, ...]:
         return tuple(f for f in self.findings if f.severity is Severity.ERROR)
@@ -160,6 +142,32 @@ class Pipeline:
     @property
     def ok(self) -> bool:
         return not self.errors
+
+
+@dataclass(frozen=True)
+class Pipeline(StepGraph):
+    """A notebook split into steps, with its data flow and the problems found."""
+
+    notebook: Notebook
+    steps: tuple[Step, ...]
+    setup_cells: tuple[int, ...] = ()  # setup, parameters and injected-parameters cells in order
+    parameter_cell: int | None = None
+    skipped_cells: tuple[int, ...] = ()
+    parameters: tuple[Parameter, ...] = ()
+    findings: tuple[Finding, ...] = ()
+    code: dict = field(default_factory=dict, compare=False, hash=False, repr=False)  # cell index -> CellCode
+    after_tag: str = "after"  # how the notebook says "runs after": after, or Kale's prev
+    local_modules: frozenset = field(default=frozenset(), compare=False)  # the notebook's own modules, beside it
+
+    @property
+    def path(self) -> str:
+        return self.notebook.path
+
+    def step_of_cell(self, index: int) -> str | None:
+        for s in self.steps:
+            if index in s.cells:
+                return s.name
+        return None
 
 
 NB2FLOW_MAGIC_LINE = re.compile(r"^\s*(%(re)?load_ext\s+nb2flow\s*|%nb2flow(\s.*)?|#.*|)$")

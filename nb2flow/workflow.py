@@ -3,7 +3,7 @@
 A *workflow* is a DAG of *jobs*. A job is a command (``python train.py epoch={epoch}``, run as written in
 the workflow's folder) or a notebook (``prepare.ipynb``): a tagged notebook joins the pipeline as its own
 steps (its first steps run after the job's parents, the job's children after its last steps), an untagged
-one as one step. :func:`parse_chain` reads ``-c "a >> b & c >> d"``; :func:`load_workflow` reads a file;
+one as one step. :func:`parse_chain` reads ``-c "a >> b & c >> d"``; :func:`load_workflow_file` reads a file;
 :func:`compose` turns either into a :class:`Workflow`, which the rest of nb2flow runs as it runs one
 notebook's :class:`~nb2flow.pipeline.Pipeline`: the same ``steps``, ``parameters``, ``findings``.
 
@@ -21,15 +21,13 @@ import os
 import re
 import shlex
 from dataclasses import dataclass, field, replace
-from functools import cached_property
 
 from .errors import UsageError
-from .findings import Finding, Severity, error, warning
-from .pipeline import Parameter, Pipeline, Step
+from .findings import error, warning
+from .pipeline import Parameter, Pipeline, Step, StepGraph
 from .runner.command_mode import COMMAND_PLACEHOLDER
 from .tags import OPTION_KEYS, StepOptions, _parse_option, task_name
 
-VERSION = 1
 CMD_MODES = ("exec", "shell")
 FILE_KEYS = ("version", "name", "jobs", "dags", "cmd_mode", "schedule", "parameters")
 JOB_KEYS = ("name", "run", "command", "notebook", "after", "cmd_mode", "parameters") + OPTION_KEYS
@@ -77,13 +75,11 @@ class Source:
     path: str
     stem: str
     sha256: str
-    cells: tuple = ()
-    kernel_name: str | None = None
-    metadata: dict = field(default_factory=dict)
+    cells: tuple = ()  # a workflow file has none: a failing command names no cell
 
 
 @dataclass(frozen=True)
-class Workflow:
+class Workflow(StepGraph):
     """Jobs and the steps they make. Quacks as a :class:`~nb2flow.pipeline.Pipeline` where runs need it
     (``path``, ``notebook``, ``steps``, ``parameters``, ``findings``)."""
 
@@ -100,41 +96,8 @@ class Workflow:
     findings: tuple = ()
     schedule: str | None = None
     chain: str | None = None  # the -c text it came from
-    after_tag: str = "after"
-    setup_cells: tuple = ()
-    skipped_cells: tuple = ()
-    parameter_cell: None = None
 
-    @property
-    def is_workflow(self) -> bool:
-        return True
-
-    @cached_property
-    def by_name(self) -> dict:
-        return {s.name: s for s in self.steps}
-
-    def step(self, name: str) -> Step:
-        return self.by_name[name]
-
-    @property
-    def edges(self) -> tuple:
-        return tuple((p, s.name) for s in self.steps for p in s.parents)
-
-    @cached_property
-    def _ancestors(self) -> dict:
-        result: dict = {}
-        for s in self.steps:  # parents come first
-            acc: set = set()
-            for p in s.parents:
-                acc |= {p} | result.get(p, frozenset())
-            result[s.name] = frozenset(acc)
-        return result
-
-    def ancestors(self, name: str) -> frozenset:
-        return self._ancestors[name]
-
-    def descendants(self, name: str) -> frozenset:
-        return frozenset(s.name for s in self.steps if name in self._ancestors[s.name])
+    is_workflow = True
 
     def accepts(self, job: Job) -> list:
         """The run's parameters a job takes: its notebook's (papermill's way), or the ``{name}``s its command names."""
@@ -142,22 +105,6 @@ class Workflow:
 
     def job_of(self, step: str) -> Job | None:
         return next((j for j in self.jobs if step in self.job_steps.get(j.name, ())), None)
-
-    @property
-    def errors(self) -> tuple:
-        return tuple(f for f in self.findings if f.severity is Severity.ERROR)
-
-    @property
-    def warnings(self) -> tuple:
-        return tuple(f for f in self.findings if f.severity is Severity.WARNING)
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-
-def is_workflow(pipeline) -> bool:
-    return getattr(pipeline, "is_workflow", False)
 
 
 # ---------------------------------------------------------------------------------------------- reading
@@ -344,7 +291,7 @@ def load_workflow_file(path: str) -> dict:
                 bad(item, f"`{item.value}` is not `A >> B`", hint="job indexes start at 1: `1 >> 2`, `1 >> 2 >> 3`")
             for a, b in zip(parts, parts[1:]):
                 edges.append((a, b, _line(item)))
-    return {"jobs": jobs, "edges": edges, "name": name, "cmd_mode": mode, "schedule": schedule, "defaults": defaults}
+    return {"jobs": jobs, "edges": edges, "name": name, "cmd_mode": mode, "schedule": schedule, "defaults": defaults, "text": text}
 
 
 def _construct(node):
@@ -451,7 +398,8 @@ def _default_name(words: list, notebook: str | None) -> str:
 
 
 def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str | None = None, cmd_mode: str = "exec",
-            schedule: str | None = None, defaults: dict | None = None, chain: str | None = None, load=None) -> Workflow:
+            schedule: str | None = None, defaults: dict | None = None, chain: str | None = None, text: str = "",
+            load=None) -> Workflow:
     """The workflow of ``raw_jobs`` with ``edges`` ((from, to, line): 1-based indexes or job names). Notebooks are
     read with ``load`` (``nb2flow.api.load``); a problem with the jobs or edges is raised (one line with the line)."""
     from .api import load as load_notebook
@@ -552,7 +500,7 @@ def compose(raw_jobs: list, edges: list, *, folder: str, origin: str, name: str 
     jobs = [replace(j, parents=tuple(parents[j.name])) for j in jobs]
     by_name = {j.name: j for j in jobs}
     return _flatten([by_name[n] for n in order], folder=folder, origin=origin, name=name, schedule=schedule,
-                    defaults=defaults or {}, chain=chain, load=load)
+                    defaults=defaults or {}, chain=chain, text=chain if chain is not None else text, load=load)
 
 
 def shlex_words(text: str) -> list:
@@ -603,7 +551,7 @@ def _renamed(pipeline: Pipeline, prefix: str) -> Pipeline:
     return replace(pipeline, steps=tuple(steps), findings=findings)
 
 
-def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, load) -> Workflow:
+def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, text, load) -> Workflow:
     steps: list = []
     job_steps: dict = {}
     pipelines: dict = {}
@@ -628,7 +576,7 @@ def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, loa
             for s in sub.steps:
                 if not s.parents or not tagged:
                     s = replace(s, parents=tuple(s.parents) + outer)
-                opts = {k: v for k, v in job.options.to_json().items()}
+                opts = job.options.to_json()
                 if opts:
                     s = replace(s, options=replace(s.options, **{k: v for k, v in opts.items() if getattr(s.options, k) is None}))
                 steps.append(replace(s, job=job.name))
@@ -667,7 +615,6 @@ def _flatten(jobs: list, *, folder, origin, name, schedule, defaults, chain, loa
                                     hint=f"give it a default under parameters: or run with -p {unknown[0]} VALUE", step=job.name,
                                     file=os.path.relpath(origin) if chain is None else None))
     parameters = tuple(replace(p, has_literal=False) if p.name in conflicting else p for p in params.values())
-    text = chain if chain is not None else _read(origin)
     wname = name or (os.path.splitext(os.path.basename(origin))[0] if chain is None else "pipeline")
     path = origin if chain is None else os.path.join(folder, wname)
     source = Source(path=os.path.abspath(path), stem=wname, sha256=hashlib.sha256(text.encode()).hexdigest())
@@ -690,14 +637,6 @@ def _parameter(name: str, value) -> Parameter:
     return Parameter(name, repr(value), value, True)
 
 
-def _read(path: str) -> str:
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            return fh.read()
-    except OSError:
-        return ""
-
-
 def from_chain(text: str, folder: str | None = None, *, name: str | None = None, load=None) -> Workflow:
     """The workflow of a ``-c`` chain, run in ``folder`` (default: here)."""
     jobs, edges = parse_chain(text)
@@ -709,7 +648,7 @@ def from_file(path: str, *, load=None) -> Workflow:
     parts = load_workflow_file(path)
     return compose(parts["jobs"], parts["edges"], folder=os.path.dirname(os.path.abspath(path)), origin=path,
                    name=parts["name"], cmd_mode=parts["cmd_mode"], schedule=parts["schedule"], defaults=parts["defaults"],
-                   load=load)
+                   text=parts["text"], load=load)
 
 
 def is_workflow_file(path: str) -> bool:
@@ -719,18 +658,10 @@ def is_workflow_file(path: str) -> bool:
 
 def check_workflow_parameters(workflow: Workflow, values: dict) -> dict:
     """The run's parameters: each a parameter of a notebook job, a ``{name}`` of a command, or under ``parameters:``."""
-    from .errors import ParameterError
     from .params import check_parameters
 
-    known = [p.name for p in workflow.parameters]
-    try:
-        return check_parameters(values, known, workflow.path)
-    except ParameterError as exc:
-        if exc.hint and exc.hint.startswith("did you mean"):
-            raise
-        raise ParameterError(str(exc.message), path=workflow.path,
-                             hint=(f"the pipeline's parameters: {', '.join(known)}" if known else
-                                   "no notebook of it has a parameters cell and no command names a {parameter}")) from None
+    return check_parameters(values, [p.name for p in workflow.parameters], workflow.path, listing="the pipeline's parameters",
+                            none="no notebook of it has a parameters cell and no command names a {parameter}")
 
 
 def workflow_to_json(workflow: Workflow) -> dict:
@@ -756,7 +687,7 @@ def workflow_to_json(workflow: Workflow) -> dict:
 
 def looks_like_workflow_file(path: str) -> bool:
     """A YAML file with a top-level ``jobs:`` key (so ``-f`` is a workflow, not papermill's parameters file)."""
-    if not path.endswith((".yaml", ".yml")) or not os.path.isfile(path):
+    if not is_workflow_file(path) or not os.path.isfile(path):
         return False
     try:
         with open(path, encoding="utf-8", errors="replace") as fh:

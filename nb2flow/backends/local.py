@@ -35,7 +35,7 @@ class LocalBackend(Backend):
         if result.output_notebook:
             shown = result.visible_notebook or result.output_notebook
             console.say(f"run {result.run_id}: {result.state.value}; output notebook {os.path.relpath(shown)}")
-        elif getattr(request.pipeline, "is_workflow", False):  # commands only: their output is in the step logs
+        elif request.pipeline.is_workflow:  # commands only: their output is in the step logs
             console.say(f"run {result.run_id}: {result.state.value}; output: nb2flow logs {result.run_id}")
         failure = None
         try:

@@ -171,17 +171,12 @@ def finalize(argv=None) -> int:
     record = build_record(pipeline, run, run_id=os.path.basename(run.root), notebook=notebook, parameters=parameters,
                           failures=argo_failures(args.failures), created=parse_timestamp(args.created), workflow=workflow)
     if pipeline.get("jobs"):  # a pipeline of several notebooks and scripts: a merged notebook per notebook job
-        record["pipeline"] = {"name": pipeline.get("pipeline"),
-                              "jobs": [{"name": j["name"], "kind": j["kind"], "run": j["text"]} for j in pipeline["jobs"]]}
-        jobs = write_merged_jobs(bundle, pipeline, run.root, parameters, folder=folder, run_id=record["run_id"])
-        record["outputs"] = {job: {k: v for k, v in w.items() if k != "problem"} for job, w in jobs.items()}
-        for w in jobs.values():
-            if w.get("problem"):
-                print(f"nb2flow: warning: {w['problem']}", file=sys.stderr)
-        last = list(jobs.values())[-1] if jobs else {}
-        record.update(output_notebook=last.get("output_notebook"), visible_notebook=last.get("visible_notebook"))
-        if last.get("output_notebook") and args.html:
-            record.update(write_html(last["output_notebook"], last.get("visible_notebook")))
+        merged = write_merged_jobs(bundle, pipeline, run.root, parameters, folder=folder, run_id=record["run_id"])
+        for problem in merged.pop("problems"):
+            print(f"nb2flow: warning: {problem}", file=sys.stderr)
+        record.update(merged)
+        if record["output_notebook"] and args.html:
+            record.update(write_html(record["output_notebook"], record["visible_notebook"]))
     elif source:
         written = write_merged(source, [s["task"] for s in pipeline.get("steps", [])], run.root, parameters,
                                notebook_folder=folder, run_id=record["run_id"])

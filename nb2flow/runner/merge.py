@@ -115,28 +115,36 @@ def _ran(run_dir: str, task: str) -> bool:
     return StepState.parse(state or "") not in (StepState.PENDING, StepState.CANCELLED, StepState.SKIPPED)
 
 
-def write_merged_jobs(bundle, pipeline: dict, run_dir: str, parameters: dict, *, folder: str, run_id: str) -> dict:
-    """A pipeline of several notebooks and scripts: each notebook job's merged notebook (the job's own parameters
-    only), in the run folder as ``JOB.out.ipynb`` and beside that notebook as ``nb2flow-runs/RUN_ID-JOB.ipynb``.
-    Returns job -> the paths written (and what failed)."""
+def write_merged_jobs(bundle, manifest: dict, run_dir: str, parameters: dict, *, folder: str, run_id: str) -> dict:
+    """A pipeline of several notebooks and scripts (``manifest``: the bundle's ``pipeline.json``): each notebook job's
+    merged notebook (with the job's parameters), in the run folder as ``JOB.out.ipynb`` and beside that notebook as
+    ``nb2flow-runs/RUN_ID-JOB.ipynb``. Returns the run record's fields — ``pipeline``, ``outputs`` (job -> paths),
+    ``output_notebook`` and ``visible_notebook`` (the last notebook that ran) — and ``problems`` (for the caller to say)."""
     from .auth import verified_json
     from .params import from_wire
+    from .record import pipeline_entry
 
-    out: dict = {}
-    for job in pipeline.get("jobs") or []:
+    outputs: dict = {}
+    problems: list = []
+    for job in manifest.get("jobs") or []:
         if job.get("kind") != "notebook" or not any(_ran(run_dir, t) for t in job["steps"]):
             continue  # a command, or a notebook none of whose steps ran (a job before it failed)
         try:
             source = dict(verified_json(bundle.job_source(job["name"])), stem=job["name"])
         except (OSError, ValueError) as exc:
-            out[job["name"]] = {"output_notebook": None, "visible_notebook": None, "problem": f"{job['name']}: {exc}"}
+            problems.append(f"{job['name']}: {exc}")
             continue
         accepts = job.get("accepts")
         params = {k: v for k, v in parameters.items() if accepts is None or k in accepts}
         params.update({k: from_wire(v) for k, v in (job.get("fixed") or {}).items()})  # the job's own values win
-        out[job["name"]] = write_merged(source, job["steps"], run_dir, params, notebook_folder=os.path.join(folder, job.get("subdir") or ""),
-                                        run_id=f"{run_id}-{job['name']}")
-    return out
+        written = write_merged(source, job["steps"], run_dir, params, notebook_folder=os.path.join(folder, job.get("subdir") or ""),
+                               run_id=f"{run_id}-{job['name']}")
+        if written.get("problem"):
+            problems.append(written.pop("problem"))
+        outputs[job["name"]] = written
+    last = list(outputs.values())[-1] if outputs else {}
+    return {"pipeline": pipeline_entry(manifest), "outputs": outputs, "output_notebook": last.get("output_notebook"),
+            "visible_notebook": last.get("visible_notebook"), "problems": problems}
 
 
 def write_html(output_notebook: str, visible_notebook: str | None) -> dict:

@@ -60,3 +60,10 @@ def step_entry(*, task: str, state: StepState, attempts: int, started, go_time, 
     return {"task": task, "state": state.value, "attempts": attempts, "started": started, "ended": ended,
             "duration": (ended - since) if ended and since else None, "exit_code": exit_code, "error": error,
             "fingerprint": fingerprint, "reused": reused, "cell": cell}
+
+
+def pipeline_entry(manifest: dict) -> dict:
+    """A run record's ``pipeline`` of several notebooks and scripts, from the bundle's ``pipeline.json``: its name and
+    jobs (``logs RUN JOB`` and JupyterFlow's ``job-N`` read it)."""
+    return {"name": manifest.get("pipeline"),
+            "jobs": [{"name": j["name"], "kind": j["kind"], "run": j["text"]} for j in manifest.get("jobs") or []]}

@@ -137,6 +137,14 @@ def nb2flow_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "nb2flow", *args]
 
 
+def stop_warm_servers() -> None:
+    """End the bench's warm servers (every environment's): the next run starts cold, as a user's first one does."""
+    subprocess.run(nb2flow_cmd("server", "stop"), capture_output=True)
+
+
+COLD = dict(os.environ, NB2FLOW_WARM_SERVER="off")  # a run that starts its own fork server, as without a warm server
+
+
 # ----------------------------------------------------------------------------- inputs
 
 
@@ -263,16 +271,29 @@ def _vs_papermill(title: str, nb: Path, work: Path, runs: int, target: str) -> l
 
 
 def case_linear(work: Path, runs: int, quick: bool) -> list[CaseResult]:
-    return _vs_papermill("linear, 5 trivial steps: nb2flow run vs papermill", linear_notebook(work / "linear5.ipynb"),
-                         work, runs, "<= 0.9x papermill")
+    nb = linear_notebook(work / "linear5.ipynb")
+    out = _vs_papermill("linear, 5 trivial steps: nb2flow run vs papermill", nb, work, runs, "<= 0.9x papermill")
+    cold = CaseResult("linear, 5 trivial steps, without the warm server (NB2FLOW_WARM_SERVER=off): nb2flow vs papermill",
+                      "nb2flow", "papermill", target="reported")
+    pm = peer_python("papermill", ["papermill", "ipykernel"])
+    if pm:
+        papermill = [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"]
+        alternate(cold, nb2flow_cmd("run", str(nb), "-q"), papermill, runs, work, a_env=COLD)
+    else:
+        cold.skipped = "papermill could not be installed"
+    return out + [cold]
 
 
 def environments() -> dict:
     """The two environments users have, each with nb2flow and papermill: JupyterHub's (JupyterLab installed, whose
     dependencies make importing nbformat's schema checker slow) and a plain one. Created on first use."""
     nb2flow_pkg = f"{ROOT}[samples]"
-    return {"with JupyterLab": peer_python("env-jupyterlab", [nb2flow_pkg, "papermill", "jupyterlab>=4.1"]),
-            "without JupyterLab": peer_python("env-plain", [nb2flow_pkg, "papermill"])}
+    pythons = {"with JupyterLab": peer_python("env-jupyterlab", [nb2flow_pkg, "papermill", "jupyterlab>=4.1"]),
+               "without JupyterLab": peer_python("env-plain", [nb2flow_pkg, "papermill"])}
+    for python in filter(None, pythons.values()):  # this tree's nb2flow, not the one installed when the environment was made
+        subprocess.run([python, "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(ROOT)], check=True,
+                       capture_output=True)
+    return pythons
 
 
 def case_environments(work: Path, runs: int, quick: bool) -> list[CaseResult]:
@@ -367,16 +388,23 @@ def case_realistic(work: Path, runs: int, quick: bool) -> list[CaseResult]:
 
 
 def case_incremental(work: Path, runs: int, quick: bool) -> list[CaseResult]:
-    """A first run, then the last step's cell edited and `nb2flow run --reuse`: the re-run against the first run."""
+    """A first run, then the last step's cell edited and `nb2flow run --reuse`: the re-run against the first run —
+    a first run as a user's first one (no warm server yet: it starts and imports the set-up's libraries), and a first
+    run of the notebook while the server is up with them."""
     nb = realistic_notebook(work / "incremental.ipynb")
-    c = CaseResult("incremental: re-run after editing only the last step's cell (--reuse) vs the first run", "re-run", "first run",
-                   target="<= 0.25x the first run")
+    c = CaseResult("incremental: re-run after editing only the last step's cell (--reuse) vs the first run (no warm server yet)",
+                   "re-run", "first run", target="<= 0.25x the first run")
+    w = CaseResult("incremental: the same re-run vs a first run of the notebook with the warm server up", "re-run",
+                   "first run, server up", target="reported")
     doc = json.loads(nb.read_text())
     for i in range(runs + 1):
+        stop_warm_servers()
         shutil.rmtree(work / ".nb2flow", ignore_errors=True)
         doc["cells"][-1]["source"] = REPORT_CELL
         nb.write_text(json.dumps(doc))
         first = run_once(nb2flow_cmd("run", str(nb), "-q"), work)
+        shutil.rmtree(work / ".nb2flow", ignore_errors=True)
+        warm_first = run_once(nb2flow_cmd("run", str(nb), "-q"), work)
         doc["cells"][-1]["source"] = REPORT_CELL + f"\nprint('edit {i}')"
         nb.write_text(json.dumps(doc))
         again = run_once(nb2flow_cmd("run", str(nb), "-q", "--reuse"), work)
@@ -385,8 +413,10 @@ def case_incremental(work: Path, runs: int, quick: bool) -> list[CaseResult]:
             c.b.append(first.wall)
             c.a_rss.append(again.maxrss_mb)
             c.b_rss.append(first.maxrss_mb)
+            w.a.append(again.wall)
+            w.b.append(warm_first.wall)
     c.note = "re-run: " + profile_note(work)
-    return [c]
+    return [c, w]
 
 
 def profile_note(folder: Path) -> str:
@@ -406,7 +436,9 @@ def profile_note(folder: Path) -> str:
     for inst in record.get("installs") or []:
         once.append(f"install {inst['seconds']:.2f}s" + (" (already satisfied, pip not run)" if inst.get("pip") else ""))
     warm = record.get("warm_imports") or {}
-    if warm:
+    if warm.get("kept"):
+        once.append("set-up imports kept by the warm server")
+    elif warm:
         once.append(f"warm imports {warm.get('seconds', 0):.2f}s" + ("" if warm.get("ok") else f" (declined: {warm.get('why')})"))
     ran = sum(1 for e in record["steps"].values() if not e.get("reused"))
     return f"profile of the last run, {ran} step(s) summed: " + ", ".join(parts) + ("; once per run: " + ", ".join(once) if once else "")
@@ -528,23 +560,29 @@ def _first_cell_seconds(cmd: list, stamp: Path, cwd: Path) -> float:
 
 
 def case_first_cell(work: Path, runs: int, quick: bool) -> list[CaseResult]:
-    """Time to first cell: from `nb2flow run` to the first step's first cell running, vs papermill to its first cell."""
+    """Time to first cell: from `nb2flow run` to the first step's first cell running, vs papermill to its first cell;
+    with no warm server yet (a user's first run) and with one up."""
     stamp = work / "first.txt"
     nb = Path(write(work / "first.ipynb", cell(f"import time\nopen({str(stamp)!r}, 'w').write(repr(time.time()))", "step:first"),
                     cell("x = 1", "step:second")))
-    c = CaseResult("time to first cell: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 1.0x cold")
+    cold = CaseResult("time to first cell, no warm server yet: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 1.0x")
+    warm = CaseResult("time to first cell, warm server up: nb2flow run vs papermill", "nb2flow", "papermill", target="<= 0.3x")
     pm = peer_python("papermill", ["papermill", "ipykernel"])
     if not pm:
-        c.skipped = "papermill could not be installed"
-        return [c]
+        cold.skipped = warm.skipped = "papermill could not be installed"
+        return [cold, warm]
     papermill = [pm, "-m", "papermill", str(nb), str(work / "pm-out.ipynb"), "--no-progress-bar", "-k", "python3"]
     for i in range(1 + runs):
-        a = _first_cell_seconds(nb2flow_cmd("run", str(nb), "-q"), stamp, work)
+        stop_warm_servers()
+        a_cold = _first_cell_seconds(nb2flow_cmd("run", str(nb), "-q"), stamp, work)
+        a_warm = _first_cell_seconds(nb2flow_cmd("run", str(nb), "-q"), stamp, work)
         b = _first_cell_seconds(papermill, stamp, work)
         if i:
-            c.a.append(a)
-            c.b.append(b)
-    return [c]
+            cold.a.append(a_cold)
+            cold.b.append(b)
+            warm.a.append(a_warm)
+            warm.b.append(b)
+    return [cold, warm]
 
 
 def case_overhead(work: Path, runs: int, quick: bool) -> list[CaseResult]:
@@ -583,6 +621,25 @@ def fmt(v, unit="s"):
     return "-" if v is None else (f"{v:.3f}{unit}" if unit == "s" else f"{v:.0f}{unit}")
 
 
+def _cases(args, runs: int, tmp: str, results: list) -> None:
+    for name in args.only or list(CASES):
+        work = Path(tmp) / name
+        work.mkdir()
+        for c in CASES[name](work, runs, args.quick):
+            results.append(c)
+            if c.skipped:
+                print(f"\n{c.case}: skipped ({c.skipped})")
+                continue
+            print(f"\n{c.case}   [target: {c.target}]")
+            if c.a:
+                print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss) if c.a_rss else None, ' MB')}")
+            if c.b_name and c.b:
+                print(f"  {c.b_name:<24} median {fmt(c.b_median)}   peak RSS {fmt(max(c.b_rss) if c.b_rss else None, ' MB')}")
+                print(f"  ratio nb2flow/{c.b_name}: {c.ratio:.2f}x (median of pairwise ratios)")
+            if c.note:
+                print(f"  ({c.note})")
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer runs and smaller inputs (about two minutes)")
@@ -593,23 +650,14 @@ def main(argv=None) -> int:
     runs = args.runs or (3 if args.quick else 5)
     results: list[CaseResult] = []
     print(f"machine: {platform.platform()}, {os.cpu_count()} CPUs, Python {platform.python_version()}; {runs} runs per case after a warm-up")
+    runtime = tempfile.mkdtemp(prefix="nb2flow-rt-", dir="/tmp")  # the bench's own warm servers (a short socket path)
+    os.environ["XDG_RUNTIME_DIR"] = runtime
     with tempfile.TemporaryDirectory(prefix="nb2flow-bench-") as tmp:
-        for name in args.only or list(CASES):
-            work = Path(tmp) / name
-            work.mkdir()
-            for c in CASES[name](work, runs, args.quick):
-                results.append(c)
-                if c.skipped:
-                    print(f"\n{c.case}: skipped ({c.skipped})")
-                    continue
-                print(f"\n{c.case}   [target: {c.target}]")
-                if c.a:
-                    print(f"  {c.a_name:<24} median {fmt(c.a_median)}   peak RSS {fmt(max(c.a_rss) if c.a_rss else None, ' MB')}")
-                if c.b_name and c.b:
-                    print(f"  {c.b_name:<24} median {fmt(c.b_median)}   peak RSS {fmt(max(c.b_rss) if c.b_rss else None, ' MB')}")
-                    print(f"  ratio nb2flow/{c.b_name}: {c.ratio:.2f}x (median of pairwise ratios)")
-                if c.note:
-                    print(f"  ({c.note})")
+        try:
+            _cases(args, runs, tmp, results)
+        finally:
+            stop_warm_servers()
+            shutil.rmtree(runtime, ignore_errors=True)
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({
         "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "python": platform.python_version()},

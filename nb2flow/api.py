@@ -23,13 +23,19 @@ def load_any(path: str | os.PathLike | None, chain: str | None = None):
     """What ``nb2flow run PATH`` runs: a notebook's :class:`Pipeline`, or a pipeline of several notebooks and scripts
     (:class:`nb2flow.workflow.Workflow`): a workflow file, or a ``-c`` chain (run in ``path``'s folder, else here)."""
     from .errors import UsageError
-    from .workflow import from_chain, from_file, is_workflow_file
+    from .yamlfile import is_workflow_file
 
     if chain is not None:
+        from .workflow import from_chain
+
         return from_chain(chain, os.path.dirname(os.path.abspath(path)) if path else os.getcwd())
     if not path:
         raise UsageError("give a NOTEBOOK (or a workflow file, or -c COMMANDS)")
-    return from_file(str(path)) if is_workflow_file(str(path)) else load(path)
+    if is_workflow_file(str(path)):
+        from .workflow import from_file
+
+        return from_file(str(path))
+    return load(path)
 
 
 def load_notebook(nb: Notebook) -> Pipeline:
@@ -68,8 +74,6 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
     from .params import check_parameters
     from .progress import EventReporter
 
-    from .workflow import check_workflow_parameters
-
     sink = on_event or (lambda ev: None)
     try:
         pipeline = load_any(path)  # a notebook, or a workflow file of several notebooks and scripts (docs/pipelines.md)
@@ -77,8 +81,12 @@ def run(path: str | os.PathLike, *, parameters: dict | None = None, mode: str = 
             for f in pipeline.errors:
                 sink(problem(f.file or path, f))
             raise PipelineError(f"{len(pipeline.errors)} problem(s) found; nothing was run", path=str(path))
-        params = (check_workflow_parameters(pipeline, dict(parameters or {})) if pipeline.is_workflow else
-                  check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path)))
+        if pipeline.is_workflow:
+            from .workflow import check_workflow_parameters
+
+            params = check_workflow_parameters(pipeline, dict(parameters or {}))
+        else:
+            params = check_parameters(dict(parameters or {}), [p.name for p in pipeline.parameters], str(path))
         chosen = backends.get(backend)
         req = backends.RunRequest(pipeline=pipeline, parameters=params, mode=mode, jobs=jobs, python=python,
                                   progress=EventReporter(sink, backend), **request)

@@ -20,8 +20,11 @@ from __future__ import annotations
 import ast
 import builtins
 import copy
+import functools
 import keyword
+import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 
@@ -175,6 +178,27 @@ def automagic_name(source: str, shadowed=frozenset()) -> str | None:
     return ifun
 
 
+@functools.lru_cache(maxsize=1)
+def _transformer_manager():
+    """IPython's ``TransformerManager``. Its module imports only the standard library, while ``import IPython`` runs
+    the package's ``__init__`` (the terminal shell, prompt_toolkit: 0.75 s); so, unless a kernel has IPython already,
+    the module is loaded from IPython's folder on its own."""
+    if "IPython" not in sys.modules:
+        import importlib.util
+
+        spec = importlib.util.find_spec("IPython")
+        for folder in (spec.submodule_search_locations or []) if spec else []:
+            path = os.path.join(folder, "core", "inputtransformer2.py")
+            if os.path.isfile(path):
+                module_spec = importlib.util.spec_from_file_location("nb2flow._ipython_inputtransformer2", path)
+                module = importlib.util.module_from_spec(module_spec)
+                module_spec.loader.exec_module(module)
+                return module.TransformerManager
+    from IPython.core.inputtransformer2 import TransformerManager
+
+    return TransformerManager
+
+
 def to_python(source: str, shadowed=frozenset()) -> tuple[str, ast.Module, bool]:
     """Parse a cell as a default IPython kernel would run it: plain Python when it parses and
     is not an automagic line, else after IPython's input transformation."""
@@ -189,12 +213,10 @@ def to_python(source: str, shadowed=frozenset()) -> tuple[str, ast.Module, bool]
         first_error = plain_error
     except (ValueError, MemoryError, RecursionError) as exc:
         raise CellSyntaxError(f"cannot parse: {exc}", None) from None
-    from IPython.core.inputtransformer2 import TransformerManager  # lazy: ~60 ms
-
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # IPython warns on odd line endings; we report our own error
-            python = TransformerManager().transform_cell(source)
+            python = _transformer_manager()().transform_cell(source)
     except Exception:  # IPython raises assorted errors on broken input
         raise CellSyntaxError(first_error.msg, first_error.lineno) from None
     try:

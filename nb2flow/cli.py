@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import time
 
 import click
 
@@ -169,6 +170,10 @@ def run(notebook, chain, param_files, param_yamls, param_raw, param_typed, mode,
     elif watch and not chosen and name == "local":  # only a submitted run can be watched
         name, reason = "argo", f"{backends.get('argo').title} (--watch)"
     backend = backends.get(name)
+    if name == "local":
+        from .warm import start_early
+
+        start_early(python or sys.executable)
     if earlier and earlier.backend != name:
         raise UsageError(f"run {earlier.run_id} ran with the {earlier.backend} backend; it is resumed there",
                          hint=f"nb2flow run --resume {earlier.run_id}")
@@ -291,10 +296,11 @@ def status(run_id, as_json, watch, namespace, context) -> int:
 def _workflow_flag(notebook, chain, param_files):
     """JupyterFlow's ``run -f workflow.yaml``: a lone ``-f`` with no notebook is the pipeline to run (a workflow
     file), not papermill's parameters file (which needs a notebook to go to)."""
-    from .workflow import is_workflow_file
+    if notebook or chain is not None or len(param_files) != 1:  # the usual case: nothing to import
+        return notebook, param_files
+    from .yamlfile import is_workflow_file
 
-    if not notebook and chain is None and len(param_files) == 1 and (
-            is_workflow_file(param_files[0]) or not os.path.isfile(param_files[0])):  # no notebook for parameters to go to
+    if is_workflow_file(param_files[0]) or not os.path.isfile(param_files[0]):  # no notebook for parameters to go to
         return param_files[0], ()
     return notebook, param_files
 
@@ -457,6 +463,81 @@ def schedules(ctx, as_json, namespace, context) -> int:
                       (r["last_result"] or "-").lower(), r["next_run"] or "-",
                       os.path.relpath(r["notebook"]) if r["notebook"] and os.path.exists(r["notebook"]) else r["notebook"] or "?"))
     click.echo(_table(table))
+    return ExitStatus.OK
+
+
+@cli.group(invoke_without_command=True)
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def server(ctx, as_json) -> int:
+    """Your warm servers: what each keeps ready for local runs (the step runner, nbformat, nbclient and ipykernel
+    imported; the set-up imports of the notebooks run lately), since when, and when it ends if left idle.
+
+    \b
+    nb2flow server stop    end them now (a run going on keeps its steps)
+    nb2flow server start   start this environment's now (a run starts it when there is none)
+    NB2FLOW_WARM_SERVER=off  in the environment: runs start their own fork server, as without one
+    """
+    if ctx.invoked_subcommand:
+        return ExitStatus.OK
+    from .keys import user_key
+    from .warm import servers
+
+    rows = servers(user_key())
+    if as_json:
+        click.echo(json.dumps([dict(status, socket=path) for path, status in rows], indent=2))
+        return ExitStatus.OK
+    if not rows:
+        _say("no warm server running (a local run starts one; NB2FLOW_WARM_SERVER=off turns them off)")
+        return ExitStatus.OK
+    now = time.time()
+    for path, status in rows:
+        if "error" in status:
+            click.echo(f"{os.path.basename(path)}: not answering ({status['error']})")
+            continue
+        left = max(0.0, status["idle"] - (now - status["used"]))
+        click.echo(f"warm server {status['pid']} ({status['python']}): up {_ago(now - status['started'])}, "
+             f"{status['sessions']} run(s) served, ends after {_ago(left)} more idle")
+        for t in status.get("templates", []):
+            what = "ready" if t["ready"] else "importing"
+            click.echo(f"  set-up imports {', '.join(t['modules'])} for {t['folder']}: {what}"
+                 + (f" (took {t['seconds']:.1f} s), served {t['served']} run(s)" if t["ready"] else ""))
+        for d in status.get("declined", []):
+            click.echo(f"  declined: {', '.join(d['modules'])} for {d['folder']}: {d['why']}")
+    return ExitStatus.OK
+
+
+def _ago(seconds: float) -> str:
+    seconds = int(seconds)
+    return f"{seconds // 60} min {seconds % 60} s" if seconds >= 60 else f"{seconds} s"
+
+
+@server.command("stop")
+def server_stop() -> int:
+    """End your warm servers now."""
+    from .keys import user_key
+    from .warm import stop_all
+
+    stopped = stop_all(user_key())
+    click.echo(f"stopped {len(stopped)} warm server(s)" if stopped else "no warm server running")
+    return ExitStatus.OK
+
+
+@server.command("start")
+def server_start() -> int:
+    """Start this environment's warm server now (and wait until it serves)."""
+    from .keys import user_key
+    from .warm import WarmClient, WarmUnavailable, idle_seconds
+
+    idle = idle_seconds()
+    if idle is None:
+        raise UsageError("NB2FLOW_WARM_SERVER turns the warm server off here")
+    try:
+        client = WarmClient(sys.executable, user_key(), idle)
+        status = client.wait_ready()
+    except WarmUnavailable as exc:
+        raise UsageError(f"no warm server: {exc}") from None
+    click.echo(f"warm server {status['pid']} serving ({client.path}); it ends after {_ago(idle)} idle")
     return ExitStatus.OK
 
 

@@ -84,6 +84,9 @@ class LocalRun:
         self.reporter = make_reporter(options.progress)
         self.tasks = {s.name: s.task for s in pipeline.steps}
         self.first_lines = {c.number: c.first_line for c in pipeline.notebook.cells}
+        from .warm import idle_seconds
+
+        self.warm_idle = idle_seconds()  # a bad NB2FLOW_WARM_SERVER is refused before the run's folder is made
         if options.resume:
             run_dir = os.path.abspath(options.resume)
             self.run_id = os.path.basename(run_dir)
@@ -101,6 +104,7 @@ class LocalRun:
         self.manifest: dict = {}  # pipeline.json of a pipeline of several notebooks and scripts (its jobs)
         self.reused_from: dict[str, str] = {}  # step -> the earlier run whose results it reuses (--reuse)
         self.folder_gone = False  # the run folder was deleted during the run
+        self.warm_unavailable: str | None = None  # why the warm server could not serve this run
 
     # ------------------------------------------------------------------ set-up
     def prepare(self) -> None:
@@ -204,16 +208,20 @@ class LocalRun:
     def _install_one(self, inst, folder: str) -> dict:
         import subprocess
 
-        from .installs import SATISFIED_CHECK, checkable_requirements
+        from .installs import SATISFIED_CHECK, checkable_requirements, satisfied
 
         t0 = time.time()
         reqs = checkable_requirements(inst)
         if reqs:  # already satisfied: what pip would conclude, without its 2 s start-up
-            check = subprocess.run([self.options.python, "-c", SATISFIED_CHECK, *reqs], cwd=folder, stdin=subprocess.DEVNULL,
-                                   capture_output=True, text=True)
-            if check.returncode == 0 and check.stdout.strip():
+            if os.path.realpath(self.options.python) == os.path.realpath(sys.executable):
+                line = satisfied(reqs)  # this interpreter's: no process to start
+            else:
+                check = subprocess.run([self.options.python, "-c", SATISFIED_CHECK, *reqs], cwd=folder, stdin=subprocess.DEVNULL,
+                                       capture_output=True, text=True)
+                line = check.stdout.strip() if check.returncode == 0 else None
+            if line:
                 return {"cell": inst.cell, "line": inst.line, "exit_code": 0, "seconds": round(time.time() - t0, 3),
-                        "output": check.stdout, "pip": "not run: every requirement is already satisfied"}
+                        "output": line + "\n", "pip": "not run: every requirement is already satisfied"}
         proc = subprocess.run(inst.command(self.options.python), cwd=folder, stdin=subprocess.DEVNULL,
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         return {"cell": inst.cell, "line": inst.line, "exit_code": proc.returncode, "seconds": round(time.time() - t0, 3),
@@ -222,9 +230,7 @@ class LocalRun:
     def _warm_up(self, kept: dict) -> None:
         """Let the fork server import the set-up cells' modules once, for every step's kernel to inherit."""
         subs = self.pipeline.pipelines.values() if self.pipeline.is_workflow else [self.pipeline]
-        modules = list(dict.fromkeys(m for sub in subs for m in setup_imports(sub)))
-        if modules:
-            self.server.warm(modules, self.options.mode)
+        self.server.warm(list(dict.fromkeys(m for sub in subs for m in setup_imports(sub))), self.options.mode)
 
     # ------------------------------------------------------------------ records and views
     def _cell(self, name: str):
@@ -242,6 +248,10 @@ class LocalRun:
             self.record["steps"][name]["reused_from"] = run_id
         if getattr(self, "server", None) is not None and self.server.warmed is not None:
             self.record["warm_imports"] = self.server.warmed
+        if getattr(self, "server", None) is not None and self.server.warm_server is not None:
+            self.record["warm_server"] = self.server.warm_server
+        elif self.warm_unavailable:
+            self.record["warm_server"] = {"used": False, "why": self.warm_unavailable}
         if self.folder_gone:
             return
         try:
@@ -398,8 +408,9 @@ class LocalRun:
             self.mark = f"{self.run_id}-{secrets.token_hex(4)}"
             try:
                 runner = write_runner(self.layout.bundle)
-                self.server = ForkServer(self.options.python, runner, self.folder,
-                                         digest=runner_digest(), key=user_key(), mark=self.mark)
+                key = user_key()
+                self.server = ForkServer(self.options.python, runner, self.folder, digest=runner_digest(), key=key, mark=self.mark,
+                                         session=self._warm_server(key))
                 self.prepare()
             except KeyboardInterrupt:
                 raise RunInterrupted(f"interrupted before the steps started; run {self.run_id} stopped") from None
@@ -417,6 +428,20 @@ class LocalRun:
                 finally:
                     end_marked(self.mark)  # a step's child that left its session (setsid) ends with the run too
             lock.close()
+
+    def _warm_server(self, key: bytes):
+        """How this run opens a session of the user's warm server (started now when there is none, so that its imports
+        overlap the run's set-up), or None: off, or not possible here (the record says why)."""
+        from .warm import WarmUnavailable, client as warm_client
+
+        if self.warm_idle is None:
+            return None
+        try:
+            client = warm_client(self.options.python, key, self.warm_idle)
+        except (WarmUnavailable, OSError) as exc:
+            self.warm_unavailable = str(exc)
+            return None
+        return lambda env, modules, mode: client.session(env=env, cwd=self.folder, modules=modules, mode=mode)
 
     def _folder_replaced(self) -> bool:
         """Whether the run folder is gone, or is another folder now (a step re-made its path after a deletion)."""

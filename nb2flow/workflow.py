@@ -27,6 +27,7 @@ from .findings import error, warning
 from .pipeline import Parameter, Pipeline, Step, StepGraph
 from .runner.command_mode import COMMAND_PLACEHOLDER
 from .tags import OPTION_KEYS, StepOptions, _parse_option, task_name
+from .yamlfile import is_workflow_file
 
 CMD_MODES = ("exec", "shell")
 FILE_KEYS = ("version", "name", "jobs", "dags", "cmd_mode", "schedule", "parameters")
@@ -649,11 +650,6 @@ def from_file(path: str, *, load=None) -> Workflow:
     return compose(parts["jobs"], parts["edges"], folder=os.path.dirname(os.path.abspath(path)), origin=path,
                    name=parts["name"], cmd_mode=parts["cmd_mode"], schedule=parts["schedule"], defaults=parts["defaults"],
                    text=parts["text"], load=load)
-
-
-def is_workflow_file(path: str) -> bool:
-    """A path nb2flow reads as a workflow file rather than a notebook: YAML by its name."""
-    return str(path).endswith((".yaml", ".yml"))
 
 
 def check_workflow_parameters(workflow: Workflow, values: dict) -> dict:

@@ -1,6 +1,12 @@
-"""Reading a YAML mapping (parameter files, settings files) with one-line errors."""
+"""Reading a YAML mapping (parameter files, settings files, workflow files) with one-line errors."""
 
 from __future__ import annotations
+
+
+def is_workflow_file(path: str) -> bool:
+    """A path nb2flow reads as a workflow file rather than a notebook: YAML by its name (a check that imports nothing,
+    so that running a notebook does not load the workflow module)."""
+    return str(path).endswith((".yaml", ".yml"))
 
 
 def no_dates_loader():

@@ -16,3 +16,6 @@ settings.load_profile("nb2flow")
 @pytest.fixture(autouse=True)
 def _no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
+    # runs start their own fork server, as they do without a warm server: tests change HOME (the key) and the
+    # environment all the time, and each would leave a server behind; tests/test_warm.py turns it on
+    monkeypatch.setenv("NB2FLOW_WARM_SERVER", "off")

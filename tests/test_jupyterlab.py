@@ -292,6 +292,7 @@ def test_run_job_with_input_folder_takes_the_folder_without_earlier_runs_records
     assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_file()) == copied
 
 
+@pytest.mark.slow  # CI runs it (pytest -m slow); the default run keeps under 3 minutes
 def test_a_failed_jobs_status_names_the_step_and_cell(jupyter_server):
     root, call = jupyter_server
     write(root / "bad.ipynb", cell("x = 1", "step:a"), cell("y = x / 0", "step:b"))

@@ -25,7 +25,7 @@ from .protocol import RUNNER_FILE, BundleLayout
 
 #: Modules of the runner, in the order the assembled file defines them.
 MODULES = ("protocol", "auth", "files", "values", "params", "status", "record", "tracebacks", "kernels", "step",
-           "notebook_mode", "script_mode", "command_mode", "merge", "finalize", "forkserver")
+           "notebook_mode", "script_mode", "command_mode", "merge", "finalize", "forkserver", "warmserver")
 
 _HEADER = '''#!/usr/bin/env python3
 """nb2flow step runner: runs one step of a pipeline, on this machine or in a pod.

@@ -16,6 +16,8 @@ The protocol, JSON lines over the server's stdin and stdout:
   "seconds": S}}``, or ``{"warm": {"ok": false, "why": ...}}`` when importing them ahead is not safe
   (they started threads), in which case every step imports them itself.
 
+The same loop serves a warm server's session (:mod:`.warmserver`), on a Unix socket instead of pipes.
+
 End of input stops the server; it sends SIGTERM to the sessions of children still running. So does
 SIGTERM, which the server also gets when the executor dies (the parent-death signal), so no step
 outlives a killed ``nb2flow``.
@@ -41,13 +43,27 @@ WARM_DECLINED = 75  # the warm-up child's exit status when its imports started t
 
 def serve() -> int:
     """Run the fork server on stdin/stdout until end of input."""
+    import_step_libraries()
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
+    children: set = set()
+
+    def on_term(signum, frame):  # the executor is gone (parent-death signal) or stops everything
+        _stop_children(children)
+        os._exit(ExitStatus.INTERRUPTED)
+
+    signal.signal(signal.SIGTERM, on_term)
+    return _serve_loop(b"", children)
+
+
+def import_step_libraries() -> None:
+    """Import what every notebook-mode step imports, and fork kernels from this process from now on."""
     fresh_path = list(sys.path[1:])  # as `python -m ipykernel_launcher` has it
     # nbformat imports jsonschema, which imports rfc3987_syntax when installed (JupyterLab's dependencies bring
     # it) and spends over a second building a grammar for IRI formats nbformat's schema never uses
     blocked = "rfc3987_syntax" not in sys.modules
     if blocked:
         sys.modules["rfc3987_syntax"] = None
-    try:  # what every notebook-mode step imports; a failed import only costs speed
+    try:  # a failed import only costs speed
         import nbformat  # noqa: F401
         from nbclient import NotebookClient  # noqa: F401
         from jupyter_client.kernelspec import KernelSpecManager  # noqa: F401
@@ -59,21 +75,19 @@ def serve() -> int:
             import ipykernel.debugger  # noqa: F401  (debugpy)
         except Exception:
             pass
+        try:  # work every step repeats, done once for all: nbformat's schema compiled, kernel provisioners found
+            nbformat.validate(nbformat.v4.new_notebook())
+            from jupyter_client.provisioning import KernelProvisionerFactory
+
+            KernelProvisionerFactory.instance()
+        except Exception:
+            pass
         enable_kernel_forking(fresh_path)
     except ImportError:
         pass
     finally:
         if blocked:
             del sys.modules["rfc3987_syntax"]  # a notebook that imports it gets it
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the executor decides what to stop
-    children: set = set()
-
-    def on_term(signum, frame):  # the executor is gone (parent-death signal) or stops everything
-        _stop_children(children)
-        os._exit(ExitStatus.INTERRUPTED)
-
-    signal.signal(signal.SIGTERM, on_term)
-    return _serve_loop(b"", children)
 
 
 def _stop_children(children: set) -> None:
@@ -93,19 +107,26 @@ def _say(obj) -> None:
     sys.stdout.flush()
 
 
+def reaped():
+    """(pid, exit status) of each child of this process that has ended, without waiting for the others."""
+    while True:
+        try:
+            pid, status = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        yield pid, os.waitstatus_to_exitcode(status)
+
+
 def _serve_loop(buffer: bytes, children: set) -> int:
     import select
 
     def reap() -> None:
-        while children:
-            try:
-                pid, status = os.waitpid(-1, os.WNOHANG)
-            except ChildProcessError:
-                return
-            if pid == 0:
-                return
-            children.discard(pid)
-            _say({"pid": pid, "code": os.waitstatus_to_exitcode(status)})
+        if children:
+            for pid, code in reaped():
+                children.discard(pid)
+                _say({"pid": pid, "code": code})
 
     stdin = sys.stdin.fileno()
     while True:
@@ -280,7 +301,7 @@ def end_marked(mark: str, grace: float = 3.0) -> list[int]:
     deadline = time.monotonic() + grace
     while left and time.monotonic() < deadline:
         time.sleep(0.05)
-        left = [pid for pid in left if os.path.exists(f"/proc/{pid}") and _alive(pid)]
+        left = [pid for pid in left if process_alive(pid)]
     for pid in left:
         try:
             os.kill(pid, signal.SIGKILL)
@@ -289,36 +310,53 @@ def end_marked(mark: str, grace: float = 3.0) -> list[int]:
     return left
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie is already gone), by /proc: also for a process that is not a child."""
     try:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as fh:
-            return fh.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie is already gone
+            return fh.read().rsplit(")", 1)[1].split()[0] not in ("Z", "X")
     except (OSError, IndexError):
         return False
 
 
 class ForkServer:
-    """The executor's side: starts ``RUNNER --serve`` and asks it for steps."""
+    """The executor's side: starts ``RUNNER --serve`` and asks it for steps — or, given ``session``, asks a warm
+    server (:mod:`nb2flow.warm`) for a fork server already set up, and starts its own only when that fails."""
 
     def __init__(self, python: str, runner: str, cwd: str, *, digest: str | None = None, key: bytes | None = None,
-                 mark: str | None = None) -> None:
+                 mark: str | None = None, session=None) -> None:
         """``digest``: the runner file's SHA-256, checked before it runs; ``key``: the user's key, handed over in
         the environment (the server takes it out at once, see :mod:`auth`); ``mark``: a value of ``NB2FLOW_RUN``
-        that every process of the run inherits, so that the run's end finds each one (see :func:`end_marked`)."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        that every process of the run inherits, so that the run's end finds each one (see :func:`end_marked`);
+        ``session``: ``session(env, modules, mode)`` opens a warm server's session (a process-like object with
+        ``warm``, what its set-up imports did) or raises with why not."""
+        self.env = dict(os.environ, PYTHONUNBUFFERED="1")
         if mark is not None:
-            env[RUN_MARK_ENV] = mark
+            self.env[RUN_MARK_ENV] = mark
+        self._cold = (python, runner, cwd, digest, key)
+        self._session = session
+        self.proc = None
+        self.warm_server: dict | None = None  # how the warm server served this run (None: it did not)
+        self._cond = threading.Condition()
+        self._pids: dict = {}
+        self._exits: dict = {}
+        self.warmed: dict | None = None  # the warm-up's answer
+        self._next = 0
+        if session is None:
+            self._start_cold()
+
+    def _start_cold(self) -> None:
+        python, runner, cwd, digest, key = self._cold
+        env = dict(self.env)
         if key is not None:
             env[KEY_ENV] = key.hex()
         self.proc = subprocess.Popen(runner_argv(python, runner, digest) + ["--serve"], stdin=subprocess.PIPE,
                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True, cwd=cwd,
                                      env=env, preexec_fn=die_with_parent)
+        self._start_reader()
+
+    def _start_reader(self) -> None:
         try:
-            self._cond = threading.Condition()
-            self._pids: dict = {}
-            self._exits: dict = {}
-            self.warmed: dict | None = None  # the warm-up's answer
-            self._next = 0
             self._reader = threading.Thread(target=self._read, name="nb2flow-fork-server", daemon=True)
             self._reader.start()
         except BaseException:  # e.g. Ctrl-C right now: never leave the server behind
@@ -343,8 +381,22 @@ class ForkServer:
             self._cond.notify_all()
 
     def warm(self, modules: list, mode: str) -> None:
-        """Ask the server to import the set-up cells' modules before the steps it forks next."""
-        self._send({"warm": list(modules), "mode": mode})
+        """Ask the server to import the set-up cells' modules before the steps it forks next (a warm server's
+        session is forked from a process that imported them, when an earlier run asked for the same)."""
+        if self.proc is None and self._session is not None:
+            try:
+                self.proc = self._session(self.env, list(modules), mode)
+            except Exception as exc:  # noqa: BLE001 - any failure of the warm server: this run starts its own
+                self.warm_server = {"used": False, "why": str(exc)}
+            else:
+                self.warm_server = {"used": True, "pid": self.proc.pid}
+                self.warmed = self.proc.warm if modules else None
+                self._start_reader()
+                return
+        if self.proc is None:
+            self._start_cold()
+        if modules:
+            self._send({"warm": list(modules), "mode": mode})
 
     def _send(self, request: dict) -> None:
         try:
@@ -355,6 +407,8 @@ class ForkServer:
 
     def spawn(self, argv: list, log: str) -> int:
         """Start one step (``argv``: the step command after the runner's path); its pid."""
+        if self.proc is None:
+            self.warm([], "notebook")
         with self._cond:
             self._next += 1
             ident = self._next
@@ -368,6 +422,8 @@ class ForkServer:
 
     def exit_code(self, pid: int):
         """The step's exit status once it ended, else None."""
+        if self.proc is None:
+            return None
         with self._cond:
             if pid in self._exits:
                 return self._exits[pid]
@@ -382,6 +438,8 @@ class ForkServer:
 
     def close(self) -> None:
         """End of input: the server stops (at once, or after the imports it is still doing)."""
+        if self.proc is None:
+            return
         try:
             self.proc.stdin.close()
         except OSError:

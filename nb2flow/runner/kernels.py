@@ -158,6 +158,47 @@ def use_forking_provisioner(km) -> None:
     km.provisioner = ForkingProvisioner(kernel_id=km.kernel_id, kernel_spec=km.kernel_spec, parent=km)
 
 
+def prompt_kernel_client():
+    """jupyter_client's asynchronous kernel client, ready as soon as the kernel is.
+
+    ``wait_for_ready`` asks for ``kernel_info`` until the reply comes and IOPub carries a message, as jupyter_client
+    does, but then waits for that request's ``idle`` status on IOPub instead of for 0.2 s of silence there (IOPub
+    is ordered: whatever the kernel published before it has arrived): 0.2 s less for every step's kernel."""
+    import asyncio
+    from queue import Empty
+
+    from jupyter_client.asynchronous import AsyncKernelClient
+
+    class PromptKernelClient(AsyncKernelClient):
+        async def wait_for_ready(self, timeout=None):
+            deadline = time.monotonic() + (float("inf") if timeout is None else timeout)
+            while True:
+                request = self.kernel_info()
+                try:
+                    reply = await self.shell_channel.get_msg(timeout=1)
+                except Empty:
+                    reply = None
+                if reply is not None and reply["msg_type"] == "kernel_info_reply":
+                    iopub_until = time.monotonic() + 0.2
+                    while True:
+                        left = iopub_until - time.monotonic()
+                        try:
+                            msg = await self.iopub_channel.get_msg(timeout=max(left, 0.001))
+                        except Empty:
+                            break  # IOPub not connected yet: ask again, as jupyter_client does
+                        if (msg["msg_type"] == "status" and msg["content"].get("execution_state") == "idle"
+                                and msg["parent_header"].get("msg_id") == reply["parent_header"].get("msg_id", request)):
+                            self._handle_kernel_info_reply(reply)
+                            return
+                if not await self._async_is_alive():
+                    raise RuntimeError("Kernel died before replying to kernel_info")
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"Kernel didn't respond in {timeout:.0f} seconds")
+                await asyncio.sleep(0)
+
+    return PromptKernelClient
+
+
 def kill_forked_kernels() -> None:
     """Kill every kernel this process forked, whatever state its start-up reached."""
     while _FORKED:

@@ -7,7 +7,7 @@ import sys
 
 from .auth import private_key_file, verified_text
 from .files import write_atomic
-from .kernels import kernel_pid, kill_forked_kernels, use_forking_provisioner
+from .kernels import kernel_pid, kill_forked_kernels, prompt_kernel_client, use_forking_provisioner
 from .params import injection_index, parameters_source
 from .protocol import RUNNER_FILE, ExitStatus, Role, StepState
 from .tracebacks import OutputCap, append_outputs, echoes_output, error_from_outputs, kernel_death_reason, user_traceback
@@ -149,6 +149,7 @@ def run_notebook(step) -> int:
     # Unix sockets in a private folder instead of TCP ports: kernels started side by side
     # cannot race for a port (jupyter/jupyter_client#154), and nothing listens on the network.
     ipc_dir = tempfile.mkdtemp(prefix="nb2flow-k-")
+    client_factory = prompt_kernel_client()
 
     def new_kernel_manager():
         km = client.create_kernel_manager()
@@ -156,6 +157,7 @@ def run_notebook(step) -> int:
             km.transport = "ipc"
             km.ip = os.path.join(ipc_dir, "k")
         use_forking_provisioner(km)
+        km.client_factory = client_factory
         return km
 
     import time

@@ -341,6 +341,10 @@ class BundleLayout:
         return os.path.join(self.steps, f"{task}.py")
 
 
+#: The runner's argument that makes it the warm server (``--warm-server SOCKET IDLE``, see :mod:`.warmserver`)
+WARM_SERVER = "--warm-server"
+
+
 #: How a process starts the step runner from a shared folder: ``python -c RUNNER_BOOT RUNNER DIGEST ARGS``
 #: reads the file once, runs it only when its SHA-256 is the digest nb2flow wrote into the command (the
 #: manifest, or the local run's own memory), and runs exactly the bytes it checked.

@@ -12,7 +12,7 @@ from .auth import Untrusted, take_key, verified_bytes
 from .tracebacks import no_surrogates
 from .files import make_dir_inside, remove_partial_files
 from .params import read_params
-from .protocol import (FINALIZE, BundleLayout, ExitStatus, Role, RunLayout, StepSpec, StepState, error_line, step_arg_parser,
+from .protocol import (FINALIZE, WARM_SERVER, BundleLayout, ExitStatus, Role, RunLayout, StepSpec, StepState, error_line, step_arg_parser,
                        step_error)
 from .status import Status
 
@@ -137,7 +137,8 @@ def _termination_message(text: str) -> None:
 
 def main(argv=None) -> int:
     """``nb2flow_step.py ARGS`` (see :func:`protocol.step_command`), ``--finalize ARGS`` (an Argo run's final
-    task, :func:`protocol.finalize_command`), or ``--serve`` (the fork server)."""
+    task, :func:`protocol.finalize_command`), ``--serve`` (the fork server) or ``--warm-server SOCKET IDLE`` (the
+    warm server, :mod:`.warmserver`)."""
     args = sys.argv[1:] if argv is None else list(argv)
     take_key()  # out of the environment before any kernel or child process starts (forks keep it in memory)
     if args == ["--serve"]:
@@ -146,6 +147,10 @@ def main(argv=None) -> int:
         code = serve()
         sys.stdout.flush()
         os._exit(code)  # nothing to tear down that matters, and the run waits for this exit
+    if args[:1] == [WARM_SERVER] and len(args) == 3:
+        from .warmserver import serve_warm
+
+        os._exit(serve_warm(args[1], float(args[2])))
     if args[:1] == [FINALIZE]:
         from .finalize import finalize
 

@@ -320,3 +320,26 @@ def test_runs_at_once_share_one_import_of_their_set_up(tmp_path, warm):
     assert kept == [False, True, True]  # one import, made for the first run to ask
     status = json.loads(nb2flow("server", "--json", cwd=tmp_path, env=warm).stdout)
     assert [(t["modules"], t["served"]) for t in status[0]["templates"]] == [(["slowlib"], 3)]
+
+
+def test_a_settings_file_a_library_reads_at_import_is_read_afresh(tmp_path, warm):
+    """A library that reads its settings at import (as matplotlib reads ~/.config/matplotlib/matplotlibrc): edit them
+    between two runs and the next run sees the new ones, though the library's own files did not change."""
+    site = tmp_path / "site"
+    (site / "conflib").mkdir(parents=True)
+    (site / "conflib" / "__init__.py").write_text(
+        "import os\nwith open(os.path.expanduser('~/.config/conflib/settings')) as fh:\n    COLOR = fh.read().strip()\n")
+    settings = tmp_path / ".config" / "conflib" / "settings"
+    settings.parent.mkdir(parents=True)
+    settings.write_text("red\n")
+    env = dict(warm, PYTHONPATH=str(site))
+    (tmp_path / "work").mkdir()
+    nb = Path(write(tmp_path / "work" / "c.ipynb", cell("import conflib"), cell("print(conflib.COLOR)", "step:a")))
+    for _ in range(2):
+        assert nb2flow("run", str(nb), "-q", cwd=nb.parent, env=env).returncode == 0
+    assert _records(nb.parent)[-1]["warm_imports"]["kept"] and _outputs(_records(nb.parent)[-1]) == ["red\n"]
+    settings.write_text("blue\n")
+    r = nb2flow("run", str(nb), "-q", cwd=nb.parent, env=env)
+    assert r.returncode == 0, r.stderr
+    last = _records(nb.parent)[-1]
+    assert _outputs(last) == ["blue\n"] and not last["warm_imports"]["kept"]

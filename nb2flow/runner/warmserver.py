@@ -14,7 +14,9 @@ those runs import in each step, as a cold run does.
 
 Never stale: the client names the server after everything a fresh process would see (see
 ``nb2flow.warm.environment_key``); here, before each session, every file the server and the template
-imported is checked against its size and modification time at import, and a change retires them.
+imported — and every file and folder they read while importing: settings, plugin folders, metadata
+(:class:`record_reads`) — is checked against its size and modification time then, and a change
+retires them.
 
 Only the user: the socket's folder is private (0700, checked by the client), and both sides prove
 they hold the user's key before anything else is said (:func:`prove`, :func:`check_proof`).
@@ -80,11 +82,54 @@ def send_line(sock: socket.socket, obj: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- staleness
+_READ: set = set()  # files and folders read while recording (see record_reads)
+_RECORDING: list = []
+
+
+def _audit(event: str, args: tuple) -> None:
+    if not _RECORDING:
+        return
+    if event == "open":
+        path, mode = args[0], args[1]
+        if isinstance(mode, str) and any(c in mode for c in "wax+"):
+            return  # written, not read
+    elif event in ("os.listdir", "os.scandir"):
+        path = args[0]
+    else:
+        return
+    if isinstance(path, (str, bytes, os.PathLike)):
+        try:
+            full = os.path.abspath(os.fsdecode(path))
+        except (TypeError, ValueError):
+            return
+        if not full.startswith(("/proc/", "/sys/", "/dev/")):  # the kernel's own files: their times are now
+            _READ.add(full)
+
+
+class record_reads:
+    """While in this block, note every file opened for reading and every folder listed — the settings, plugin folders
+    and metadata a library reads at import (a ``matplotlibrc``, entry points), which its module files do not show."""
+
+    def __enter__(self):
+        if not getattr(sys, "_nb2flow_audit", False):
+            sys.addaudithook(_audit)  # for good (hooks cannot be removed): it does nothing unless recording
+            sys._nb2flow_audit = True
+        _RECORDING.append(os.getcwd())
+        return self
+
+    def __exit__(self, *exc):
+        # the working folder, listed by the import system for '' in sys.path: the server's own folder, or the notebook's,
+        # whose own modules the template key already covers (its other files change with every run and save)
+        _READ.discard(_RECORDING.pop())
+        return False
+
+
 def loaded_files() -> dict:
-    """Every file this process imported from, with (size, mtime_ns) as they are now."""
+    """Every file this process imported from, and every file and folder it read while recording, with
+    (size, mtime_ns) as they are now."""
     out = {}
-    for module in list(sys.modules.values()):
-        path = getattr(module, "__file__", None)
+    paths = [getattr(m, "__file__", None) for m in list(sys.modules.values())] + sorted(_READ)
+    for path in paths:
         if isinstance(path, str) and path not in out:
             try:
                 st = os.stat(path)
@@ -225,7 +270,8 @@ class _Template:
 def _template_main(channel: socket.socket, modules: list, mode: str, cwd: str) -> int:
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     os.chdir(cwd)  # a library reads its settings beside the notebook at import (matplotlib's matplotlibrc)
-    result = warm_imports(modules, mode)
+    with record_reads():
+        result = warm_imports(modules, mode)
     if not result["ok"]:
         send_line(channel, {"declined": result})
         return 0
@@ -268,7 +314,8 @@ def serve_warm(path: str, idle: float) -> int:
             time.sleep(0.05)
     SERVER_FDS.append(lock.fileno())
     started = time.time()
-    import_step_libraries()
+    with record_reads():
+        import_step_libraries()
     base_files = loaded_files()
     try:
         os.unlink(path)  # a dead server's socket

@@ -4,15 +4,15 @@ A local run asks the warm server (:mod:`nb2flow.runner.warmserver`) for its fork
 starting one: nbformat, nbclient and ipykernel are imported already, and so are the notebook's set-up
 imports when an earlier run of it asked for the same ones. ``NB2FLOW_WARM_SERVER=off`` turns it off
 (every run starts its own fork server, as before); a number sets how many idle seconds a server lives
-(default 900). ``nb2flow server status`` lists the servers, ``nb2flow server stop`` ends them.
+(default 900). ``nb2flow server`` lists the servers, ``nb2flow server stop`` ends them.
 
 A server is named after everything a fresh process would see (:func:`environment_key`): the interpreter
 (path, size, mtime), ``sys.path``, the installed distributions there (their ``.dist-info`` names, which
 carry the versions, and times) and ``.pth`` files, the environment variables, resource limits, the step
 runner's digest and the user's key. Anything else that differs — an edited module of an editable
-install, the notebook's own modules, a ``matplotlibrc`` beside it — is caught by the server, which
-checks every file it imported before each session, and by the template key (the folder's own modules'
-contents).
+install, a library's settings file, the notebook's own modules, a ``matplotlibrc`` beside it — is caught
+by the server, which checks every file it imported or read while importing before each session, and by
+the template key (the folder's own modules' contents).
 """
 
 from __future__ import annotations
@@ -377,6 +377,14 @@ def start_early(python: str) -> None:
 
 
 def _umask() -> int:
+    """This process's umask, read without setting it (another thread may be creating a file right now)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
@@ -388,33 +396,29 @@ def _exchange(path: str, key: bytes, message: dict, *, keep: bool = False, timeo
     from .runner.warmserver import check_proof, prove
 
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        sock.settimeout(timeout)
-        sock.connect(path)
-        mine = secrets.token_hex(16)
-        sock.sendall(json.dumps({"hello": mine}).encode() + b"\n")
-        buffer = b""
-        lines = []
-        while len(lines) < 1:
-            chunk = sock.recv(65536)
-            if not chunk:
-                raise ConnectionError("the warm server closed the connection")
-            buffer += chunk
-            while b"\n" in buffer and not lines:
-                line, buffer = buffer.split(b"\n", 1)
-                lines.append(json.loads(line))
-        hello = lines[0]
-        theirs = str(hello.get("nonce", ""))
-        if not check_proof(hello.get("proof"), "server", theirs, mine, key):
-            raise ConnectionError("the socket's server does not hold this user's key: not nb2flow's warm server")
-        sock.sendall(json.dumps(dict(message, proof=prove("client", mine, theirs, key))).encode() + b"\n")
+    buffer = b""
+
+    def read_line() -> dict:
+        nonlocal buffer
         while b"\n" not in buffer:
             chunk = sock.recv(65536)
             if not chunk:
                 raise ConnectionError("the warm server closed the connection")
             buffer += chunk
         line, buffer = buffer.split(b"\n", 1)
-        first = json.loads(line)
+        return json.loads(line)
+
+    try:
+        sock.settimeout(timeout)
+        sock.connect(path)
+        mine = secrets.token_hex(16)
+        sock.sendall(json.dumps({"hello": mine}).encode() + b"\n")
+        hello = read_line()
+        theirs = str(hello.get("nonce", ""))
+        if not check_proof(hello.get("proof"), "server", theirs, mine, key):
+            raise ConnectionError("the socket's server does not hold this user's key: not nb2flow's warm server")
+        sock.sendall(json.dumps(dict(message, proof=prove("client", mine, theirs, key))).encode() + b"\n")
+        first = read_line()
         sock.settimeout(None)
     except BaseException:
         sock.close()

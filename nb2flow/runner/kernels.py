@@ -159,7 +159,8 @@ def use_forking_provisioner(km) -> None:
 
 
 def prompt_kernel_client():
-    """jupyter_client's asynchronous kernel client, ready as soon as the kernel is.
+    """jupyter_client's asynchronous kernel client, ready as soon as the kernel is (None: this jupyter_client has
+    not the methods it builds on, and its own client is used).
 
     ``wait_for_ready`` asks for ``kernel_info`` until the reply comes and IOPub carries a message, as jupyter_client
     does, but then waits for that request's ``idle`` status on IOPub instead of for 0.2 s of silence there (IOPub
@@ -167,7 +168,12 @@ def prompt_kernel_client():
     import asyncio
     from queue import Empty
 
-    from jupyter_client.asynchronous import AsyncKernelClient
+    try:
+        from jupyter_client.asynchronous import AsyncKernelClient
+    except ImportError:  # an image's older jupyter_client: its own client and wait
+        return None
+    if not all(hasattr(AsyncKernelClient, a) for a in ("_async_is_alive", "_handle_kernel_info_reply")):
+        return None
 
     class PromptKernelClient(AsyncKernelClient):
         async def wait_for_ready(self, timeout=None):

@@ -157,7 +157,8 @@ def run_notebook(step) -> int:
             km.transport = "ipc"
             km.ip = os.path.join(ipc_dir, "k")
         use_forking_provisioner(km)
-        km.client_factory = client_factory
+        if client_factory is not None:
+            km.client_factory = client_factory
         return km
 
     import time

@@ -487,11 +487,14 @@ def server(ctx, as_json) -> int:
     if as_json:
         click.echo(json.dumps([dict(status, socket=path) for path, status in rows], indent=2))
         return ExitStatus.OK
-    if not rows:
+    if not [r for r in rows if "this user's key" not in r[1].get("error", "")]:
         _say("no warm server running (a local run starts one; NB2FLOW_WARM_SERVER=off turns them off)")
         return ExitStatus.OK
     now = time.time()
+    foreign = [path for path, status in rows if "this user's key" in status.get("error", "")]
     for path, status in rows:
+        if path in foreign:
+            continue
         if "error" in status:
             click.echo(f"{os.path.basename(path)}: not answering ({status['error']})")
             continue
@@ -504,6 +507,9 @@ def server(ctx, as_json) -> int:
                  + (f" (took {t['seconds']:.1f} s), served {t['served']} run(s)" if t["ready"] else ""))
         for d in status.get("declined", []):
             click.echo(f"  declined: {', '.join(d['modules'])} for {d['folder']}: {d['why']}")
+    if foreign:
+        click.echo(f"({len(foreign)} more server(s) in {os.path.dirname(foreign[0])} answer to another key: another HOME's, "
+                   "or one from before this key was made; they end when idle)")
     return ExitStatus.OK
 
 

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -13,9 +14,12 @@ settings.register_profile("nb2flow", derandomize=True, database=None, print_blob
 settings.load_profile("nb2flow")
 
 
+# Runs start their own fork server, as they do without a warm server: tests change HOME (the key) and the environment
+# all the time, and each would leave a server behind; tests/test_warm.py turns it on. Set for the whole session, so
+# that module-scoped fixtures' runs (which no function-scoped monkeypatch reaches) are cold too.
+os.environ["NB2FLOW_WARM_SERVER"] = "off"
+
+
 @pytest.fixture(autouse=True)
 def _no_color(monkeypatch):
     monkeypatch.setenv("NO_COLOR", "1")
-    # runs start their own fork server, as they do without a warm server: tests change HOME (the key) and the
-    # environment all the time, and each would leave a server behind; tests/test_warm.py turns it on
-    monkeypatch.setenv("NB2FLOW_WARM_SERVER", "off")

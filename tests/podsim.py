@@ -114,7 +114,10 @@ class Pod:
         self.env = {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "LANG": "C.UTF-8", "NO_COLOR": "1",
                     "HOME": HOME, "HOSTNAME": name, "KUBERNETES_SERVICE_HOST": "127.0.0.1",
                     "KUBERNETES_SERVICE_PORT": str(port), "KUBERNETES_PORT": f"tcp://127.0.0.1:{port}",
-                    "JUPYTERHUB_API_TOKEN": "c0ffee00c0ffee00c0ffee00c0ffee00"}
+                    "JUPYTERHUB_API_TOKEN": "c0ffee00c0ffee00c0ffee00c0ffee00",
+                    # a local run in the pod starts its own fork server: a warm server would outlive the test in
+                    # this mount namespace (tests/test_warm.py covers the warm server)
+                    "NB2FLOW_WARM_SERVER": "off"}
 
     def command(self, *args: str) -> list:
         """``nb2flow ARGS`` as typed in the pod's terminal, in its home folder."""

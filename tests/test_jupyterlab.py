@@ -194,7 +194,11 @@ def test_the_schedulers_create_job_runs_the_notebook_as_a_pipeline(jupyter_serve
     while True:
         described = call("GET", f"/scheduler/jobs/{job_id}")
         files = {f["file_format"]: f["file_path"] for f in described["job_files"] if f.get("file_path")}
-        if {"ipynb", "html"} <= set(files) or time.time() > deadline:
+        side_folder = (root / files["ipynb"]).parent / "nb2flow-run" if "ipynb" in files else None
+        # jupyter-scheduler's download copies the job's files, then its packaged ones (the side folder), in a process
+        # of its own: wait for both
+        if ({"ipynb", "html"} <= set(files) and side_folder.is_dir() and len(list(side_folder.iterdir())) >= 3) \
+                or time.time() > deadline:
             break
         time.sleep(0.3)
     assert {"ipynb", "html"} <= set(files), described

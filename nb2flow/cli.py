@@ -487,14 +487,13 @@ def server(ctx, as_json) -> int:
     if as_json:
         click.echo(json.dumps([dict(status, socket=path) for path, status in rows], indent=2))
         return ExitStatus.OK
-    if not [r for r in rows if "this user's key" not in r[1].get("error", "")]:
+    foreign = [path for path, status in rows if "this user's key" in status.get("error", "")]
+    mine = [(path, status) for path, status in rows if path not in foreign]
+    if not mine:
         _say("no warm server running (a local run starts one; NB2FLOW_WARM_SERVER=off turns them off)")
         return ExitStatus.OK
     now = time.time()
-    foreign = [path for path, status in rows if "this user's key" in status.get("error", "")]
-    for path, status in rows:
-        if path in foreign:
-            continue
+    for path, status in mine:
         if "error" in status:
             click.echo(f"{os.path.basename(path)}: not answering ({status['error']})")
             continue

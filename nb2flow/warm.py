@@ -285,19 +285,7 @@ class WarmClient:
 
     def _serving(self) -> bool:
         """Whether a server holds this environment's lock (serving, or starting up and not listening yet)."""
-        import fcntl
-
-        try:
-            fd = os.open(self.path + ".lock", os.O_RDWR)
-        except OSError:
-            return False
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            return True
-        finally:
-            os.close(fd)  # (releases the lock if this took it)
-        return False
+        return _server_holds(self.path)
 
     def _start(self) -> None:
         from .runner.forkserver import RUN_MARK_ENV
@@ -455,27 +443,33 @@ def servers(key: bytes) -> list:
     return out
 
 
-def _remove_if_dead(path: str) -> None:
-    """A socket no server listens on (its server was killed): gone, unless a server holds its lock (starting up)."""
+def _server_holds(sock_path: str) -> bool:
+    """Whether a server holds the lock of the socket ``sock_path`` (serving, or starting up)."""
     import fcntl
 
     try:
-        fd = os.open(path + ".lock", os.O_RDWR)
+        fd = os.open(sock_path + ".lock", os.O_RDWR)
     except OSError:
-        fd = None
+        return False
     try:
-        if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        for leftover in (path, path + ".lock", path[:-len(".sock")] + ".log"):
-            try:
-                os.unlink(leftover)
-            except FileNotFoundError:
-                pass
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError:
-        pass
+        return True
     finally:
-        if fd is not None:
-            os.close(fd)
+        os.close(fd)  # (releases the lock if this took it)
+    return False
+
+
+def _remove_if_dead(path: str) -> None:
+    """A socket no server listens on (its server was killed), with its lock and log: gone, unless a server holds the
+    lock (starting up)."""
+    if _server_holds(path):
+        return
+    for leftover in (path, path + ".lock", path[:-len(".sock")] + ".log"):
+        try:
+            os.unlink(leftover)
+        except OSError:
+            pass
 
 
 def stop_all(key: bytes) -> list:
